@@ -1,0 +1,169 @@
+"""Zero-shot classification of a whole collection over a label set, from stored embeddings only.
+
+Each label becomes a text embedding (the normalised mean over its prompt templates, cached in the
+catalog); every embedded item is scored against all labels in chunks of stored embeddings, so memory
+stays bounded and no image is read again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+from sqlalchemy import insert, select
+
+from .errors import EmptyIndexError, QueryError
+from .models.templates import prompts_for
+from .store.catalog import Classification, ClassificationRun, Embedding, Item, ItemState, blobs_to_matrix
+
+if TYPE_CHECKING:
+    from .index import Index
+
+CHUNK = 8192
+
+
+@dataclass
+class Prediction:
+    """An item's best labels, best first: (label, cosine score, softmax probability)."""
+
+    path: str
+    item_id: int
+    labels: list[tuple[str, float, float]]
+
+    def to_dict(self) -> dict:
+        label, score, probability = self.labels[0]
+        return {"path": self.path, "label": label, "score": score, "probability": probability,
+                "top_k": [{"label": l, "score": s, "probability": p} for l, s, p in self.labels]}
+
+
+@dataclass
+class ClassifyResult:
+    run_id: int
+    labels: list[str]
+    templates: str
+    items: int
+    counts: dict[str, int] = field(default_factory=dict)  # items per top-1 label
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_labels(inline: Optional[str] = None, labels_file: Optional[Path] = None) -> list[str]:
+    """Labels from ``"cat,dog"`` and/or a file of one label per line (blank and ``#`` lines skipped)."""
+    labels: list[str] = []
+    if inline:
+        labels += [part.strip() for part in inline.split(",")]
+    if labels_file:
+        try:
+            lines = Path(labels_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise QueryError(f"cannot read labels file {labels_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise QueryError(f"labels file {labels_file} is not UTF-8 text") from None
+        labels += [line.strip() for line in lines if not line.strip().startswith("#")]
+    unique = list(dict.fromkeys(label for label in labels if label))
+    if len(unique) < 2:
+        raise QueryError("give at least two distinct labels (--labels a,b or --labels-file FILE)")
+    return unique
+
+
+def label_embeddings(index: "Index", labels: Sequence[str], templates: str = "default") -> np.ndarray:
+    """One row per label: the normalised mean of its prompts' embeddings (cached per text)."""
+    prompts = [prompts_for(label, templates) for label in labels]
+    unique = list(dict.fromkeys(p for group in prompts for p in group))
+    vectors = dict(zip(unique, index.text_embeddings(unique)))
+    matrix = np.stack([np.mean([vectors[p] for p in group], axis=0) for group in prompts]).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def iter_item_embeddings(index: "Index", chunk: int = CHUNK) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+    """(item ids, paths, embeddings) of every embedded item, in chunks, in item order."""
+    dim = index.dim
+    last = 0
+    while True:
+        with index.catalog.read() as conn:
+            rows = conn.execute(
+                select(Item.id, Item.uri, Embedding.vector)
+                .join(Embedding, Item.embedding_id == Embedding.id)
+                .where(Item.state == ItemState.EMBEDDED.value, Item.id > last)
+                .order_by(Item.id)
+                .limit(chunk)
+            ).all()
+        if not rows:
+            return
+        yield [r[0] for r in rows], [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], dim)
+        last = rows[-1][0]
+
+
+def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best labels per row, best first."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+        return np.take_along_axis(part, order, axis=1)
+    return scores.argsort(axis=1)[:, ::-1]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classify(index: "Index", labels: Sequence[str], templates: str = "default", top_k: int = 1,
+             on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
+             progress: Optional[Callable[[int], None]] = None) -> ClassifyResult:
+    """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
+    chunk and, when ``store``, into the catalog as a classification run."""
+    if top_k < 1:
+        raise QueryError("--top-k must be at least 1")
+    started = time.time()
+    labels = list(labels)
+    if index.count_embedded() == 0:
+        raise EmptyIndexError(f"no embedded items in {index.path}; run `indexer ingest` first")
+    matrix = label_embeddings(index, labels, templates)
+    scale = index.logit_scale
+    k = min(top_k, len(labels))
+    result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
+                            counts={label: 0 for label in labels})
+    if store:
+        with index.catalog.begin() as conn:
+            result.run_id = int(conn.execute(insert(ClassificationRun).values(
+                created_at=started, labels=json.dumps(labels), templates=templates, top_k=k, item_count=0,
+            )).inserted_primary_key[0])
+    for item_ids, paths, embeddings in iter_item_embeddings(index):
+        scores = embeddings @ matrix.T
+        probabilities = softmax(scores * scale)
+        best = top_labels(scores, k)
+        predictions = []
+        for row, (item_id, path) in enumerate(zip(item_ids, paths)):
+            predictions.append(Prediction(path, item_id, [
+                (labels[j], round(float(scores[row, j]), 6), round(float(probabilities[row, j]), 6))
+                for j in best[row]
+            ]))
+            result.counts[labels[best[row, 0]]] += 1
+        result.items += len(predictions)
+        if store:
+            with index.catalog.begin() as conn:
+                conn.execute(insert(Classification), [
+                    {"run_id": result.run_id, "item_id": p.item_id, "rank": rank, "label": label, "score": score}
+                    for p in predictions for rank, (label, score, _) in enumerate(p.labels, start=1)
+                ])
+        if on_predictions:
+            on_predictions(predictions)
+        if progress:
+            progress(len(predictions))
+    result.seconds = round(time.time() - started, 3)
+    if store:
+        from sqlalchemy import update
+
+        with index.catalog.begin() as conn:
+            conn.execute(update(ClassificationRun).where(ClassificationRun.id == result.run_id)
+                         .values(item_count=result.items))
+    return result

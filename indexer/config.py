@@ -1,0 +1,52 @@
+"""Settings: where the index is, which model, which device, how big the batches.
+
+Each has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; the flag wins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .decode import DEFAULT_MAX_PIXELS
+
+# The default model for real use (see the README for the measurements behind the choice).
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+BUNDLED_MODEL = "tiny-shapes"
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+@dataclass
+class Settings:
+    """How an index does its work. ``None`` means: choose from the machine."""
+
+    device: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_DEVICE"))
+    batch_size: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_BATCH_SIZE"))
+    workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
+    threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))
+    max_pixels: int = field(default_factory=lambda: _env_int("INDEXER_MAX_PIXELS") or DEFAULT_MAX_PIXELS)
+
+    def resolved_batch_size(self, device: str) -> int:
+        return self.batch_size or (256 if device.startswith("cuda") else 32)
+
+    def resolved_workers(self, device: str) -> int:
+        """Decode workers. On a CPU the model needs the cores: one worker (JPEG draft decoding is ~7x
+        faster than the model) unless there are many cores; a GPU wants several."""
+        if self.workers is not None:
+            return self.workers
+        cores = os.cpu_count() or 1
+        if device.startswith("cuda"):
+            return min(8, max(1, cores - 1))
+        return 0 if cores <= 1 else max(1, cores // 4)
+
+
+def default_index_dir() -> Optional[Path]:
+    value = os.environ.get("INDEXER_INDEX")
+    return Path(value) if value else None

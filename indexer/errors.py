@@ -1,0 +1,59 @@
+"""The one exception tree of indexer. The CLI turns any of these into exit code 1 and its message.
+
+Messages are written for the person at the terminal: what went wrong, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class IndexerError(Exception):
+    """Base class of every error indexer raises on purpose."""
+
+
+class CatalogError(IndexerError):
+    """The catalog (SQLite) cannot be opened, read or written."""
+
+
+class SchemaTooNewError(CatalogError):
+    """The catalog was written by a newer version of indexer than this one."""
+
+
+class DiskFullError(CatalogError):
+    """A write failed because the disk is full; what was committed before is intact."""
+
+
+class IndexBusyError(IndexerError):
+    """Another process is ingesting into the same index."""
+
+
+class ModelError(IndexerError):
+    """A model cannot be found, downloaded or loaded."""
+
+
+class ModelMismatchError(ModelError):
+    """The index was built with another embedding model than the one asked for."""
+
+
+class NoModelError(ModelError):
+    """The index has no model recorded yet and none was given."""
+
+
+class SourceError(IndexerError):
+    """A source to ingest (folder, archive, list) does not exist or cannot be read."""
+
+
+class DecodeError(IndexerError):
+    """One file is not a readable image; carries a short machine-friendly reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class QueryError(IndexerError):
+    """A search, classify or eval request is malformed (empty label set, bad weight, unknown file)."""
+
+
+class EmptyIndexError(IndexerError):
+    """The index holds no embedded items yet."""

@@ -1,0 +1,96 @@
+"""Which embedding model an index uses, described without loading it (no torch import here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ModelError
+from . import bundled
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the user names it.
+
+    ``name`` is an open_clip architecture (``ViT-B-32``), an ``hf-hub:org/repo`` id, a
+    ``local-dir:PATH`` folder, or a model bundled with indexer (``tiny-shapes``). ``pretrained`` is an
+    open_clip pretrained tag, or ``random`` for random weights (benchmarks only). ``weights`` is a
+    local checkpoint file for the architecture ``name``.
+    """
+
+    name: str
+    pretrained: Optional[str] = None
+    weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.weights and self.pretrained:
+            raise ModelError("give either --pretrained TAG or --weights PATH, not both")
+        if self.weights and not Path(self.weights).is_file():
+            raise ModelError(f"weights file not found: {self.weights}")
+        if self.name.startswith("local-dir:") and not Path(self.name[len("local-dir:"):]).is_dir():
+            raise ModelError(f"model folder not found: {self.name[len('local-dir:'):]}")
+
+    @property
+    def is_random(self) -> bool:
+        return self.pretrained == RANDOM
+
+    @property
+    def is_bundled(self) -> bool:
+        return bundled.is_bundled(self.name)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two models produce the same embeddings: recorded in, and checked against, a catalog."""
+        identity: dict[str, Any] = {"name": self.name, "pretrained": self.pretrained}
+        if self.weights:
+            identity["weights_sha256"] = file_sha256(Path(self.weights))
+        elif self.is_bundled:
+            identity["weights_sha256"] = file_sha256(bundled.checkpoint_file(self.name))
+        elif self.name.startswith("local-dir:"):
+            folder = Path(self.name[len("local-dir:"):])
+            checkpoints = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+            if checkpoints:
+                identity["weights_sha256"] = file_sha256(checkpoints[0])
+        return identity
+
+    def describe(self) -> str:
+        if self.is_bundled:
+            return f"{self.name} (bundled)"
+        if self.weights:
+            return f"{self.name} (weights {self.weights})"
+        if self.pretrained:
+            return f"{self.name} ({self.pretrained})"
+        return self.name
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        return cls(name=data["name"], pretrained=data.get("pretrained"), weights=data.get("weights"))
+
+
+def same_model(recorded: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """True when a catalog's recorded identity and a requested model's identity embed alike."""
+    keys = ("name", "pretrained", "weights_sha256")
+    return all(recorded.get(k) == identity.get(k) for k in keys)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]

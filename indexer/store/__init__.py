@@ -1,0 +1,1 @@
+"""Persistence: the SQLite catalog (source of truth), its migrations, and the derived FAISS vectors."""

@@ -1,0 +1,109 @@
+"""Schema versions: Alembic revisions under ``migrations/`` (shipped in the wheel as ``indexer.migrations``).
+
+Opening a catalog: an empty file is created from the models and stamped at head; a catalog at head
+is used as is (no Alembic import: that keeps small commands fast); an older one is backed up and
+upgraded; one from a newer indexer is refused with what to do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CatalogError, SchemaTooNewError
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+# The newest revision under migrations/versions; a test checks it against Alembic's own view.
+SCHEMA_HEAD = "0001_initial"
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside the installed package, or beside it in a checkout."""
+    spec = importlib.util.find_spec("indexer.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(catalog_url: str):  # -> alembic.config.Config
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", catalog_url)
+    return config
+
+
+def ensure_schema(catalog: "Catalog") -> None:
+    with catalog.engine.connect() as conn:
+        tables = {row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = None
+        if "alembic_version" in tables:
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    if version == SCHEMA_HEAD:
+        return
+    if not tables:
+        _create_at_head(catalog)
+        return
+    if version is None:
+        raise CatalogError(
+            f"{catalog.path} is an SQLite file but not an indexer catalog (no schema version); "
+            "point --index at another folder"
+        )
+    _upgrade(catalog, version)
+
+
+def _create_at_head(catalog: "Catalog") -> None:
+    from .catalog import Base
+
+    with catalog.engine.begin() as conn:
+        Base.metadata.create_all(conn)
+        conn.exec_driver_sql(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_HEAD,))
+
+
+def _upgrade(catalog: "Catalog", version: str) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    config = alembic_config(str(catalog.engine.url))
+    scripts = ScriptDirectory.from_config(config)
+    try:
+        known = scripts.get_revision(version) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise SchemaTooNewError(
+            f"{catalog.path} has schema version {version!r}, written by a newer indexer than this one "
+            f"(which knows up to {SCHEMA_HEAD!r}). Upgrade indexer (pip install -U indexer) to open it"
+        )
+    backup = backup_catalog(catalog.path, version)
+    with catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    print(f"upgraded the catalog schema {version} -> head (backup: {backup})", file=__import__("sys").stderr)
+
+
+def backup_catalog(path: Path, version: str) -> Path:
+    """A consistent copy of the catalog (SQLite's online backup) before a migration touches it."""
+    folder = path.parent / "backups"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{path.stem}-{version}-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+    source = sqlite3.connect(str(path))
+    try:
+        destination = sqlite3.connect(str(target))
+        with destination:
+            source.backup(destination)
+        destination.close()
+    finally:
+        source.close()
+    return target
