@@ -100,34 +100,48 @@ def main() -> None:
     """
 
 
-@main.command(context_settings=CONTEXT)
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@index_option
-@model_options
-@click.option("--batch-size", type=click.IntRange(1), help="Images per model batch (default 32 on CPU, 256 on GPU).")
-@click.option("--workers", type=click.IntRange(0), help="Decode worker processes (default: from the core count).")
-@click.option("--threads", type=click.IntRange(1), help="Threads for the model on CPU (default: torch's choice).")
-@click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
-@json_option
-def ingest(sources: tuple[Path, ...], index_dir: Path, model: Optional[str], pretrained: Optional[str],
-           weights: Optional[str], device: Optional[str], batch_size: Optional[int], workers: Optional[int],
-           threads: Optional[int], retry_failed: bool, progress: Optional[bool], as_json: bool) -> None:
-    """Embed every image under SOURCES (folders or image files) into the index.
+def ingest_options(f: Callable) -> Callable:
+    options = [
+        click.argument("sources", nargs=-1, type=click.Path(path_type=Path)),
+        click.option("--from-list", "from_list", metavar="FILE",
+                     help="Also ingest the paths listed in FILE, one per line ('-' reads standard input)."),
+        index_option,
+        model_options,
+        click.option("--batch-size", type=click.IntRange(1), help="Images per model batch (default 32 on CPU, 256 on GPU)."),
+        click.option("--workers", type=click.IntRange(0), help="Decode worker processes (default: from the core count)."),
+        click.option("--threads", type=click.IntRange(1), help="Threads for the model on CPU (default: torch's choice)."),
+        click.option("--max-pixels", type=click.IntRange(1), help="Refuse pictures larger than this many pixels "
+                                                                     "(default 100 million; decompression bombs)."),
+        click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
+        click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal)."),
+        json_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    Runs again are incremental: unchanged files are skipped without being read, moved or duplicated
-    files reuse their embedding, and an interrupted run resumes where it stopped. Unreadable files
-    are recorded with a reason and the run goes on.
 
-    \b
-    Example:
-      indexer ingest ~/photos --index ./photos-index
-      indexer ingest ~/photos --index ./photos-index --model tiny-shapes --json
-    """
-    index = open_from_cli(index_dir, model, pretrained, weights, device, create=True,
-                          batch_size=batch_size, workers=workers, threads=threads)
+def _run_ingest(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path, model: Optional[str],
+                pretrained: Optional[str], weights: Optional[str], device: Optional[str], batch_size: Optional[int],
+                workers: Optional[int], threads: Optional[int], max_pixels: Optional[int], retry_failed: bool,
+                progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
+    from itertools import chain
+
+    from .sources import read_list
+
+    if not sources and not from_list:
+        raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
+    index = open_from_cli(index_dir, model, pretrained, weights, device, create=True, batch_size=batch_size,
+                          workers=workers, threads=threads, max_pixels=max_pixels)
+    listed = read_list(from_list) if from_list else ()
     with index:
-        summary = index.ingest(sources, retry_failed=retry_failed, progress=progress_enabled(progress), warn=err)
+        # Listed paths may have gone since the list was made: those are skipped, not fatal.
+        if from_list:
+            summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, purge=purge,
+                                   progress=progress_enabled(progress), warn=err, strict=False)
+        else:
+            summary = index.ingest(sources, retry_failed=retry_failed, purge=purge,
+                                   progress=progress_enabled(progress), warn=err)
     if as_json:
         echo_json(summary.to_dict())
         return
@@ -135,7 +149,49 @@ def ingest(sources: tuple[Path, ...], index_dir: Path, model: Optional[str], pre
     err(f"{summary.scanned} files: {summary.embedded} embedded, {summary.unchanged} unchanged, "
         f"{summary.reused} reused (moved or duplicate), {summary.failed} failed"
         + (f" ({reasons})" if reasons else "")
-        + (f", {summary.deleted} gone since the last run" if summary.deleted else "") + f" in {summary.seconds:.1f} s")
+        + (f", {summary.deleted} gone since the last run" if summary.deleted else "")
+        + (f", {summary.purged} purged" if summary.purged else "") + f" in {summary.seconds:.1f} s")
+
+
+@main.command(context_settings=CONTEXT)
+@ingest_options
+def ingest(**options: Any) -> None:
+    """Embed every image under SOURCES into the index.
+
+    SOURCES are folders (scanned recursively), image files, and tar / tar.gz / zip archives (read as
+    streams, members addressed as ARCHIVE::MEMBER; WebDataset shard ranges like
+    shards-{000..099}.tar are expanded).
+
+    Runs again are incremental: unchanged files are skipped without being read (an unchanged archive
+    is not even opened), moved or duplicated files reuse their embedding, files gone from a scanned
+    folder are marked deleted, and an interrupted run resumes where it stopped. Unreadable files
+    are recorded with a reason and the run goes on.
+
+    \b
+    Examples:
+      indexer ingest ~/photos --index ./photos-index
+      indexer ingest shards/train-{0000..0127}.tar --index ./laion-index --model ViT-B-32 --json
+      find /data -name '*.jpg' | indexer ingest --from-list - --index ./data-index
+    """
+    _run_ingest(**options)
+
+
+@main.command(context_settings=CONTEXT)
+@ingest_options
+@click.option("--purge", is_flag=True, help="Remove deleted items (and embeddings no item uses) for good, "
+                                           "instead of keeping them as history.")
+def sync(**options: Any) -> None:
+    """Bring the index in line with SOURCES: new, changed, moved and deleted files.
+
+    The same as ingest, plus --purge: deleted items are normally kept as history (hidden from search
+    and classification); --purge removes them and their unused embeddings, and the vectors follow
+    without a full rebuild.
+
+    \b
+    Example:
+      indexer sync ~/photos --index ./photos-index --purge
+    """
+    _run_ingest(**options)
 
 
 @main.command(context_settings=CONTEXT)

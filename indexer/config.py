@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .decode import DEFAULT_MAX_PIXELS
+from .decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
 
 # The default model for real use (see the README for the measurements behind the choice).
 DEFAULT_MODEL = "ViT-B-32"
@@ -32,6 +32,8 @@ class Settings:
     workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
     threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))
     max_pixels: int = field(default_factory=lambda: _env_int("INDEXER_MAX_PIXELS") or DEFAULT_MAX_PIXELS)
+    decode_seconds: float = field(default_factory=lambda: float(os.environ.get("INDEXER_DECODE_SECONDS") or
+                                                                DEFAULT_DECODE_SECONDS))
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or (256 if device.startswith("cuda") else 32)

@@ -9,9 +9,13 @@ at a reduced scale in the DCT domain (``Image.draft``) when the model needs far 
 from __future__ import annotations
 
 import io
+import signal
 import struct
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -91,3 +95,44 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
         raise DecodeError("out_of_memory", "the decoder ran out of memory") from None
     return DecodedImage(rgb, width, height, fmt)
 
+
+
+DEFAULT_DECODE_SECONDS = 30.0
+
+
+@contextmanager
+def time_limit(seconds: Optional[float]) -> Iterator[None]:
+    """Raises ``DecodeError('timeout')`` if the block runs longer than ``seconds`` (a hostile file
+    that sends a decoder into a very long loop). Uses SIGALRM: only in a process's main thread."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise DecodeError("timeout", f"decoding took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def limit_aspect(image: Image.Image, max_aspect: float = 2.0) -> Image.Image:
+    """Crops a very long or tall picture to its centre, at most ``max_aspect`` : 1.
+
+    A "resize the short side, then centre-crop a square" preprocessing keeps only the centre anyway;
+    cropping first gives the same pixels and stops a 20000x10 strip from being resized to a
+    448000x224 canvas on the way."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= short * max_aspect:
+        return image
+    keep = int(short * max_aspect)
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))

@@ -158,13 +158,13 @@ class Index:
             raise QueryError(f"query image {path} is not readable: {exc}") from None
         return embedder.embed_images(embedder.preprocess(decoded.image)[None])[0]
 
-    def vectors(self) -> VectorIndex:
-        """The FAISS index, brought in step with the catalog."""
+    def vectors(self, sync: bool = True) -> VectorIndex:
+        """The FAISS index, brought in step with the catalog (``sync=False``: the file as it is)."""
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
             self._vectors = VectorIndex(self.path, self.catalog)
-        self._vectors.load()
+        self._vectors.load(sync=sync)
         return self._vectors
 
     def vectors_file_exists(self) -> bool:
@@ -176,7 +176,7 @@ class Index:
         """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run_ingest``."""
         from .ingest import run_ingest
 
-        return run_ingest(self, [Path(s) for s in sources], **options)
+        return run_ingest(self, (Path(s) for s in sources), **options)
 
     def search(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (), k: int = 10,
                path_filter: Optional[str] = None, min_score: Optional[float] = None):

@@ -1,16 +1,26 @@
 """What can be ingested, and how its items are found and read.
 
-A source yields ``SourceEntry`` records (an address, a size and a modification time) without reading
-any content: deciding what is unchanged costs a ``stat``, not a read. ``read_bytes`` fetches one
-item's content when it has to be hashed or decoded.
+Sources are folders (scanned recursively), single image files, tar archives (``.tar``, ``.tar.gz``,
+``.tgz``, ``.tar.bz2``, ``.tar.xz``, including WebDataset shards) and zip archives, read as streams
+without extracting anything to disk, and lists of any of these (``--from-list FILE`` or ``-``).
+An archive member is addressed as ``ARCHIVE::MEMBER`` everywhere.
+
+Scanning yields ``SourceEntry`` records (an address, a size, a modification time) without reading
+content: deciding what is unchanged costs a ``stat``. ``read_bytes`` fetches one file's content;
+``iter_archive_contents`` streams the wanted members of one archive.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat as stat_module
+import tarfile
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator, Optional
 
 from .errors import DecodeError, SourceError
 
@@ -18,11 +28,29 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
      ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif", ".jp2", ".j2k"}
 )
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
+MEMBER_SEPARATOR = "::"
 
 
 @dataclass(frozen=True)
 class SourceEntry:
-    uri: str  # an absolute file path
+    """One item found by a scan. ``problem`` is set for an item known to be bad before any read
+    (a dangling link); ``raw_path`` holds the bytes of a file name that is not valid UTF-8."""
+
+    uri: str
+    size: int
+    mtime_ns: int
+    container: Optional[str] = None
+    raw_path: Optional[bytes] = None
+    problem: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """An archive to ingest, as stat() sees it; its members come from ``iter_archive_members``."""
+
+    uri: str
     size: int
     mtime_ns: int
 
@@ -31,12 +59,46 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def scan_folder(root: Path) -> Iterator[SourceEntry]:
-    """Every image file under ``root`` (recursively, sorted, hidden files and folders skipped)."""
+def archive_kind(name: str) -> Optional[str]:
+    lower = name.lower()
+    if lower.endswith(TAR_SUFFIXES):
+        return "tar"
+    if lower.endswith(ZIP_SUFFIXES):
+        return "zip"
+    return None
+
+
+def storable_path(path: str) -> tuple[str, Optional[bytes]]:
+    """A path as text SQLite can hold, and its raw bytes when the name is not valid UTF-8."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def member_uri(archive: str, member: str) -> str:
+    return f"{archive}{MEMBER_SEPARATOR}{member}"
+
+
+def _entry(path: str, st: os.stat_result) -> SourceEntry:
+    uri, raw = storable_path(path)
+    return SourceEntry(uri, st.st_size, st.st_mtime_ns, raw_path=raw)
+
+
+def scan_folder(root: Path) -> Iterator[SourceEntry | ArchiveSource]:
+    """Images and archives under ``root``, recursively and sorted; hidden entries skipped; symlinked
+    folders followed once (loops are cut); dangling links reported as entries with a problem."""
     stack = [root]
+    visited: set[tuple[int, int]] = set()
     while stack:
         folder = stack.pop()
         try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in visited:
+                continue  # a symlink loop, or the same folder reached twice
+            visited.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:
@@ -46,39 +108,177 @@ def scan_folder(root: Path) -> Iterator[SourceEntry]:
             if entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir(follow_symlinks=False):
+                if entry.is_dir():
                     subfolders.append(Path(entry.path))
                     continue
-                if not is_image_name(entry.name) or not entry.is_file():
+                image, kind = is_image_name(entry.name), archive_kind(entry.name)
+                if not image and not kind:
                     continue
-                stat = entry.stat()
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    if image:
+                        uri, raw = storable_path(os.path.abspath(entry.path))
+                        yield SourceEntry(uri, 0, 0, raw_path=raw, problem="broken_link")
+                    continue
+                st = entry.stat()
+                if not stat_module.S_ISREG(st.st_mode):
+                    continue
             except OSError:
                 continue
-            yield SourceEntry(os.path.abspath(entry.path), stat.st_size, stat.st_mtime_ns)
+            path = os.path.abspath(entry.path)
+            yield ArchiveSource(storable_path(path)[0], st.st_size, st.st_mtime_ns) if kind else _entry(path, st)
         stack.extend(reversed(subfolders))
 
 
-def scan(sources: Iterable[Path]) -> Iterator[SourceEntry]:
-    """Entries of every source: a folder is scanned, a single image file is taken as is."""
-    for source in sources:
-        path = Path(source).expanduser()
-        if path.is_dir():
-            yield from scan_folder(path.resolve())
-        elif path.is_file():
-            stat = path.stat()
-            yield SourceEntry(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        elif not path.exists():
-            raise SourceError(f"no such file or folder: {source}")
-        else:
-            raise SourceError(f"not a file or folder: {source}")
+_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
-def read_bytes(uri: str) -> bytes:
-    """The content of the item at ``uri``; ``DecodeError('unreadable')`` when the file cannot be read."""
+def expand_braces(pattern: str) -> list[str]:
+    """WebDataset-style shard ranges: ``shards-{000..009}.tar`` -> ten names (zero padding kept)."""
+    match = _BRACES.search(pattern)
+    if not match:
+        return [pattern]
+    first, last = match.group(1), match.group(2)
+    width = len(first) if first.startswith("0") else 0
+    out = []
+    for n in range(int(first), int(last) + 1):
+        out += expand_braces(pattern[:match.start()] + str(n).zfill(width) + pattern[match.end():])
+    return out
+
+
+def read_list(list_file: str) -> Iterator[Path]:
+    """Paths from a text file, one per line (``-`` reads standard input); blank and # lines skipped."""
+    import sys
+
+    handle: IO[str]
+    if list_file == "-":
+        handle = sys.stdin
+    else:
+        try:
+            handle = open(list_file, encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise SourceError(f"cannot read the list {list_file}: {exc.strerror}") from None
     try:
-        with open(uri, "rb") as f:
+        for line in handle:
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield Path(line)
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+
+
+def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Path]] = None
+         ) -> Iterator[SourceEntry | ArchiveSource]:
+    """Entries of every source: folders are scanned, files and archives taken as they are.
+
+    With ``strict`` a missing source is an error (a typo on the command line); without (a list of
+    files, some of which may have gone), it is skipped. Scanned folders are appended to ``folders``."""
+    for source in sources:
+        for name in expand_braces(str(source)):
+            path = Path(name).expanduser()
+            if path.is_dir():
+                if folders is not None:
+                    folders.append(path.resolve())
+                yield from scan_folder(path.resolve())
+            elif path.is_file():
+                resolved = str(path.resolve())
+                if archive_kind(path.name):
+                    st = path.stat()
+                    yield ArchiveSource(storable_path(resolved)[0], st.st_size, st.st_mtime_ns)
+                else:
+                    yield _entry(resolved, path.stat())
+            elif not strict:
+                continue
+            elif not path.exists():
+                raise SourceError(f"no such file or folder: {source}")
+            else:
+                raise SourceError(f"not a file or folder: {source}")
+
+
+def _hidden_member(name: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
+
+
+def iter_archive_members(archive: ArchiveSource) -> Iterator[SourceEntry]:
+    """The image members of an archive, from its headers (a compressed tar is read through once).
+    Raises ``DecodeError`` when the archive is unreadable or breaks off."""
+    kind = archive_kind(archive.uri)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive.uri) as zf:
+                for info in zf.infolist():
+                    if info.is_dir() or not is_image_name(info.filename) or _hidden_member(info.filename):
+                        continue
+                    mtime = int(time.mktime(info.date_time + (0, 0, -1)) * 1e9)
+                    yield SourceEntry(member_uri(archive.uri, info.filename), info.file_size, mtime, archive.uri)
+        else:
+            with tarfile.open(archive.uri, "r:*") as tf:
+                for member in tf:
+                    if not member.isfile() or not is_image_name(member.name) or _hidden_member(member.name):
+                        continue
+                    yield SourceEntry(member_uri(archive.uri, member.name), member.size, int(member.mtime * 1e9),
+                                      archive.uri)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def iter_archive_contents(container: str, wanted: set[str]) -> Iterator[tuple[str, bytes | DecodeError]]:
+    """(member name, bytes or the error) for each wanted member, in archive order, as a stream.
+    Members the archive no longer holds come last, as ``missing`` errors."""
+    remaining = set(wanted)
+    try:
+        if archive_kind(container) == "zip":
+            with zipfile.ZipFile(container) as zf:
+                for name in sorted(remaining):
+                    try:
+                        yield name, zf.read(name)
+                    except KeyError:
+                        continue
+                    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:  # also CRC errors
+                        yield name, DecodeError("bad_archive_member", str(exc)[:200])
+                    remaining.discard(name)
+        else:
+            with tarfile.open(container, "r:*") as tf:
+                for member in tf:
+                    if member.name not in remaining:
+                        continue
+                    remaining.discard(member.name)
+                    try:
+                        handle = tf.extractfile(member)
+                        yield member.name, handle.read() if handle else DecodeError("not_a_file")
+                    except (OSError, tarfile.TarError, EOFError) as exc:
+                        yield member.name, DecodeError("bad_archive_member", str(exc)[:200])
+                    if not remaining:
+                        break
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        error = DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200])
+        for name in sorted(remaining):
+            yield name, error
+        return
+    for name in sorted(remaining):
+        yield name, DecodeError("missing", "the archive no longer holds this member")
+
+
+def read_bytes(uri: str, raw_path: Optional[bytes] = None) -> bytes:
+    """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8)."""
+    try:
+        with open(raw_path if raw_path is not None else uri, "rb") as f:
             return f.read()
     except FileNotFoundError:
         raise DecodeError("missing", "the file disappeared before it was read") from None
+    except IsADirectoryError:
+        raise DecodeError("not_a_file", "a folder with an image name") from None
     except OSError as exc:
         raise DecodeError("unreadable", exc.strerror or str(exc)) from None
+
+
+def read_item(uri: str, container: Optional[str] = None, raw_path: Optional[bytes] = None) -> bytes:
+    """The content of one item, a plain file or an archive member (used for one-off reads)."""
+    if container is None:
+        return read_bytes(uri, raw_path)
+    member = uri[len(container) + len(MEMBER_SEPARATOR):]
+    for _, data in iter_archive_contents(container, {member}):
+        if isinstance(data, DecodeError):
+            raise data
+        return data
+    raise DecodeError("missing", "the archive no longer holds this member")

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 from sqlalchemy import (
+    Boolean,
     Float,
     ForeignKey,
     Index as SqlIndex,
@@ -79,6 +80,7 @@ class Item(Base):
         SqlIndex("ix_items_state", "state"),
         SqlIndex("ix_items_sha256", "sha256"),
         SqlIndex("ix_items_embedding_id", "embedding_id"),
+        SqlIndex("ix_items_container", "container"),
         {"sqlite_autoincrement": True},
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -96,6 +98,24 @@ class Item(Base):
     scan_id: Mapped[Optional[int]] = mapped_column(Integer)
     added_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The archive holding this item (its uri is "ARCHIVE::MEMBER"), or None for a plain file.
+    container: Mapped[Optional[str]] = mapped_column(Text)
+    # The file name's bytes when they are not UTF-8 (``uri`` then shows them escaped).
+    raw_path: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+
+
+class Archive(Base):
+    """A tar or zip archive as last read: when its size and mtime are unchanged and the read was
+    complete, its members are known to be unchanged without opening it."""
+
+    __tablename__ = "archives"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    members: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    scanned_at: Mapped[float] = mapped_column(Float)
 
 
 class TextEmbedding(Base):

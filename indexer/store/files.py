@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
 from ..errors import DiskFullError, IndexerError
+
+
+def fault_point(name: str) -> None:
+    """A named moment where the crash tests pause the process (``INDEXER_TEST_PAUSE=name:seconds``)
+    to kill it there; does nothing otherwise."""
+    spec = os.environ.get("INDEXER_TEST_PAUSE")
+    if spec and spec.split(":")[0] == name:
+        time.sleep(float(spec.split(":")[1]))
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -14,6 +23,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        fault_point("write:" + path.name)  # the crash tests kill here: the old file must survive
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -21,6 +31,11 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except RuntimeError as exc:  # FAISS reports write errors as RuntimeError
+        tmp.unlink(missing_ok=True)
+        if "No space left" in str(exc):
+            raise DiskFullError(f"the disk is full: could not write {path}; the previous version is intact") from exc
+        raise IndexerError(f"could not write {path}: {exc}") from exc
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno == 28:  # ENOSPC

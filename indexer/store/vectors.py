@@ -91,11 +91,15 @@ class VectorIndex:
             return None
         return index
 
-    def load(self, progress: Optional[Callable[[int], None]] = None) -> "VectorIndex":
-        """Loads the file and brings it in step with the catalog (catch-up, or rebuild when needed)."""
+    def load(self, progress: Optional[Callable[[int], None]] = None, sync: bool = True) -> "VectorIndex":
+        """Loads the file and brings it in step with the catalog (catch-up, or rebuild when needed);
+        with ``sync=False``, the file as it is (``index`` is None when there is none)."""
         dim = self.catalog.embedding_dim()
         if dim is None:
             self.index = None
+            return self
+        if not sync:
+            self.index = self._load_file(dim)
             return self
         count, max_id = self._catalog_state()
         index = self._load_file(dim)

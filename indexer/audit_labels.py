@@ -1,0 +1,295 @@
+"""The given labels of a dataset under audit: from folder names, a CSV file, or a classification run.
+
+Whatever the source, the result is a ``DatasetLabels``: compact arrays aligned by item (item id,
+content id, label index, split index), sorted by item id, so a million labelled items cost about
+25 MB and every later pass over the catalog looks its rows up with a binary search.
+
+Folder labels follow the ImageFolder layout: below a root, the first folder is the class (``_`` read
+as a space), optionally below or above a split folder (``train``, ``val``, ``valid``, ``validation``,
+``test``): ``root/red_star/x.jpg``, ``root/train/red_star/x.jpg`` and ``root/red_star/train/x.jpg`` all
+give the label ``red star``. An archive member ``ARCHIVE::MEMBER`` is read as the path
+``ARCHIVE/MEMBER``. Without an explicit root, the root is the common folder of the items'
+parent folders (give one when the index holds more than the dataset, or a single class folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+
+import numpy as np
+from sqlalchemy import select
+
+from .errors import QueryError
+from .store.catalog import Classification, ClassificationRun, Item, ItemState
+
+if TYPE_CHECKING:
+    from .index import Index
+
+ARCHIVE_SEPARATOR = "::"
+SPLIT_NAMES: dict[str, str] = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+NO_SPLIT = -1
+_CHUNK = 5000
+_SQL_IN = 900  # ids per IN (...) clause, well under SQLite's variable limit
+
+
+@dataclass
+class DatasetLabels:
+    """Given labels (and splits) of the labelled items, as arrays aligned by item, sorted by item id."""
+
+    labels: list[str]  # the label set, index = label index
+    item_ids: np.ndarray  # int64, sorted
+    content_ids: np.ndarray  # int64: the item's embedding id (equal ids = exact duplicates)
+    label_index: np.ndarray  # int32 into ``labels``
+    split_index: np.ndarray  # int16 into ``splits``, NO_SPLIT when none
+    splits: list[str] = field(default_factory=list)
+    source: str = "folders"  # a short description of where the labels came from
+    root: Optional[str] = None  # folder labels: the root they were read below
+    unlabelled: int = 0  # embedded items without a label (left out of the audit)
+    unmatched: int = 0  # CSV rows naming no embedded item
+    unmatched_examples: list[str] = field(default_factory=list)
+    templates: Optional[str] = None  # a classification run's templates, the default for its audit
+
+    @property
+    def size(self) -> int:
+        return int(len(self.item_ids))
+
+    def positions(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """For each of ``item_ids``: whether it is labelled, and its position in the arrays."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, ids)
+        found = pos < len(self.item_ids)
+        found[found] = self.item_ids[pos[found]] == ids[found]
+        return found, np.where(found, pos, 0)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.label_index, minlength=len(self.labels))
+
+    def split_of(self, position: int) -> Optional[str]:
+        index = int(self.split_index[position])
+        return self.splits[index] if index != NO_SPLIT else None
+
+
+class _Builder:
+    """Collects (item, content, label, split) rows chunk by chunk into compact arrays."""
+
+    def __init__(self, labels: Optional[Sequence[str]] = None) -> None:
+        self.label_ids: dict[str, int] = {label: i for i, label in enumerate(labels or [])}
+        self.split_ids: dict[str, int] = {}
+        self.parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, rows: list[tuple[int, int, str, Optional[str]]]) -> None:
+        if not rows:
+            return
+        label_index = [self.label_ids.setdefault(r[2], len(self.label_ids)) for r in rows]
+        split_index = [self.split_ids.setdefault(r[3], len(self.split_ids)) if r[3] else NO_SPLIT for r in rows]
+        self.parts.append((np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                           np.array(label_index, np.int32), np.array(split_index, np.int16)))
+
+    def build(self, source: str, sort_labels: bool, **extra: object) -> DatasetLabels:
+        columns = [np.concatenate(c) for c in zip(*self.parts)] if self.parts else [
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int16)]
+        item_ids, content_ids, label_index, split_index = columns
+        # Sort by item id; when an item is given twice (a CSV naming a path twice) the last row wins.
+        order = np.lexsort((np.arange(len(item_ids)), item_ids))
+        item_ids, content_ids, label_index, split_index = (c[order] for c in columns)
+        last = np.ones(len(item_ids), bool)
+        last[:-1] = item_ids[1:] != item_ids[:-1]
+        item_ids, content_ids, label_index, split_index = (c[last] for c in (item_ids, content_ids, label_index,
+                                                                           split_index))
+        labels = list(self.label_ids)
+        if sort_labels:  # a deterministic label order, whatever order the items came in
+            labels = sorted(labels)
+            new_index = {label: i for i, label in enumerate(labels)}
+            remap = np.array([new_index[label] for label in self.label_ids], np.int32)
+            label_index = remap[label_index] if len(label_index) else label_index
+        splits = sorted(self.split_ids, key=self.split_ids.get)  # type: ignore[arg-type]
+        return DatasetLabels(labels=labels, item_ids=item_ids, content_ids=content_ids, label_index=label_index,
+                             split_index=split_index, splits=splits, source=source, **extra)  # type: ignore[arg-type]
+
+
+def _as_path(uri: str) -> str:
+    """An item's uri as a path: an archive member ``A::M`` becomes ``A/M``."""
+    if ARCHIVE_SEPARATOR in uri:
+        archive, member = uri.split(ARCHIVE_SEPARATOR, 1)
+        return os.path.join(archive, member.lstrip("/"))
+    return uri
+
+
+def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]:
+    """(label, split) of the file at ``path`` below ``root``; (None, None) when it has no class folder."""
+    relative = os.path.relpath(path, root)
+    parts = relative.split(os.sep)
+    if relative.startswith(os.pardir) or len(parts) < 2:
+        return None, None
+    folders = parts[:-1]
+    split = next((SPLIT_NAMES[f.lower()] for f in folders if f.lower() in SPLIT_NAMES), None)
+    if split is None and os.path.basename(root).lower() in SPLIT_NAMES:
+        split = SPLIT_NAMES[os.path.basename(root).lower()]
+    label = next((f for f in folders if f.lower() not in SPLIT_NAMES), None)
+    if label is None:
+        return None, split
+    return label.replace("_", " ").strip() or None, split
+
+
+def _iter_live_items(index: "Index") -> Iterator[list[tuple[int, str, int]]]:
+    """(item id, uri, embedding id) of every embedded item, in chunks, in item order."""
+    last = 0
+    while True:
+        with index.catalog.read() as conn:
+            rows = conn.execute(
+                select(Item.id, Item.uri, Item.embedding_id)
+                .where(Item.state == ItemState.EMBEDDED.value, Item.id > last, Item.embedding_id.is_not(None))
+                .order_by(Item.id).limit(_CHUNK)
+            ).all()
+        if not rows:
+            return
+        yield [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+        last = int(rows[-1][0])
+
+
+def common_root(index: "Index") -> Optional[str]:
+    """The deepest folder holding every embedded item's parent folder (one pass over the uris)."""
+    root: Optional[str] = None
+    for rows in _iter_live_items(index):
+        for _, uri, _ in rows:
+            parent = os.path.dirname(_as_path(uri))
+            root = parent if root is None else os.path.commonpath([root, parent])
+    return root
+
+
+def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> DatasetLabels:
+    """Labels from class folder names below ``root`` (default: the items' common root)."""
+    if root is not None:
+        root_text = os.path.abspath(os.path.expanduser(str(root)))
+        if not os.path.isdir(root_text) and ARCHIVE_SEPARATOR not in root_text:
+            raise QueryError(f"--root {root}: no such folder")
+    else:
+        derived = common_root(index)
+        if derived is None:
+            return _Builder().build("folders", sort_labels=True)
+        root_text = derived
+    builder = _Builder()
+    unlabelled = 0
+    for rows in _iter_live_items(index):
+        chunk = []
+        for item_id, uri, content_id in rows:
+            label, split = label_from_path(_as_path(uri), root_text)
+            if label is None:
+                unlabelled += 1
+            else:
+                chunk.append((item_id, content_id, label, split))
+        builder.add(chunk)
+    return builder.build(f"folder names below {root_text}", sort_labels=True, root=root_text, unlabelled=unlabelled)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, Optional[str]]]:
+    """(line number, path, label, split) rows of a ``path,label[,split]`` CSV, header optional."""
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise QueryError(f"cannot read labels file {path}: {exc.strerror}") from None
+    with handle:
+        reader = csv.reader(handle)
+        columns = {"path": 0, "label": 1, "split": 2}
+        try:
+            for number, row in enumerate(reader, start=1):
+                cells = [c.strip() for c in row]
+                if not any(cells) or cells[0].startswith("#"):
+                    continue
+                lowered = [c.lower() for c in cells]
+                if number == 1 and "path" in lowered and "label" in lowered:
+                    columns = {name: lowered.index(name) for name in ("path", "label", "split") if name in lowered}
+                    continue
+                if len(cells) <= max(columns["path"], columns["label"]):
+                    raise QueryError(f"{path}:{number}: expected 'path,label' (or 'path,label,split'), got {row!r}")
+                item_path, label = cells[columns["path"]], cells[columns["label"]]
+                split_column = columns.get("split")
+                split = cells[split_column] if split_column is not None and split_column < len(cells) else ""
+                if not item_path or not label:
+                    raise QueryError(f"{path}:{number}: empty path or label")
+                yield number, item_path, label, (SPLIT_NAMES.get(split.lower(), split) or None)
+        except UnicodeDecodeError:
+            raise QueryError(f"labels file {path} is not UTF-8 text") from None
+        except csv.Error as exc:
+            raise QueryError(f"labels file {path} is not valid CSV: {exc}") from None
+
+
+def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, None] = None) -> DatasetLabels:
+    """Labels from a CSV of ``path,label`` (optional ``split`` column; a header row is optional).
+    Relative paths are taken below ``root``, or else below the CSV file's folder."""
+    path = Path(path).expanduser()
+    base = Path(root).expanduser().resolve() if root is not None else path.resolve().parent
+    builder = _Builder()
+    unmatched, examples = 0, []
+
+    def flush(pending: dict[str, tuple[str, Optional[str]]]) -> None:
+        nonlocal unmatched
+        found: dict[str, tuple[int, int]] = {}
+        names = list(pending)
+        for start in range(0, len(names), _SQL_IN):
+            with index.catalog.read() as conn:
+                for item_id, uri, content_id in conn.execute(
+                    select(Item.id, Item.uri, Item.embedding_id).where(
+                        Item.uri.in_(names[start:start + _SQL_IN]), Item.state == ItemState.EMBEDDED.value,
+                        Item.embedding_id.is_not(None))
+                ):
+                    found[uri] = (int(item_id), int(content_id))
+        rows = []
+        for uri, (label, split) in pending.items():
+            if uri in found:
+                rows.append((*found[uri], label, split))
+            else:
+                unmatched += 1
+                if len(examples) < 5:
+                    examples.append(uri)
+        builder.add(rows)
+
+    pending: dict[str, tuple[str, Optional[str]]] = {}
+    for _, item_path, label, split in _csv_rows(path):
+        uri = item_path if os.path.isabs(item_path) else os.path.abspath(os.path.join(base, item_path))
+        pending[uri] = (label, split)
+        if len(pending) >= _CHUNK:
+            flush(pending)
+            pending = {}
+    flush(pending)
+    dataset = builder.build(f"labels file {path}", sort_labels=True, unmatched=unmatched,
+                            unmatched_examples=examples)
+    dataset.unlabelled = max(0, index.count_embedded() - dataset.size)
+    return dataset
+
+
+def run_labels(index: "Index", run_id: Optional[int] = None) -> DatasetLabels:
+    """Labels from a stored ``classify`` run (its best label per item); ``None`` takes the latest run."""
+    with index.catalog.read() as conn:
+        query = select(ClassificationRun)
+        query = query.where(ClassificationRun.id == run_id) if run_id is not None else \
+            query.order_by(ClassificationRun.id.desc()).limit(1)
+        run = conn.execute(query).first()
+    if run is None:
+        raise QueryError(f"no classification run {run_id} in {index.path}; `indexer classify` stores one"
+                         if run_id is not None else
+                         f"no classification run in {index.path}; run `indexer classify` first, or give labels")
+    run = run[0]
+    builder = _Builder(json.loads(run.labels))
+    last = 0
+    while True:
+        with index.catalog.read() as conn:
+            rows = conn.execute(
+                select(Classification.item_id, Item.embedding_id, Classification.label)
+                .join(Item, Item.id == Classification.item_id)
+                .where(Classification.run_id == run.id, Classification.rank == 1, Classification.item_id > last,
+                       Item.state == ItemState.EMBEDDED.value, Item.embedding_id.is_not(None))
+                .order_by(Classification.item_id).limit(_CHUNK)
+            ).all()
+        if not rows:
+            break
+        builder.add([(int(r[0]), int(r[1]), str(r[2]), None) for r in rows])
+        last = int(rows[-1][0])
+    dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates)
+    dataset.unlabelled = max(0, index.count_embedded() - dataset.size)
+    return dataset
