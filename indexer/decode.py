@@ -2,7 +2,8 @@
 
 Handles what real archives contain: EXIF orientation, palette and alpha, CMYK, 16-bit and float
 greyscale, animated images (first frame), truncated files, non-images with image names, and
-decompression bombs (refused by a pixel limit before any pixel is decoded). Large JPEGs are decoded
+decompression bombs (refused by a pixel limit before any pixel is decoded); HEIC/HEIF too when the
+optional ``pillow-heif`` package is installed. Large JPEGs are decoded
 at a reduced scale in the DCT domain (``Image.draft``) when the model needs far fewer pixels.
 """
 
@@ -27,10 +28,44 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never 
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (checked from the header); Pillow's would only warn
 
 
+_plugins_registered = False
+
+
+def _register_optional_plugins() -> None:
+    """HEIC/HEIF (and AVIF on a Pillow built without it) through ``pillow-heif`` when it is installed.
+    Done on first decode, not on import, so commands that never decode do not pay for it."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    try:
+        import pillow_heif
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
+
+
+# Signatures of formats whose header alone Pillow cannot identify (a file cut off after its header),
+# and how a complete file of that format ends.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG", b"\xff\xd9"), (b"\x89PNG\r\n\x1a\n", "PNG", b"IEND\xaeB`\x82"),
+               (b"GIF8", "GIF", b";"))
+
+
+def _unidentified(data: bytes) -> DecodeError:
+    """The error for bytes no Pillow plugin accepts: a known image header with its end missing is a
+    truncated image, not a non-image."""
+    for magic, name, end in _SIGNATURES:
+        if data.startswith(magic):
+            if not data.rstrip(b"\0").endswith(end):
+                return DecodeError("truncated", f"a {name} header with no complete image after it")
+            return DecodeError("decode_error", f"a {name} file whose header cannot be read")
+    return DecodeError("not_an_image", "no image format recognised")
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # RGB
-    width: int  # as stored, before any reduction
+    width: int  # upright (EXIF orientation applied), before any reduction
     height: int
     format: str
 
@@ -56,11 +91,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _pixel_count(pixels: int) -> str:
+    """``900 MP``, ``2.5 MP``, or ``20,000 pixels`` (a small limit must not read as "0 MP")."""
+    if pixels >= 10_000_000:
+        return f"{pixels / 1e6:.0f} MP"
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+
+
 def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decodes ``data`` into an RGB image at least ``target_size`` pixels on its short side (when the
     original is), with EXIF orientation applied. Raises ``DecodeError`` with a short reason."""
     if not data:
         raise DecodeError("empty_file", "zero bytes")
+    _register_optional_plugins()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF and palettes; the result is what counts
@@ -70,21 +113,23 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
             if width <= 0 or height <= 0:
                 raise DecodeError("bad_dimensions", f"{width}x{height}")
             if width * height > max_pixels:
-                raise DecodeError(
-                    "too_many_pixels", f"{width}x{height} = {width * height / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit"
-                )
+                raise DecodeError("too_many_pixels", f"{width}x{height} = {_pixel_count(width * height)} exceeds the "
+                                                     f"{_pixel_count(max_pixels)} limit")
             if fmt == "JPEG" and min(width, height) > 2 * target_size:
                 # Decode at 1/2, 1/4 or 1/8 scale in the DCT domain: the result stays >= target_size.
                 image.draft("RGB", (target_size, target_size))
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             image.load()
+            stored = image.size
             image = ImageOps.exif_transpose(image) or image
+            if image.size != stored and image.size == stored[::-1]:
+                width, height = height, width  # stored sideways (EXIF 5-8): report the size as shown
             rgb = _to_rgb(image)
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        raise DecodeError("not_an_image", "no image format recognised") from None
+        raise _unidentified(data) from None
     except Image.DecompressionBombError as exc:
         raise DecodeError("too_many_pixels", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
@@ -112,12 +157,15 @@ def time_limit(seconds: Optional[float]) -> Iterator[None]:
         raise DecodeError("timeout", f"decoding took longer than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
+        # Armed inside the try: however early the alarm fires, the previous handler is put back.
+        signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
 
 
 def limit_aspect(image: Image.Image, max_aspect: float = 2.0) -> Image.Image:

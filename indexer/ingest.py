@@ -64,25 +64,36 @@ class IngestSummary:
 
 
 class IngestLock:
-    """One ingest per index at a time: an exclusive ``flock`` on ``ingest.lock`` in the index folder.
-    The kernel drops the lock when its process dies, however it dies."""
+    """One ingest per index at a time: an exclusive POSIX lock on ``ingest.lock`` in the index folder.
+    The kernel drops it when its process dies, however it dies; unlike ``flock``, decode workers
+    forked from the process do not inherit it, so a killed run's orphaned workers hold nothing."""
 
     def __init__(self, index_dir: Path) -> None:
         self.path = index_dir / "ingest.lock"
         self.fd: Optional[int] = None
 
+    _held: set[str] = set()  # POSIX locks do not exclude their own process: these paths are ours
+
+    def _busy(self, holder: str) -> IndexBusyError:
+        return IndexBusyError(
+            f"{self.path.parent} is being ingested into by process {holder}; wait for it to finish "
+            "(searches keep working meanwhile)"
+        )
+
     def __enter__(self) -> "IngestLock":
+        key = str(self.path.resolve())
+        if key in IngestLock._held:
+            # Checked before opening the file: closing any descriptor of it would drop our own lock.
+            raise self._busy(str(os.getpid()))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             self.fd = None
-            raise IndexBusyError(
-                f"{self.path.parent} is being ingested into by process {holder}; wait for it to finish "
-                "(searches keep working meanwhile)"
-            ) from None
+            raise self._busy(holder) from None
+        IngestLock._held.add(key)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
@@ -90,9 +101,10 @@ class IngestLock:
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+            IngestLock._held.discard(str(self.path.resolve()))
 
 
 # ---------------------------------------------------------------- phase 1: register
@@ -324,6 +336,7 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
     with tqdm(total=todo, unit="img", desc="embedding", file=sys.stderr, disable=not progress,
               dynamic_ncols=True, smoothing=0.1) as bar:
         for batch in loader:
+            fault_point("batch")
             for r in commit_batch(index.catalog, batch, embedder, summary):
                 if warned < MAX_WARNINGS:
                     message = f"skipping {r.uri}: {r.reason}" + (f" ({r.detail})" if r.detail else "")

@@ -89,7 +89,8 @@ def _entry(path: str, st: os.stat_result) -> SourceEntry:
 
 def scan_folder(root: Path) -> Iterator[SourceEntry | ArchiveSource]:
     """Images and archives under ``root``, recursively and sorted; hidden entries skipped; symlinked
-    folders followed once (loops are cut); dangling links reported as entries with a problem."""
+    folders followed once (loops are cut); dangling links and loops of links with an image name
+    reported as entries with a problem."""
     stack = [root]
     visited: set[tuple[int, int]] = set()
     while stack:
@@ -108,16 +109,17 @@ def scan_folder(root: Path) -> Iterator[SourceEntry | ArchiveSource]:
             if entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir():
-                    subfolders.append(Path(entry.path))
-                    continue
                 image, kind = is_image_name(entry.name), archive_kind(entry.name)
-                if not image and not kind:
-                    continue
+                # Checked before is_dir(), which raises for a loop of links (a.jpg -> b.jpg -> a.jpg).
                 if entry.is_symlink() and not os.path.exists(entry.path):
                     if image:
                         uri, raw = storable_path(os.path.abspath(entry.path))
                         yield SourceEntry(uri, 0, 0, raw_path=raw, problem="broken_link")
+                    continue
+                if entry.is_dir():
+                    subfolders.append(Path(entry.path))
+                    continue
+                if not image and not kind:
                     continue
                 st = entry.stat()
                 if not stat_module.S_ISREG(st.st_mode):

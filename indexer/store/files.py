@@ -14,8 +14,8 @@ def fault_point(name: str) -> None:
     """A named moment where the crash tests pause the process (``INDEXER_TEST_PAUSE=name:seconds``)
     to kill it there; does nothing otherwise."""
     spec = os.environ.get("INDEXER_TEST_PAUSE")
-    if spec and spec.split(":")[0] == name:
-        time.sleep(float(spec.split(":")[1]))
+    if spec and spec.rsplit(":", 1)[0] == name:
+        time.sleep(float(spec.rsplit(":", 1)[1]))
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
