@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from .errors import DecodeError
 
@@ -29,12 +29,13 @@ Image.MAX_IMAGE_PIXELS = None  # the limit is ours (checked from the header); Pi
 
 
 _plugins_registered = False
+_heif_registered = False
 
 
 def _register_optional_plugins() -> None:
     """HEIC/HEIF (and AVIF on a Pillow built without it) through ``pillow-heif`` when it is installed.
     Done on first decode, not on import, so commands that never decode do not pay for it."""
-    global _plugins_registered
+    global _plugins_registered, _heif_registered
     if _plugins_registered:
         return
     _plugins_registered = True
@@ -43,6 +44,7 @@ def _register_optional_plugins() -> None:
     except ImportError:
         return
     pillow_heif.register_heif_opener()
+    _heif_registered = True
 
 
 # Signatures of formats whose header alone Pillow cannot identify (a file cut off after its header),
@@ -51,9 +53,21 @@ _SIGNATURES = ((b"\xff\xd8\xff", "JPEG", b"\xff\xd9"), (b"\x89PNG\r\n\x1a\n", "P
                (b"GIF8", "GIF", b";"))
 
 
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
+
 def _unidentified(data: bytes) -> DecodeError:
     """The error for bytes no Pillow plugin accepts: a known image header with its end missing is a
-    truncated image, not a non-image."""
+    truncated image, and a HEIC or AVIF file with no plugin to read it is unsupported, not a non-image."""
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS | _AVIF_BRANDS:
+        if data[8:12] in _HEIF_BRANDS:
+            name, readable, fix = "HEIC/HEIF", _heif_registered, "install the pillow-heif package"
+        else:
+            name, readable, fix = "AVIF", features.check("avif"), "use a Pillow built with AVIF (its 11.3+ wheels)"
+        if not readable:
+            return DecodeError("unsupported_format", f"{name} is not readable here: {fix}")
+        return DecodeError("decode_error", f"an unreadable {name} file")
     for magic, name, end in _SIGNATURES:
         if data.startswith(magic):
             if not data.rstrip(b"\0").endswith(end):
