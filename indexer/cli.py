@@ -113,6 +113,8 @@ def ingest_options(f: Callable) -> Callable:
         click.option("--max-pixels", type=click.IntRange(1), help="Refuse pictures larger than this many pixels "
                                                                      "(default 100 million; decompression bombs)."),
         click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
+        click.option("--index-memory", metavar="SIZE", help="Memory budget of the vectors (e.g. 4GB): above it, "
+                     "large indexes use compressed IVF-PQ codes. Remembered by the index."),
         click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal)."),
         json_option,
     ]
@@ -124,7 +126,7 @@ def ingest_options(f: Callable) -> Callable:
 def _run_ingest(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path, model: Optional[str],
                 pretrained: Optional[str], weights: Optional[str], device: Optional[str], batch_size: Optional[int],
                 workers: Optional[int], threads: Optional[int], max_pixels: Optional[int], retry_failed: bool,
-                progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
+                index_memory: Optional[str], progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
     from itertools import chain
 
     from .sources import read_list
@@ -135,6 +137,13 @@ def _run_ingest(sources: tuple[Path, ...], from_list: Optional[str], index_dir: 
                           workers=workers, threads=threads, max_pixels=max_pixels)
     listed = read_list(from_list) if from_list else ()
     with index:
+        if index_memory:
+            from .store.vectors import parse_size
+
+            try:
+                index.set_memory_budget(parse_size(index_memory))
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--index-memory") from None
         # Listed paths may have gone since the list was made: those are skipped, not fatal.
         if from_list:
             summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, purge=purge,

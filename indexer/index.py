@@ -167,6 +167,11 @@ class Index:
         self._vectors.load(sync=sync)
         return self._vectors
 
+    def set_memory_budget(self, budget: Optional[int]) -> None:
+        """The vectors' memory budget in bytes (None: no limit); large indexes above it use IVF-PQ."""
+        with self.catalog.begin() as conn:
+            self.catalog.set_meta(conn, "vectors.memory_budget", budget)
+
     def vectors_file_exists(self) -> bool:
         return (self.path / VECTORS_FILE).exists()
 
