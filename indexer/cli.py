@@ -311,17 +311,23 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
 
 @main.command(context_settings=CONTEXT)
 @index_option
+@click.option("--failures", "show_failures", is_flag=True, help="Also list the unreadable files with their reasons.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0), help="How many failures to list (0: all).")
 @json_option
-def status(index_dir: Path, as_json: bool) -> None:
+def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> None:
     """Show what an index holds: counts, failures by reason, model, vectors, sizes.
 
     \b
-    Example:
+    Examples:
       indexer status --index ./photos-index --json
+      indexer status --index ./photos-index --failures --limit 0
     """
     with open_from_cli(index_dir) as index:
         info = index.status()
+        failures = index.failures(limit or None) if show_failures else None
     if as_json:
+        if failures is not None:
+            info["failure_list"] = failures
         echo_json(info)
         return
     click.echo(f"index:     {info['index']}")
@@ -339,6 +345,9 @@ def status(index_dir: Path, as_json: bool) -> None:
     else:
         click.echo("vectors:   (not built yet)")
     click.echo(f"catalog:   {info['catalog_bytes'] / 1e6:.1f} MB")
+    for failure in failures or []:
+        detail = f" ({failure['detail']})" if failure["detail"] else ""
+        click.echo(f"  {failure['reason']:<18} {failure['path']}{detail}")
 
 
 @main.command(context_settings=CONTEXT)

@@ -232,6 +232,15 @@ class Index:
             } if last else None,
         }
 
+    def failures(self, limit: Optional[int] = 100) -> list[dict]:
+        """Items that could not be read, with their reason, most recent first."""
+        query = (select(Item.uri, Item.failure_reason, Item.failure_detail)
+                 .where(Item.state == ItemState.FAILED.value).order_by(Item.updated_at.desc(), Item.id))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.catalog.read() as conn:
+            return [{"path": uri, "reason": reason, "detail": detail} for uri, reason, detail in conn.execute(query)]
+
     def close(self) -> None:
         self.catalog.close()
 

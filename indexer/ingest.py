@@ -390,8 +390,8 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
             run_id = conn.execute(insert(IngestRun).values(started_at=started, sources="[]")).inserted_primary_key[0]
         summary.run_id = int(run_id)
         folders: list[Path] = []
-        register(catalog, scan(noted(sources), strict=strict, folders=folders), summary.run_id, retry_failed,
-                 summary, warn)
+        register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
+                 retry_failed, summary, warn)
         summary.deleted += mark_missing(catalog, folders, summary.run_id)
         todo = pending_count(catalog)
         if todo:

@@ -20,7 +20,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional
+from typing import IO, Callable, Iterable, Iterator, Optional
 
 from .errors import DecodeError, SourceError
 
@@ -87,7 +87,7 @@ def _entry(path: str, st: os.stat_result) -> SourceEntry:
     return SourceEntry(uri, st.st_size, st.st_mtime_ns, raw_path=raw)
 
 
-def scan_folder(root: Path) -> Iterator[SourceEntry | ArchiveSource]:
+def scan_folder(root: Path, warn: Optional[Callable[[str], None]] = None) -> Iterator[SourceEntry | ArchiveSource]:
     """Images and archives under ``root``, recursively and sorted; hidden entries skipped; symlinked
     folders followed once (loops are cut); dangling links and loops of links with an image name
     reported as entries with a problem."""
@@ -102,8 +102,11 @@ def scan_folder(root: Path) -> Iterator[SourceEntry | ArchiveSource]:
             visited.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue  # an unreadable sub-folder is skipped, the rest of the scan goes on
+        except OSError as exc:
+            # An unreadable sub-folder is skipped, the rest of the scan goes on; the user is told.
+            if warn is not None:
+                warn(f"skipping folder {folder}: {exc.strerror or exc}")
+            continue
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -169,8 +172,8 @@ def read_list(list_file: str) -> Iterator[Path]:
             handle.close()
 
 
-def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Path]] = None
-         ) -> Iterator[SourceEntry | ArchiveSource]:
+def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Path]] = None,
+         warn: Optional[Callable[[str], None]] = None) -> Iterator[SourceEntry | ArchiveSource]:
     """Entries of every source: folders are scanned, files and archives taken as they are.
 
     With ``strict`` a missing source is an error (a typo on the command line); without (a list of
@@ -181,7 +184,7 @@ def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Pa
             if path.is_dir():
                 if folders is not None:
                     folders.append(path.resolve())
-                yield from scan_folder(path.resolve())
+                yield from scan_folder(path.resolve(), warn)
             elif path.is_file():
                 resolved = str(path.resolve())
                 if archive_kind(path.name):

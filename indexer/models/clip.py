@@ -107,6 +107,8 @@ class ClipEmbedder:
                 tokenizer = open_clip.get_tokenizer(name, **tokenizer_kwargs)
             else:
                 pretrained: Optional[str] = spec.weights or spec.pretrained
+                if not spec.name.startswith("hf-hub:") and spec.name.replace("/", "-") not in open_clip.list_models():
+                    raise ModelError(f"unknown model {spec.name!r}; `indexer models` lists the choices")
                 if spec.is_random:
                     warnings.warn(
                         f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests only",
@@ -120,8 +122,6 @@ class ClipEmbedder:
                     )
                 elif spec.pretrained and spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
                     tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.name)) or "none"
-                    if spec.name not in open_clip.list_models():
-                        raise ModelError(f"unknown model {spec.name!r}; `indexer models` lists the choices")
                     raise ModelError(f"{spec.name} has no pretrained tag {spec.pretrained!r}; its tags: {tags}")
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     spec.name, pretrained=pretrained, device=self.device, precision=precision
