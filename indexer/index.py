@@ -25,7 +25,6 @@ from .errors import EmptyIndexError, ModelError, ModelMismatchError, QueryError
 from .models import ModelSpec, bundled, load_model, same_model
 from .store.catalog import Embedding, IngestRun, Item, ItemState, TextEmbedding, blobs_to_matrix, open_catalog, \
     vector_to_blob
-from .store.vectors import VECTORS_FILE, VectorIndex, file_info
 
 ModelArg = Union[ModelSpec, str, None]
 
@@ -51,7 +50,7 @@ class Index:
         self.catalog = open_catalog(self.path, create=create)
         self._requested = as_spec(model)
         self._embedder: Any = None
-        self._vectors: Optional[VectorIndex] = None
+        self._vectors: Any = None  # a VectorIndex once needed (FAISS is imported only then)
         recorded = self.recorded_model
         if recorded and self._requested is not None:
             identity = self._requested.identity()
@@ -158,8 +157,11 @@ class Index:
             raise QueryError(f"query image {path} is not readable: {exc}") from None
         return embedder.embed_images(embedder.preprocess(decoded.image)[None])[0]
 
-    def vectors(self, sync: bool = True) -> VectorIndex:
-        """The FAISS index, brought in step with the catalog (``sync=False``: the file as it is)."""
+    def vectors(self, sync: bool = True) -> Any:
+        """The FAISS index (a ``VectorIndex``), brought in step with the catalog (``sync=False``: the
+        file as it is)."""
+        from .store.vectors import VectorIndex
+
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
@@ -173,6 +175,8 @@ class Index:
             self.catalog.set_meta(conn, "vectors.memory_budget", budget)
 
     def vectors_file_exists(self) -> bool:
+        from .store.files import VECTORS_FILE
+
         return (self.path / VECTORS_FILE).exists()
 
     # -- the things users do ----------------------------------------------------------------------
@@ -204,6 +208,8 @@ class Index:
 
     def status(self) -> dict:
         """Counts, model, vectors and sizes: no model load, no vector load."""
+        from .store.files import vectors_file_info
+
         with self.catalog.read() as conn:
             by_state = dict(conn.execute(select(Item.state, func.count()).group_by(Item.state)).all())
             failures = dict(conn.execute(
@@ -224,7 +230,7 @@ class Index:
             "distinct_contents": contents,
             "model": recorded,
             "model_description": _describe(recorded) if recorded else None,
-            "vectors": file_info(self.path),
+            "vectors": vectors_file_info(self.path),
             "catalog_bytes": catalog_bytes,
             "last_ingest": {
                 "started_at": last.started_at, "finished_at": last.finished_at,

@@ -9,6 +9,9 @@ from typing import Callable
 
 from ..errors import DiskFullError, IndexerError
 
+VECTORS_FILE = "vectors.faiss"
+VECTORS_META = "vectors.json"
+
 
 def fault_point(name: str) -> None:
     """A named moment where the crash tests pause the process (``INDEXER_TEST_PAUSE=name:seconds``)
@@ -57,3 +60,19 @@ def _fsync_dir(folder: Path) -> None:
         pass  # some filesystems cannot fsync a directory; the rename is still atomic
     finally:
         os.close(fd)
+
+
+def vectors_file_info(index_dir: Path) -> dict:
+    """What ``status`` shows about the vectors file, read from its sidecar (FAISS is not imported)."""
+    import json
+
+    meta_path, path = index_dir / VECTORS_META, index_dir / VECTORS_FILE
+    info: dict = {"file": str(path), "exists": path.exists()}
+    if path.exists():
+        info["bytes"] = os.path.getsize(path)
+    if meta_path.exists():
+        try:
+            info.update(json.loads(meta_path.read_text()))
+        except (OSError, ValueError):
+            info["unreadable_meta"] = True
+    return info

@@ -40,12 +40,10 @@ import numpy as np
 from sqlalchemy import func, select
 
 from .catalog import Catalog, Embedding, blobs_to_matrix
-from .files import atomic_write
+from .files import VECTORS_FILE, VECTORS_META, atomic_write
 
 log = logging.getLogger(__name__)
 
-VECTORS_FILE = "vectors.faiss"
-VECTORS_META = "vectors.json"
 CHUNK = 16384
 TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
@@ -336,17 +334,3 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> None:
         if self.index is not None and len(ids):
             self.index.remove_ids(np.asarray(ids, dtype=np.int64))
-
-
-def file_info(index_dir: Path) -> dict:
-    """What ``status`` shows about the vectors file, without loading it."""
-    meta_path, path = index_dir / VECTORS_META, index_dir / VECTORS_FILE
-    info: dict = {"file": str(path), "exists": path.exists()}
-    if path.exists():
-        info["bytes"] = os.path.getsize(path)
-    if meta_path.exists():
-        try:
-            info.update(json.loads(meta_path.read_text()))
-        except (OSError, ValueError):
-            info["unreadable_meta"] = True
-    return info
