@@ -4,12 +4,13 @@ Whatever the source, the result is a ``DatasetLabels``: compact arrays aligned b
 content id, label index, split index), sorted by item id, so a million labelled items cost about
 25 MB and every later pass over the catalog looks its rows up with a binary search.
 
-Folder labels follow the ImageFolder layout: below a root, the first folder is the class (``_`` read
-as a space), optionally below or above a split folder (``train``, ``val``, ``valid``, ``validation``,
-``test``): ``root/red_star/x.jpg``, ``root/train/red_star/x.jpg`` and ``root/red_star/train/x.jpg`` all
-give the label ``red star``. An archive member ``ARCHIVE::MEMBER`` is read as the path
-``ARCHIVE/MEMBER``. Without an explicit root, the root is the common folder of the items'
-parent folders (give one when the index holds more than the dataset, or a single class folder).
+Folder labels follow the ImageFolder layout: an item's class is its parent folder (``_`` read as a
+space), skipping a split folder (``train``, ``val``, ``valid``, ``validation``, ``test``), and a split
+folder anywhere below the root gives the split: ``root/red_star/x.jpg``, ``root/train/red_star/x.jpg``
+and ``root/red_star/train/x.jpg`` all give the label ``red star``. An archive is read as a folder named
+after it: ``root/train.tar::red_star/x.jpg`` is ``root/train/red_star/x.jpg``. Without an explicit root,
+the root is the common folder of the items' parent folders (give one when the index holds more than
+the dataset, or a single class folder); an item directly in the root has no label.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import numpy as np
 from sqlalchemy import select
 
 from .errors import QueryError
+from .sources import MEMBER_SEPARATOR, archive_kind
 from .store.catalog import Classification, ClassificationRun, Item, ItemState
 
 if TYPE_CHECKING:
     from .index import Index
 
-ARCHIVE_SEPARATOR = "::"
 SPLIT_NAMES: dict[str, str] = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 NO_SPLIT = -1
 _CHUNK = 5000
@@ -91,16 +92,16 @@ class _Builder:
                            np.array(label_index, np.int32), np.array(split_index, np.int16)))
 
     def build(self, source: str, sort_labels: bool, **extra: object) -> DatasetLabels:
-        columns = [np.concatenate(c) for c in zip(*self.parts)] if self.parts else [
-            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int16)]
-        item_ids, content_ids, label_index, split_index = columns
+        if self.parts:
+            columns = [np.concatenate(c) for c in zip(*self.parts)]
+        else:
+            columns = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int16)]
         # Sort by item id; when an item is given twice (a CSV naming a path twice) the last row wins.
-        order = np.lexsort((np.arange(len(item_ids)), item_ids))
-        item_ids, content_ids, label_index, split_index = (c[order] for c in columns)
-        last = np.ones(len(item_ids), bool)
-        last[:-1] = item_ids[1:] != item_ids[:-1]
-        item_ids, content_ids, label_index, split_index = (c[last] for c in (item_ids, content_ids, label_index,
-                                                                           split_index))
+        order = np.lexsort((np.arange(len(columns[0])), columns[0]))
+        columns = [c[order] for c in columns]
+        keep = np.ones(len(order), dtype=bool)
+        keep[:-1] = columns[0][1:] != columns[0][:-1]
+        item_ids, content_ids, label_index, split_index = (c[keep] for c in columns)
         labels = list(self.label_ids)
         if sort_labels:  # a deterministic label order, whatever order the items came in
             labels = sorted(labels)
@@ -113,11 +114,17 @@ class _Builder:
 
 
 def _as_path(uri: str) -> str:
-    """An item's uri as a path: an archive member ``A::M`` becomes ``A/M``."""
-    if ARCHIVE_SEPARATOR in uri:
-        archive, member = uri.split(ARCHIVE_SEPARATOR, 1)
-        return os.path.join(archive, member.lstrip("/"))
-    return uri
+    """An item's uri as a path: the member ``M`` of archive ``A.tar`` (uri ``A.tar::M``) becomes ``A/M``."""
+    if MEMBER_SEPARATOR not in uri:
+        return uri
+    archive, member = uri.split(MEMBER_SEPARATOR, 1)
+    name = os.path.basename(archive)
+    if archive_kind(name):
+        for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip"):
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                archive = archive[:-len(suffix)]
+                break
+    return os.path.join(archive, member.lstrip("/"))
 
 
 def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]:
@@ -127,10 +134,10 @@ def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]
     if relative.startswith(os.pardir) or len(parts) < 2:
         return None, None
     folders = parts[:-1]
-    split = next((SPLIT_NAMES[f.lower()] for f in folders if f.lower() in SPLIT_NAMES), None)
+    split = next((SPLIT_NAMES[f.lower()] for f in reversed(folders) if f.lower() in SPLIT_NAMES), None)
     if split is None and os.path.basename(root).lower() in SPLIT_NAMES:
         split = SPLIT_NAMES[os.path.basename(root).lower()]
-    label = next((f for f in folders if f.lower() not in SPLIT_NAMES), None)
+    label = next((f for f in reversed(folders) if f.lower() not in SPLIT_NAMES), None)
     if label is None:
         return None, split
     return label.replace("_", " ").strip() or None, split
@@ -166,7 +173,7 @@ def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> Datase
     """Labels from class folder names below ``root`` (default: the items' common root)."""
     if root is not None:
         root_text = os.path.abspath(os.path.expanduser(str(root)))
-        if not os.path.isdir(root_text) and ARCHIVE_SEPARATOR not in root_text:
+        if not os.path.isdir(root_text):
             raise QueryError(f"--root {root}: no such folder")
     else:
         derived = common_root(index)
@@ -274,7 +281,6 @@ def run_labels(index: "Index", run_id: Optional[int] = None) -> DatasetLabels:
         raise QueryError(f"no classification run {run_id} in {index.path}; `indexer classify` stores one"
                          if run_id is not None else
                          f"no classification run in {index.path}; run `indexer classify` first, or give labels")
-    run = run[0]
     builder = _Builder(json.loads(run.labels))
     last = 0
     while True:

@@ -19,8 +19,23 @@ from .errors import IndexerError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# Commands defined in their own modules, imported only when used (they import from this one).
+LAZY_COMMANDS = {"audit": "indexer.audit_cli"}
+
+
 class IndexerGroup(click.Group):
-    """Turns the library's errors into a clean one-line message and exit code 1."""
+    """Turns the library's errors into a clean one-line message and exit code 1; loads the
+    commands of ``LAZY_COMMANDS`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            self.add_command(getattr(importlib.import_module(LAZY_COMMANDS[name]), name))
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

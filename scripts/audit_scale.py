@@ -43,7 +43,8 @@ def build(index_dir: Path, items: int, seed: int = 0) -> None:
             given[flip] = (truth[flip] + rng.integers(1, len(labels), size=int(flip.sum()))) % len(labels)
             near = rng.random(n) < 0.01  # a near copy of the previous item
             near[0] = False
-            vectors[near] = vectors[np.flatnonzero(near) - 1] + rng.normal(0, 0.002, size=(int(near.sum()), centres.shape[1]))
+            jitter = rng.normal(0, 0.002, size=(int(near.sum()), centres.shape[1]))
+            vectors[near] = vectors[np.flatnonzero(near) - 1] + jitter
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             exact = rng.random(n) < 0.01  # the same content as the previous item
             exact[0] = False

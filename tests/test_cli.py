@@ -15,7 +15,7 @@ from .conftest import PER_CLASS, TEST_CLASSES
 
 
 def all_commands():
-    return sorted(main.commands)
+    return main.list_commands(click.Context(main))
 
 
 @pytest.mark.parametrize("name", all_commands())
@@ -23,7 +23,7 @@ def test_every_command_has_help_with_an_example(name):
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output, f"`indexer {name} --help` shows no example"
-    command = main.commands[name]
+    command = main.get_command(click.Context(main), name)
     for param in command.params:
         if isinstance(param, click.Option):
             assert param.help, f"--{param.name} of `{name}` has no help"

@@ -1,0 +1,190 @@
+"""``indexer audit``: likely mislabels, duplicates, outliers and label-set problems, and its terminal summary.
+
+Registered on the main group by ``indexer.cli`` (``main.add_command(audit)``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from .audit import AuditOptions, AuditResult
+from .audit_report import CSV_FILE, HTML_FILE, JSON_FILE, display_root, short_path
+from .cli import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, progress_enabled
+from .errors import IndexerError
+from .models.templates import TEMPLATE_SETS
+
+_DEFAULTS = AuditOptions()
+
+
+@click.command(context_settings=CONTEXT)
+@index_option
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A CSV of path,label (an optional split column; header row optional). Relative paths are "
+                   "taken below --root, else below the CSV's folder. Default: labels from folder names.")
+@click.option("--from-run", help="Take each item's label from a stored `classify` run: its id, or 'latest'.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder below which each picture's parent folder names its class (train/val/test folders "
+                   "give the split). Default: the items' common folder.")
+@click.option("--templates", type=click.Choice(TEMPLATE_SETS), default=None,
+              help="Prompt templates of the labels. Default: 'default', or the run's own with --from-run.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for audit.html, findings.csv, findings.json and summary.json. Default: INDEX/audit.")
+@click.option("--no-report", is_flag=True, help="Write no files: the terminal summary (or --json) only.")
+@click.option("--near-threshold", type=click.FloatRange(-1.0, 1.0), default=_DEFAULTS.near_threshold,
+              show_default=True, help="Cosine similarity at or above which two pictures are near duplicates.")
+@click.option("--neighbours", type=click.IntRange(1, 100), default=_DEFAULTS.neighbours, show_default=True,
+              help="Nearest pictures consulted per item (label vote and near-duplicate search).")
+@click.option("--neighbour-weight", type=click.FloatRange(0.0, 1.0), default=_DEFAULTS.neighbour_weight,
+              show_default=True, help="Share of the neighbours' label vote in the label probabilities; "
+                                      "0 uses the zero-shot probabilities alone.")
+@click.option("--outlier-z", type=float, default=_DEFAULTS.outlier_z, show_default=True,
+              help="Robust standard deviations above its class's median k-NN distance that make an outlier.")
+@click.option("--confusable-threshold", type=click.FloatRange(-1.0, 1.0), default=_DEFAULTS.confusable_threshold,
+              show_default=True, help="Cosine of two labels' prompt embeddings at or above which they are confusable.")
+@click.option("--min-class-size", type=click.IntRange(0), default=_DEFAULTS.min_class_size, show_default=True,
+              help="Classes with fewer items are reported.")
+@click.option("--max-rows", type=click.IntRange(1), default=500, show_default=True,
+              help="Findings shown per section of the HTML report (the CSV and JSON hold all of them).")
+@click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out of the HTML report (faster, smaller).")
+@model_options
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when a terminal).")
+@json_option
+def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
+          templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
+          neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
+          no_thumbnails: bool, model: Optional[str], pretrained: Optional[str], weights: Optional[str],
+          device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+    """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
+
+    The dataset must be ingested first. Labels come from class folder names (ImageFolder layout,
+    optionally under train/val/test split folders), from a CSV (--labels), or from a stored
+    classify run (--from-run). Uses stored embeddings only; writes a self-contained HTML report
+    with CSV and JSON of every finding, and prints a one-screen summary (or --json: every finding,
+    ranked best first within its type).
+
+    \b
+    Example:
+      indexer ingest ./dataset --index ./dataset-index
+      indexer audit --index ./dataset-index --output ./audit-report
+      indexer audit --index ./dataset-index --labels labels.csv --root ./dataset --json
+      indexer audit --index ./dataset-index --from-run latest --no-report
+    """
+    if labels_file is not None and from_run is not None:
+        raise click.UsageError("give --labels FILE or --from-run RUN, not both")
+    run_id: Optional[int] = None
+    if from_run is not None and from_run != "latest":
+        if not from_run.isdigit():
+            raise click.UsageError(f"--from-run {from_run!r}: give a run id (a number) or 'latest'")
+        run_id = int(from_run)
+    try:
+        _run(index_dir, labels_file, from_run is not None, run_id, root, templates, output, no_report, max_rows,
+             not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
+                                             near_threshold=near_threshold, outlier_z=outlier_z,
+                                             confusable_threshold=confusable_threshold, min_class_size=min_class_size),
+             dict(model=model, pretrained=pretrained, weights=weights, device=device), progress_enabled(progress),
+             as_json)
+    except IndexerError as exc:  # also when the command is used outside the `indexer` group
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Optional[int], root: Optional[Path],
+         templates: Optional[str], output: Optional[Path], no_report: bool, max_rows: int, thumbnails: bool,
+         options: AuditOptions, model: dict[str, Any], show_progress: bool, as_json: bool) -> None:
+    from tqdm import tqdm
+
+    from .audit import audit as run_audit
+    from .audit_labels import csv_labels, folder_labels, run_labels
+    from .audit_report import write_report
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, disable=not show_progress)
+        bars[stage].update(done)
+
+    with open_from_cli(index_dir, **model) as index:
+        if use_run:
+            dataset = run_labels(index, run_id)
+        elif labels_file is not None:
+            dataset = csv_labels(index, labels_file, root)
+        else:
+            dataset = folder_labels(index, root)
+        options.templates = templates or dataset.templates or "default"
+        try:
+            result = run_audit(index, dataset, options, progress=progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+        folder = None
+        if not no_report:
+            folder = output if output is not None else index.path / "audit"
+            write_report(result, folder, max_rows=max_rows, thumbnails=thumbnails)
+    lines = summary_lines(result, report=folder)
+    if as_json:
+        echo_json([finding.to_dict() for finding in result.findings])
+        for line in lines:
+            err(line)
+    else:
+        click.echo("\n".join(lines))
+
+
+def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int = 5,
+                  shorten: Optional[Callable[[str], str]] = None) -> list[str]:
+    """A one-screen summary: counts per finding type and the top few of the main ones."""
+    root = display_root(result)
+    short = shorten or (lambda uri: short_path(uri, root))
+    counts = result.counts()
+    duplicates = result.of_type("duplicate")
+    lines = [f"audited {result.items} items in {len(result.labels)} labels ({result.label_source}"
+             + (f"; splits {', '.join(result.splits)}" if result.splits else "") + f") in {result.seconds:.1f} s"]
+    if result.unlabelled or result.unmatched:
+        lines.append(f"  left out: {result.unlabelled} unlabelled items"
+                     + (f", {result.unmatched} label rows naming no embedded item" if result.unmatched else ""))
+    conflicts = sum(f.details["label_conflict"] for f in duplicates)
+    leaks = sum(f.details["split_leak"] for f in duplicates)
+    exact = sum(f.details["kind"] == "exact" for f in duplicates)
+    lines += [
+        f"  likely mislabels        {counts['mislabel']:>6}",
+        f"  duplicate groups        {counts['duplicate']:>6}  ({exact} exact, {len(duplicates) - exact} near; "
+        f"{conflicts} with differing labels, {leaks} across splits)",
+        f"  outliers                {counts['outlier']:>6}",
+        f"  confusable label pairs  {counts['confusable_labels']:>6}",
+        f"  small classes           {counts['small_class']:>6}",
+    ]
+    near_items = sum(len(f.paths or []) for f in duplicates if f.details["kind"] == "near")
+    if near_items > 0.1 * max(result.items, 1):
+        lines.append(f"  hint: {near_items} items are near duplicates; if the model puts distinct pictures this "
+                     f"close, raise --near-threshold (now {result.options.near_threshold})")
+    mislabels = result.of_type("mislabel")[:top]
+    if mislabels:
+        lines.append("top mislabels (score, given -> suggested, path):")
+        lines += [f"  {f.score:6.2f}  {f.details['given_label']} -> {f.details['suggested_label']}  {short(f.path or '')}"
+                  for f in mislabels]
+    if duplicates[:top]:
+        lines.append("top duplicate groups:")
+        for f in duplicates[:top]:
+            flag = "labels differ" if f.details["label_conflict"] else "across splits" if f.details["split_leak"] else ""
+            paths = f.paths or []
+            lines.append(f"  {f.score:6.4f}  {f.details['kind']:<5} {len(paths)} items{'  [' + flag + ']' if flag else ''}"
+                         f"  {short(paths[0]) if paths else ''}{' ...' if len(paths) > 1 else ''}")
+    outliers = result.of_type("outlier")[:3]
+    if outliers:
+        lines.append("top outliers:")
+        lines += [f"  {f.score:6.2f}  {f.details['label']}  {short(f.path or '')}" for f in outliers]
+    pairs = result.of_type("confusable_labels")[:3]
+    if pairs:
+        lines.append("confusable labels: " + "; ".join(f"{f.details['labels'][0]} ~ {f.details['labels'][1]} "
+                                                       f"({f.score:.2f})" for f in pairs))
+    small = result.of_type("small_class")[:5]
+    if small:
+        lines.append("small classes: " + ", ".join(f"{f.details['label']} ({f.details['items']})" for f in small))
+    if report is not None:
+        lines.append(f"report: {report / HTML_FILE} (every finding in {CSV_FILE} and {JSON_FILE} beside it)")
+    return lines
