@@ -59,6 +59,17 @@ def photos_copy(tmp_path, photos) -> Path:
     return target
 
 
+def catalog_rows(index_dir: Path, sql: str, *args) -> list[tuple]:
+    """Rows of a raw SQL query on an index's catalog, read as any other SQLite client would."""
+    import sqlite3
+
+    conn = sqlite3.connect(index_dir / "catalog.sqlite")
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Runs the installed ``indexer`` console script in a fresh process."""
     script = Path(sys.executable).with_name("indexer")

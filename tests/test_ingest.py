@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,8 @@ from indexer.errors import IndexBusyError, ModelMismatchError
 from indexer.ingest import IngestLock
 
 from .conftest import PER_CLASS, TEST_CLASSES
+from .conftest import catalog_rows as rows
 
-
-def rows(index_dir: Path, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(index_dir / "catalog.sqlite")
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def test_first_ingest_embeds_every_image_and_records_the_model(built_index, photos):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -18,15 +17,8 @@ import pytest
 from indexer import open_index
 from indexer.sources import expand_braces
 
-from .conftest import PER_CLASS
+from .conftest import PER_CLASS, catalog_rows as rows
 
-
-def rows(index_dir: Path, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(index_dir / "catalog.sqlite")
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def make_tar(path: Path, files: list[Path], root: Path, mode: str = "w") -> None:
