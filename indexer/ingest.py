@@ -171,7 +171,8 @@ def register(catalog: Catalog, entries: Iterable[Union[SourceEntry, ArchiveSourc
              retry_failed: bool, summary: IngestSummary, warn: Warn) -> None:
     """Phase 1: records new and changed entries as pending, marks every entry seen by ``run_id``."""
     for chunk in _chunks(expand_archives(catalog, entries, run_id, summary, warn), SCAN_CHUNK):
-        files = [e for e in chunk if isinstance(e, SourceEntry)]
+        # The same path twice (a source named twice, a list with repeats, a tar holding a name twice): once.
+        files = list({e.uri: e for e in chunk if isinstance(e, SourceEntry)}.values())
         finished = [e for e in chunk if isinstance(e, ArchiveDone)]
         summary.scanned += len(files)
         with catalog.begin() as conn:

@@ -134,3 +134,17 @@ def test_missing_source_is_a_clear_error(tmp_path):
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
         with pytest.raises(SourceError, match="no such file or folder"):
             index.ingest([tmp_path / "nowhere"], progress=False)
+
+
+def test_the_same_file_named_twice_is_one_item(tmp_path, photos):
+    listed = tmp_path / "list.txt"
+    one = photos / "red_star" / "red_star_0001.jpg"
+    listed.write_text(f"{one}\n{one}\n{photos / 'red_star'}\n")
+    from indexer.sources import read_list
+
+    with open_index(tmp_path / "index", model="tiny-shapes") as index:
+        summary = index.ingest(read_list(str(listed)), progress=False, strict=False)
+        again = index.ingest([photos / "red_star", photos / "red_star"], progress=False)
+    assert summary.embedded == PER_CLASS
+    assert again.unchanged == PER_CLASS
+    assert rows(tmp_path / "index", "SELECT count(*) FROM items") == [(PER_CLASS,)]
