@@ -12,14 +12,14 @@ import fnmatch
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .errors import QueryError
 from .sources import is_image_name
-from .store.catalog import Item, ItemState
+from .store.catalog import Embedding, Item, ItemState, blobs_to_matrix
 
 if TYPE_CHECKING:
     from .index import Index
@@ -97,11 +97,59 @@ def _matches(uri: str, path_filter: Optional[str]) -> bool:
     return path_filter in uri
 
 
+FILTERED_EXACT_MAX = 50_000  # a path filter matching at most this many items is searched exactly
+
+
+def _filter_condition(path_filter: str) -> Any:
+    if any(ch in path_filter for ch in "*?["):
+        return Item.uri.op("GLOB")(path_filter)  # SQLite's GLOB: the same wildcards as fnmatch, case-sensitive
+    return func.instr(Item.uri, path_filter) > 0
+
+
+def _search_filtered(index: "Index", vector: np.ndarray, k: int, path_filter: str,
+                     min_score: Optional[float]) -> Optional[list[SearchHit]]:
+    """Exact search over the items a path filter selects, when they are few; None when they are many."""
+    condition = _filter_condition(path_filter)
+    live = (Item.state == ItemState.EMBEDDED.value, Item.embedding_id.is_not(None), condition)
+    with index.catalog.read() as conn:
+        if int(conn.execute(select(func.count()).where(*live)).scalar() or 0) > FILTERED_EXACT_MAX:
+            return None
+        rows = conn.execute(select(Item.id, Item.uri, Item.embedding_id, Embedding.vector)
+                            .join(Embedding, Item.embedding_id == Embedding.id).where(*live).order_by(Item.id)).all()
+    if not rows:
+        return []
+    contents: dict[int, int] = {}
+    blobs = []
+    for row in rows:
+        if row.embedding_id not in contents:
+            contents[row.embedding_id] = len(blobs)
+            blobs.append(row.vector)
+    scores = blobs_to_matrix(blobs, index.dim) @ vector
+    paths: dict[int, list[tuple[int, str]]] = {}
+    for row in rows:
+        paths.setdefault(row.embedding_id, []).append((row.id, row.uri))
+    order = np.argsort(-scores)[:k]
+    embedding_ids = list(contents)
+    hits = []
+    for position in order:
+        score = float(scores[position])
+        if min_score is not None and score < min_score:
+            break
+        found = paths[embedding_ids[position]]
+        hits.append(SearchHit(path=found[0][1], score=round(score, 6), item_id=found[0][0],
+                              duplicates=[uri for _, uri in found[1:]]))
+    return hits
+
+
 def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
                   min_score: Optional[float] = None) -> list[SearchHit]:
     """The top ``k`` live items for ``vector``, best first, one hit per distinct content."""
     if k < 1:
         raise QueryError("-k must be at least 1")
+    if path_filter:
+        exact = _search_filtered(index, vector, k, path_filter, min_score)
+        if exact is not None:
+            return exact
     vectors = index.vectors()
     total = vectors.ntotal
     fetch = min(total, max(4 * k, 32))
@@ -123,12 +171,14 @@ def _join(index: "Index", scores: np.ndarray, ids: np.ndarray, path_filter: Opti
     wanted = [int(i) for i, s in zip(ids, scores) if i >= 0 and (min_score is None or s >= min_score)]
     if not wanted:
         return []
+    rows = []
     with index.catalog.read() as conn:
-        rows = conn.execute(
-            select(Item.id, Item.uri, Item.embedding_id)
-            .where(Item.embedding_id.in_(wanted), Item.state == ItemState.EMBEDDED.value)
-            .order_by(Item.id)
-        ).all()
+        for start in range(0, len(wanted), 5000):  # SQLite caps the number of bound parameters
+            rows += conn.execute(
+                select(Item.id, Item.uri, Item.embedding_id)
+                .where(Item.embedding_id.in_(wanted[start:start + 5000]), Item.state == ItemState.EMBEDDED.value)
+            ).all()
+    rows.sort(key=lambda row: row.id)
     paths: dict[int, list[tuple[int, str]]] = {}
     for row in rows:
         if _matches(row.uri, path_filter):

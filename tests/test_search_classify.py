@@ -155,3 +155,17 @@ def test_classify_cli_writes_csv_and_jsonl(index_copy, tmp_path):
     bad = runner.invoke(main, ["classify", "--index", str(index_copy), "--labels", "a,b", "-o", str(tmp_path / "x.xls")])
     assert bad.exit_code == 1
     assert ".csv or .jsonl" in bad.output
+
+
+def test_path_filters_agree_between_the_exact_and_the_vector_paths(built_index, monkeypatch):
+    import indexer.search as search_module
+
+    with open_index(built_index) as index:
+        exact = index.search("a red star", k=6, path_filter="*/green_*")
+        substring = index.search("a red star", k=6, path_filter="yellow_")
+        monkeypatch.setattr(search_module, "FILTERED_EXACT_MAX", 0)  # force the FAISS over-fetch path
+        through_vectors = index.search("a red star", k=6, path_filter="*/green_*")
+        substring_vectors = index.search("a red star", k=6, path_filter="yellow_")
+    assert [h.path for h in exact] == [h.path for h in through_vectors]
+    assert [h.path for h in substring] == [h.path for h in substring_vectors]
+    assert all("/green_" in h.path for h in exact) and len(exact) == 6
