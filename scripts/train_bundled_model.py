@@ -220,6 +220,7 @@ def export(model, config: dict, bpe_file: Path, out: Path, card: dict) -> None:
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     tmp = out / "open_clip_model.safetensors.tmp"
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o644)  # safetensors creates it private; a package file must be readable by all
     os.replace(tmp, out / "open_clip_model.safetensors")
     (out / "bpe_simple_vocab_pruned.txt.gz").write_bytes(bpe_file.read_bytes())
     preprocess = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
