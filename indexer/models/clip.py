@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -83,6 +84,10 @@ class ClipEmbedder:
             if not _hub_reachable():
                 _go_offline()
                 self.needs_network = True
+        if "torch" not in sys.modules:
+            # Torch's OpenMP threads spin while they wait; beside a decode worker on a small machine that
+            # spinning steals the cores it waits for. Passive waiting measured the same or faster here.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
         if threads:
@@ -141,6 +146,7 @@ class ClipEmbedder:
             raise ModelError(f"cannot load {spec.describe()}: {exc}") from exc
 
         model.eval()  # BatchNorm in ResNet towers, dropout everywhere
+        model = _reparameterize(model)
         if self.device == "cpu":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -178,6 +184,18 @@ class ClipEmbedder:
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(out)
+
+
+def _reparameterize(model: Any) -> Any:
+    """Folds the training-time branches of reparameterisable towers (MobileCLIP's FastViT / MCi) into
+    single convolutions: the same outputs, about twice the speed. A no-op for other architectures."""
+    if not any(hasattr(module, "reparameterize") for module in model.modules()):
+        return model
+    try:
+        from timm.utils.model import reparameterize_model
+    except ImportError:
+        return model
+    return reparameterize_model(model, inplace=True)
 
 
 def _image_size(model: Any) -> int:
