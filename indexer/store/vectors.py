@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 CHUNK = 16384
 TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
-PQ_RERANK = 10  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
+PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
 
 
 def flat_max() -> int:
@@ -84,10 +84,11 @@ class Layout:
 
 
 def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> Layout:
-    if count <= flat_max():
+    over_budget = memory_budget is not None and count * dim * 4 > memory_budget
+    if count <= flat_max() and not (over_budget and count >= 10_000):  # PQ needs data to train on
         return Layout("flat")
     nlist = int(min(65536, max(64, 2 ** round(math.log2(math.sqrt(count))))))
-    if memory_budget is None or count * dim * 4 <= memory_budget:
+    if not over_budget:
         return Layout("ivf", nlist=nlist)
     per_vector = max(4, int(memory_budget * 0.9 / count))
     divisors = [m for m in range(4, dim + 1) if dim % m == 0 and m <= per_vector]
@@ -282,14 +283,16 @@ class VectorIndex:
         queries = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
         truth = exact_top_k(self.catalog, queries, 10)
         ivf = faiss.extract_index_ivf(self.index)
-        recall = 0.0
+        recall, previous = 0.0, 0.0
         for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
             nprobe = min(nprobe, ivf.nlist)
             ivf.nprobe = nprobe
             _, found = self.search(queries, 10)
             recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
-            if recall >= TARGET_RECALL or nprobe == ivf.nlist:
+            # Stop at the target, or where probing more lists no longer helps (compressed codes cap recall).
+            if recall >= TARGET_RECALL or nprobe == ivf.nlist or (nprobe >= 8 and recall - previous < 0.005):
                 break
+            previous = recall
         self.layout.nprobe, self.layout.recall_at_10 = nprobe, round(recall, 4)
         self.layout.tuned_count = int(self.index.ntotal)
 
