@@ -59,8 +59,8 @@ def model_options(f: Callable) -> Callable:
     options = [
         click.option("--model", envvar="INDEXER_MODEL", help=(
             "Embedding model: an open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, local-dir:FOLDER, or a "
-            "bundled model (tiny-shapes). Default: the index's own model; for a new index ViT-B-32 "
-            "(laion2b_s34b_b79k). Also from $INDEXER_MODEL.")),
+            "bundled model (tiny-shapes). Default: the index's own model; for a new index ViT-B-32-256 "
+            "(datacomp_s34b_b86k). Also from $INDEXER_MODEL.")),
         click.option("--pretrained", envvar="INDEXER_PRETRAINED",
                      help="open_clip pretrained tag for --model, or 'random' (benchmarks only)."),
         click.option("--weights", type=click.Path(dir_okay=False, exists=True),
@@ -194,7 +194,7 @@ def ingest(**options: Any) -> None:
     \b
     Examples:
       indexer ingest ~/photos --index ./photos-index
-      indexer ingest shards/train-{0000..0127}.tar --index ./laion-index --model ViT-B-32 --json
+      indexer ingest shards/train-{0000..0127}.tar --index ./web-index --json
       find /data -name '*.jpg' | indexer ingest --from-list - --index ./data-index
     """
     _run_ingest(**options)

@@ -13,8 +13,8 @@ from typing import Optional
 from .decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
 
 # The default model for real use (see the README for the measurements behind the choice).
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+DEFAULT_MODEL = "ViT-B-32-256"
+DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 BUNDLED_MODEL = "tiny-shapes"
 
 

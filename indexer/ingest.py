@@ -332,7 +332,8 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
     options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
                           crop_long_sides=resize_mode == "shortest")
     loader = make_loader(PendingItems(str(index.catalog.path), options),
-                         settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device))
+                         settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device),
+                         embedder.device)
     warned = 0
     with tqdm(total=todo, unit="img", desc="embedding", file=sys.stderr, disable=not progress,
               dynamic_ncols=True, smoothing=0.1) as bar:

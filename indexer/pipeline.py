@@ -141,13 +141,25 @@ def collate(records: list[ItemRecord]) -> Batch:
     return Batch(records, torch.stack(tensors) if tensors else None)
 
 
-def make_loader(dataset: PendingItems, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+def _lower_priority(worker_id: int) -> None:
+    """Decode workers yield to the model's threads: on a CPU the model is the bottleneck, and a
+    worker needs only a sliver of a core, which it still gets, to keep the prefetch queue full."""
+    import os
+
+    try:
+        os.nice(int(os.environ.get("INDEXER_WORKER_NICE", "10")))
+    except OSError:
+        pass
+
+
+def make_loader(dataset: PendingItems, batch_size: int, workers: int, device: str = "cpu") -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate,
         prefetch_factor=4 if workers else None,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device.startswith("cuda"),
         persistent_workers=False,
+        worker_init_fn=_lower_priority if device == "cpu" and workers else None,
     )

@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--limit", type=int, help="ingest only the first N files of the corpus")
     parser.add_argument("--seconds", type=float, default=20, help="duration of the model-only and decode-only runs")
+    parser.add_argument("--rounds", type=int, default=4, help="the end-to-end run, cut in rounds between model runs")
     args = parser.parse_args()
 
     if args.make:
@@ -129,22 +130,36 @@ def main() -> None:
     decode_rate = decode_only(files, embedder.preprocess, embedder.image_size, args.seconds)
     print(f"decode-only: {decode_rate:7.1f} img/s (one process)")
 
-    started = time.perf_counter()
-    summary = index.ingest([corpus], progress=False)
-    elapsed = time.perf_counter() - started
-    e2e_rate = summary.embedded / elapsed
-    print(f"end-to-end:  {e2e_rate:7.1f} img/s ({summary.embedded} embedded in {elapsed:.1f} s, "
-          f"{summary.failed} failed)")
-    # The machine's speed drifts: measure the model again after, and compare with the mean of both.
-    model_after = model_only(embedder, sample, batch, args.seconds)
-    print(f"model-only again: {model_after:7.1f} img/s")
-    print(f"ratio end-to-end / model-only: {e2e_rate / ((model_rate + model_after) / 2):.2f}")
+    # The machine's speed drifts over minutes: ingest the corpus in rounds, each between two model-only
+    # measurements, and compare each round with the mean of the two around it.
+    parts = [files[i::args.rounds] for i in range(args.rounds)]
+    ratios, embedded, elapsed_total = [], 0, 0.0
+    before = model_rate
+    for n, part in enumerate(parts):
+        folder = work / f"round-{n}"
+        folder.mkdir()
+        for p in part:
+            os.symlink(p.resolve(), folder / p.name)
+        started = time.perf_counter()
+        summary = index.ingest([folder], progress=False)
+        elapsed = time.perf_counter() - started
+        after = model_only(embedder, sample, batch, args.seconds)
+        rate = summary.embedded / elapsed
+        ratios.append(rate / ((before + after) / 2))
+        print(f"round {n + 1}: end-to-end {rate:5.1f} img/s ({summary.embedded} in {elapsed:.0f} s), "
+              f"model-only {before:5.1f} before, {after:5.1f} after: ratio {ratios[-1]:.2f}", flush=True)
+        embedded += summary.embedded
+        elapsed_total += elapsed
+        before = after
+    print(f"end-to-end:  {embedded / elapsed_total:7.1f} img/s ({embedded} embedded in {elapsed_total:.1f} s)")
+    print(f"ratio end-to-end / model-only: median {statistics.median(ratios):.2f} over {len(ratios)} rounds "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
     index.close()
 
     script = Path(sys.executable).with_name("indexer")
     started = time.perf_counter()
-    rerun = subprocess.run([str(script), "ingest", str(corpus), "--index", str(work / "index"), "--json"],
-                           capture_output=True, text=True)
+    rerun = subprocess.run([str(script), "ingest", *[str(work / f"round-{n}") for n in range(args.rounds)],
+                            "--index", str(work / "index"), "--json"], capture_output=True, text=True)
     print(f"re-run over the unchanged corpus, whole process: {time.perf_counter() - started:.2f} s "
           f"(exit {rerun.returncode})")
     shutil.rmtree(work)
