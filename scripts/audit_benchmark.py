@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from indexer import open_index, synthetic
+from indexer.errors import ModelMismatchError
 from indexer.audit import AuditOptions, audit
 from indexer.audit_labels import csv_labels
 
@@ -40,7 +42,12 @@ def main() -> None:
     if not photos.exists():
         synthetic.write_labelled_folder(photos, args.per_class, synthetic.ALL_CLASSES, seed=3, size=64)
     started = time.time()
-    with open_index(index_dir, model="tiny-shapes") as index:
+    try:
+        index = open_index(index_dir, model="tiny-shapes")
+    except ModelMismatchError:  # left by an earlier bundled model: its embeddings are of no use now
+        shutil.rmtree(index_dir)
+        index = open_index(index_dir, model="tiny-shapes")
+    with index:
         index.ingest([photos], progress=False)
     print(f"{len(synthetic.ALL_CLASSES)} classes x {args.per_class} pictures, ingested in {time.time() - started:.1f} s")
 
