@@ -38,7 +38,7 @@ def run_demo(folder: Path, per_class: int = 5, seed: int = 2026, say: Callable[[
             f"in {summary.seconds:.1f} s")
 
         say("\n3. Searching by text (scores are cosine similarities):")
-        for query in ("a red star", "a yellow triangle", "blue + hexagon - 0.5:circle"):
+        for query in ("a red star", "a large orange cross", "a star - yellow", "2:triangle + white"):
             hits = index.search(query, k=3)
             say(f"   {query!r}: " + ", ".join(f"{Path(h.path).parent.name}/{Path(h.path).name} ({h.score:.2f})"
                                              for h in hits))
