@@ -199,9 +199,11 @@ def _probability(value: float) -> str:
     return f'<td class="n" data-sort="{value}">{value:.3g}</td>'
 
 
-def _figures(paths: list[str], root: Optional[str], thumbs: _Thumbnails) -> str:
-    shown = "".join(f"<figure>{thumbs.img(p)}<figcaption>{_link(p, root)}</figcaption></figure>"
-                    for p in paths[:GROUP_THUMBNAILS])
+def _figures(paths: list[str], root: Optional[str], thumbs: _Thumbnails, notes: Optional[list[str]] = None) -> str:
+    """Thumbnails of a group, each captioned with its path (and its note: label, split)."""
+    notes = notes or [""] * len(paths)
+    shown = "".join(f"<figure>{thumbs.img(p)}<figcaption>{_link(p, root)}{'<br>' + note if note else ''}"
+                    f"</figcaption></figure>" for p, note in list(zip(paths, notes))[:GROUP_THUMBNAILS])
     more = f'<p class="more">and {len(paths) - GROUP_THUMBNAILS} more</p>' if len(paths) > GROUP_THUMBNAILS else ""
     return shown + more
 
@@ -223,15 +225,12 @@ def _rows(kind: str, findings: list[Finding], root: Optional[str], thumbs: _Thum
             d, paths = f.details, f.paths or []
             flags = (' <span class="bad">labels differ</span>' if d["label_conflict"] else "") + \
                     (' <span class="bad">across splits</span>' if d["split_leak"] else "")
-            images = "".join(f'<figure>{thumbs.img(p)}<figcaption>{_link(p, root)}<br>{_e(label)}'
-                             f'{" · " + _e(split) if split else ""}</figcaption></figure>'
-                             for p, label, split in list(zip(paths, d["labels"], d["splits"]))[:GROUP_THUMBNAILS])
-            more = f'<p class="more">and {len(paths) - GROUP_THUMBNAILS} more</p>' if len(paths) > GROUP_THUMBNAILS else ""
+            notes = [_e(label) + (" · " + _e(split) if split else "") for label, split in zip(d["labels"], d["splits"])]
             sort_key = f'{int(d["label_conflict"])}{int(d["split_leak"])}'
             body.append(f'<td class="n">{rank}</td><td data-sort="{sort_key}">{_e(d["kind"])}{flags}</td>'
                         f'{_num(f.score, 6)}<td class="n">{len(paths)}</td><td>{_e(", ".join(sorted(set(d["labels"]))))}'
                         f'</td><td>{_e(", ".join(sorted({s for s in d["splits"] if s})))}</td>'
-                        f'<td class="group">{images}{more}</td>')
+                        f'<td class="group">{_figures(paths, root, thumbs, notes)}</td>')
     elif kind == "outlier":
         head = ["#:n", "image", "path", "label", "score:n", "k-NN distance:n", "class median:n",
                 "centroid distance:n", "split", "also a mislabel"]
