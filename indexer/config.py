@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from .decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
@@ -47,8 +46,3 @@ class Settings:
         if device.startswith("cuda"):
             return min(8, max(1, cores - 1))
         return 0 if cores <= 1 else max(1, cores // 4)
-
-
-def default_index_dir() -> Optional[Path]:
-    value = os.environ.get("INDEXER_INDEX")
-    return Path(value) if value else None

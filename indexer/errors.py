@@ -34,10 +34,6 @@ class ModelMismatchError(ModelError):
     """The index was built with another embedding model than the one asked for."""
 
 
-class NoModelError(ModelError):
-    """The index has no model recorded yet and none was given."""
-
-
 class SourceError(IndexerError):
     """A source to ingest (folder, archive, list) does not exist or cannot be read."""
 

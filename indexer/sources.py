@@ -275,15 +275,3 @@ def read_bytes(uri: str, raw_path: Optional[bytes] = None) -> bytes:
         raise DecodeError("not_a_file", "a folder with an image name") from None
     except OSError as exc:
         raise DecodeError("unreadable", exc.strerror or str(exc)) from None
-
-
-def read_item(uri: str, container: Optional[str] = None, raw_path: Optional[bytes] = None) -> bytes:
-    """The content of one item, a plain file or an archive member (used for one-off reads)."""
-    if container is None:
-        return read_bytes(uri, raw_path)
-    member = uri[len(container) + len(MEMBER_SEPARATOR):]
-    for _, data in iter_archive_contents(container, {member}):
-        if isinstance(data, DecodeError):
-            raise data
-        return data
-    raise DecodeError("missing", "the archive no longer holds this member")
