@@ -50,6 +50,7 @@ class Index:
         self.catalog = open_catalog(self.path, create=create)
         self._requested = as_spec(model)
         self._embedder: Any = None
+        self._recorded: Optional[dict] = None
         self._vectors: Any = None  # a VectorIndex once needed (FAISS is imported only then)
         recorded = self.recorded_model
         if recorded and self._requested is not None:
@@ -61,7 +62,10 @@ class Index:
 
     @property
     def recorded_model(self) -> Optional[dict]:
-        return self.catalog.get_meta("model")
+        # Once recorded, an index's model never changes: read the catalog until then, not after.
+        if self._recorded is None:
+            self._recorded = self.catalog.get_meta("model")
+        return self._recorded
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -85,6 +89,7 @@ class Index:
             if recorded is None:
                 with self.catalog.begin() as conn:
                     self.catalog.set_meta(conn, "model", identity)
+                self._recorded = identity
             elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != embedder.dim:
                 raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
             self._embedder = embedder
@@ -113,27 +118,23 @@ class Index:
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts``, from the cache or encoded (and cached) now."""
-        key = self.model_key()
+        key, dim = self.model_key(), self.dim
         unique = list(dict.fromkeys(texts))
-        found: dict[str, np.ndarray] = {}
+        blobs: dict[str, bytes] = {}
         with self.catalog.read() as conn:
             for start in range(0, len(unique), 500):
                 part = unique[start:start + 500]
-                rows = conn.execute(select(TextEmbedding.text, TextEmbedding.vector).where(
-                    TextEmbedding.model_key == key, TextEmbedding.text.in_(part))).all()
-                for text, blob in rows:
-                    found[text] = blobs_to_matrix([blob], self.dim)[0]
-        missing = [t for t in unique if t not in found]
+                blobs.update(conn.execute(select(TextEmbedding.text, TextEmbedding.vector).where(
+                    TextEmbedding.model_key == key, TextEmbedding.text.in_(part))).all())
+        missing = [t for t in unique if t not in blobs]
         if missing:
-            vectors = self.embedder().embed_texts(missing)
+            new = {t: vector_to_blob(v) for t, v in zip(missing, self.embedder().embed_texts(missing))}
             with self.catalog.begin() as conn:
-                conn.execute(
-                    TextEmbedding.__table__.insert().prefix_with("OR IGNORE"),
-                    [{"model_key": key, "text": t, "vector": vector_to_blob(v)} for t, v in zip(missing, vectors)],
-                )
-            for text, vector in zip(missing, vectors):
-                found[text] = blobs_to_matrix([vector_to_blob(vector)], self.dim)[0]
-        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+                conn.execute(TextEmbedding.__table__.insert().prefix_with("OR IGNORE"),
+                             [{"model_key": key, "text": t, "vector": blob} for t, blob in new.items()])
+            blobs.update(new)
+        # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
+        return blobs_to_matrix([blobs[t] for t in texts], dim)
 
     def image_embedding(self, path: Path) -> np.ndarray:
         """The embedding of an image file: the stored one when its content is in the catalog."""
