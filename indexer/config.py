@@ -6,10 +6,11 @@ Each has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
+from .media.decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
 
 # The default model for real use (see the README for the measurements behind the choice).
 DEFAULT_MODEL = "ViT-B-32-256"
@@ -46,3 +47,12 @@ class Settings:
         if device.startswith("cuda"):
             return min(8, max(1, cores - 1))
         return 0 if cores <= 1 else max(1, cores // 4)
+
+
+def parse_size(text: str) -> int:
+    """``"512MB"``, ``"4G"``, ``"1.5GiB"`` or a plain byte count, in bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a size: {text!r} (try 512MB or 4GB)")
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
+    return int(float(match.group(1)) * factor)

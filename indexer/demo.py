@@ -7,9 +7,8 @@ zero-shot classification of (colour, shape) classes the bundled model never saw 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -18,9 +17,9 @@ from .config import BUNDLED_MODEL
 from .index import open_index
 
 
-def run_demo(folder: Path, per_class: int = 5, seed: int = 2026, say: Callable[[str], None] = print,
-             progress: bool = True) -> dict:
-    """Builds ``folder/photos`` and ``folder/index`` and prints what a newcomer should see."""
+def run_demo(folder: Path, say: Callable[[str], None], per_class: int = 5, seed: int = 2026,
+             progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+    """Builds ``folder/photos`` and ``folder/index``, and tells ``say`` what a newcomer should see."""
     photos, index_dir = folder / "photos", folder / "index"
     for old in (photos, index_dir):  # a demo starts from scratch
         if old.exists():
@@ -69,6 +68,3 @@ def run_demo(folder: Path, per_class: int = 5, seed: int = 2026, say: Callable[[
     return {"embedded": summary.embedded, "failed": summary.failed, "seen_accuracy": seen_acc,
             "unseen_accuracy": unseen_acc}
 
-
-if __name__ == "__main__":  # pragma: no cover
-    run_demo(Path(sys.argv[1] if len(sys.argv) > 1 else "indexer-demo"))

@@ -15,16 +15,23 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
-from sqlalchemy import func, select
-
-from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings
+from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, parse_size
 from .errors import EmptyIndexError, ModelError, ModelMismatchError, QueryError
-from .models import ModelSpec, bundled, load_model, same_model
-from .store.catalog import Embedding, IngestRun, Item, ItemState, TextEmbedding, blobs_to_matrix, open_catalog, \
-    vector_to_blob
+from .models import Embedder, ModelSpec, bundled, load_model, same_model
+from .store.catalog import open_catalog
+from .store.codec import blobs_to_matrix, vector_to_blob
+from .store.schema import ItemState
+
+if TYPE_CHECKING:
+    from .audit import AuditOptions, AuditResult, DatasetLabels
+    from .ingest import IngestSummary
+    from .query.classify import ClassifyResult
+    from .query.evaluate import EvalReport
+    from .query.search import SearchHit
+    from .store.vectors import VectorIndex
 
 ModelArg = Union[ModelSpec, str, None]
 
@@ -49,9 +56,9 @@ class Index:
         self.settings = settings or Settings()
         self.catalog = open_catalog(self.path, create=create)
         self._requested = as_spec(model)
-        self._embedder: Any = None
+        self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
-        self._vectors: Any = None  # a VectorIndex once needed (FAISS is imported only then)
+        self._vectors: Optional["VectorIndex"] = None  # once needed (FAISS is imported only then), then kept
         recorded = self.recorded_model
         if recorded and self._requested is not None:
             identity = self._requested.identity()
@@ -78,7 +85,7 @@ class Index:
             return ModelSpec(name=recorded["name"], pretrained=recorded.get("pretrained"), weights=weights)
         return self._requested or ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
 
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         """The loaded model (imports torch and open_clip on first use)."""
         if self._embedder is None:
             spec = self.model_spec
@@ -87,8 +94,7 @@ class Index:
             identity["weights"] = str(Path(spec.weights).resolve()) if spec.weights else None
             recorded = self.recorded_model
             if recorded is None:
-                with self.catalog.begin() as conn:
-                    self.catalog.set_meta(conn, "model", identity)
+                self.catalog.set_meta("model", identity)
                 self._recorded = identity
             elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != embedder.dim:
                 raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
@@ -119,61 +125,73 @@ class Index:
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts``, from the cache or encoded (and cached) now."""
         key, dim = self.model_key(), self.dim
-        unique = list(dict.fromkeys(texts))
-        blobs: dict[str, bytes] = {}
-        with self.catalog.read() as conn:
-            for start in range(0, len(unique), 500):
-                part = unique[start:start + 500]
-                blobs.update(conn.execute(select(TextEmbedding.text, TextEmbedding.vector).where(
-                    TextEmbedding.model_key == key, TextEmbedding.text.in_(part))).all())
-        missing = [t for t in unique if t not in blobs]
+        blobs = self.catalog.cached_texts(key, texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.embedder().embed_texts(missing))}
-            with self.catalog.begin() as conn:
-                conn.execute(TextEmbedding.__table__.insert().prefix_with("OR IGNORE"),
-                             [{"model_key": key, "text": t, "vector": blob} for t, blob in new.items()])
+            self.catalog.cache_texts(key, new)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
         return blobs_to_matrix([blobs[t] for t in texts], dim)
 
-    def image_embedding(self, path: Path) -> np.ndarray:
+    def image_embedding(self, path: Union[str, Path]) -> np.ndarray:
         """The embedding of an image file: the stored one when its content is in the catalog."""
-        from .decode import decode_image
         from .errors import DecodeError
-        from .sources import read_bytes
+        from .media.decode import decode_image
+        from .media.sources import read_bytes
 
         try:
             data = read_bytes(str(path))
         except DecodeError as exc:
             raise QueryError(f"cannot read query image {path}: {exc.detail or exc.reason}") from None
-        sha = hashlib.sha256(data).hexdigest()
-        with self.catalog.read() as conn:
-            blob = conn.execute(select(Embedding.vector).where(Embedding.sha256 == sha)).scalar()
-        if blob is not None:
-            return blobs_to_matrix([blob], self.dim)[0]
+        return self.embed_image_bytes(data, str(path))
+
+    def embed_image_bytes(self, data: bytes, name: str = "the query image") -> np.ndarray:
+        """The embedding of a picture given as bytes (a stored one when its content is in the catalog),
+        decoded under the index's pixel and time limits."""
+        from .errors import DecodeError
+        from .media.decode import decode_image, limit_aspect, time_limit
+
+        stored = self.catalog.embedding_for_content(hashlib.sha256(data).hexdigest())
+        if stored is not None:
+            return stored
         embedder = self.embedder()
         try:
-            decoded = decode_image(data, embedder.image_size, self.settings.max_pixels)
+            with time_limit(self.settings.decode_seconds):
+                decoded = decode_image(data, embedder.image_size, self.settings.max_pixels)
         except DecodeError as exc:
-            raise QueryError(f"query image {path} is not readable: {exc}") from None
-        return embedder.embed_images(embedder.preprocess(decoded.image)[None])[0]
+            raise QueryError(f"{name} is not a readable image: {exc}") from None
+        image = limit_aspect(decoded.image) if embedder.preprocess_config.crops_centre else decoded.image
+        return embedder.embed_images(embedder.preprocess(image)[None])[0]
 
-    def vectors(self, sync: bool = True) -> Any:
-        """The FAISS index (a ``VectorIndex``), brought in step with the catalog (``sync=False``: the
-        file as it is)."""
+    def vectors(self, sync: bool = True) -> "VectorIndex":
+        """The FAISS index (a ``VectorIndex``), loaded once and kept; with ``sync`` it is first caught up
+        with what was committed since (one short catalog query when nothing was)."""
         from .store.vectors import VectorIndex
 
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
-            self._vectors = VectorIndex(self.path, self.catalog)
-        self._vectors.load(sync=sync)
+            self._vectors = VectorIndex(self.path, self.catalog).load(sync=sync)
+        elif sync:
+            self._vectors.sync()
         return self._vectors
 
-    def set_memory_budget(self, budget: Optional[int]) -> None:
-        """The vectors' memory budget in bytes (None: no limit); large indexes above it use IVF-PQ."""
-        with self.catalog.begin() as conn:
-            self.catalog.set_meta(conn, "vectors.memory_budget", budget)
+    def remove_vectors(self, embedding_ids: Sequence[int]) -> None:
+        """Removes from the vectors the embeddings just purged from the catalog (no rebuild)."""
+        if embedding_ids and self.vectors_file_exists():
+            # The file as it is, not caught up: a catch-up would see the deletions and rebuild.
+            self.vectors(sync=False).remove(embedding_ids)
+
+    def set_memory_budget(self, budget: Union[int, str, None]) -> None:
+        """The vectors' memory budget in bytes, or a size such as "4GB" (None: no limit); large indexes
+        above it use IVF-PQ codes. Remembered by the index."""
+        if isinstance(budget, str):
+            try:
+                budget = parse_size(budget)
+            except ValueError as exc:
+                raise QueryError(f"--index-memory: {exc}") from None
+        self.catalog.set_meta("vectors.memory_budget", budget)
 
     def vectors_file_exists(self) -> bool:
         from .store.files import VECTORS_FILE
@@ -182,43 +200,52 @@ class Index:
 
     # -- the things users do ----------------------------------------------------------------------
 
-    def ingest(self, sources: Iterable[Union[str, Path]], **options: Any):
-        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run_ingest``."""
-        from .ingest import run_ingest
+    def ingest(self, sources: Iterable[Union[str, Path]], **options: Any) -> "IngestSummary":
+        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run.run_ingest``."""
+        from .ingest.run import run_ingest
 
         return run_ingest(self, (Path(s) for s in sources), **options)
 
     def search(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (), k: int = 10,
-               path_filter: Optional[str] = None, min_score: Optional[float] = None):
-        """Top-``k`` hits for a text / image / combined query (``indexer.search`` has the syntax)."""
-        from .search import search
+               path_filter: Optional[str] = None, min_score: Optional[float] = None) -> list["SearchHit"]:
+        """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax)."""
+        from .query.search import search
 
         if self.count_embedded() == 0:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         return search(self, query, [Path(i) for i in images], k, path_filter, min_score)
 
-    def classify(self, labels: Sequence[str], templates: str = "default", top_k: int = 1, **options: Any):
-        """Zero-shot classification of every embedded item; see ``indexer.classify.classify``."""
-        from .classify import classify
+    def classify(self, labels: Sequence[str], templates: str = "default", top_k: int = 1,
+                 **options: Any) -> "ClassifyResult":
+        """Zero-shot classification of every embedded item; see ``indexer.query.classify.classify``."""
+        from .query.classify import classify
 
         return classify(self, labels, templates, top_k, **options)
 
+    def evaluate(self, dataset: Union[str, Path], templates: str = "default",
+                 unseen: Optional[Sequence[str]] = None, calibration: Union[float, str, None] = None,
+                 mapping: Optional[dict[str, str]] = None) -> "EvalReport":
+        """Zero-shot accuracy (and GZSL figures with ``unseen``) on a labelled dataset this index holds;
+        see ``indexer.query.evaluate``."""
+        from .query.evaluate import evaluate
+
+        return evaluate(self, Path(dataset), templates, unseen, calibration, mapping)
+
+    def audit(self, dataset: Optional["DatasetLabels"] = None, options: Optional["AuditOptions"] = None,
+              progress: Optional[Callable[[str, int, int], None]] = None) -> "AuditResult":
+        """Likely mislabels, duplicates, outliers and label-set problems; see ``indexer.audit``."""
+        from .audit import audit
+
+        return audit(self, dataset, options, progress)
+
     def count_embedded(self) -> int:
-        with self.catalog.read() as conn:
-            return int(conn.execute(select(func.count()).where(Item.state == ItemState.EMBEDDED.value)).scalar() or 0)
+        return self.catalog.count_embedded()
 
     def status(self) -> dict:
         """Counts, model, vectors and sizes: no model load, no vector load."""
         from .store.files import vectors_file_info
 
-        with self.catalog.read() as conn:
-            by_state = dict(conn.execute(select(Item.state, func.count()).group_by(Item.state)).all())
-            failures = dict(conn.execute(
-                select(Item.failure_reason, func.count()).where(Item.state == ItemState.FAILED.value)
-                .group_by(Item.failure_reason)).all())
-            contents = int(conn.execute(select(func.count(Embedding.id))).scalar() or 0)
-            last = conn.execute(select(IngestRun).order_by(IngestRun.id.desc()).limit(1)).first()
-        catalog_bytes = sum(p.stat().st_size for p in self.path.glob("catalog.sqlite*") if p.is_file())
+        by_state = self.catalog.counts_by_state()
         recorded = self.recorded_model
         return {
             "index": str(self.path),
@@ -227,26 +254,18 @@ class Index:
             "pending": by_state.get(ItemState.PENDING.value, 0),
             "failed": by_state.get(ItemState.FAILED.value, 0),
             "deleted": by_state.get(ItemState.DELETED.value, 0),
-            "failures_by_reason": failures,
-            "distinct_contents": contents,
+            "failures_by_reason": self.catalog.failures_by_reason(),
+            "distinct_contents": self.catalog.count_contents(),
             "model": recorded,
             "model_description": _describe(recorded) if recorded else None,
             "vectors": vectors_file_info(self.path),
-            "catalog_bytes": catalog_bytes,
-            "last_ingest": {
-                "started_at": last.started_at, "finished_at": last.finished_at,
-                "counts": json.loads(last.counts) if last.counts else None,
-            } if last else None,
+            "catalog_bytes": self.catalog.size_bytes(),
+            "last_ingest": self.catalog.last_ingest_run(),
         }
 
     def failures(self, limit: Optional[int] = 100) -> list[dict]:
         """Items that could not be read, with their reason, most recent first."""
-        query = (select(Item.uri, Item.failure_reason, Item.failure_detail)
-                 .where(Item.state == ItemState.FAILED.value).order_by(Item.updated_at.desc(), Item.id))
-        if limit is not None:
-            query = query.limit(limit)
-        with self.catalog.read() as conn:
-            return [{"path": uri, "reason": reason, "detail": detail} for uri, reason, detail in conn.execute(query)]
+        return self.catalog.failures(limit)
 
     def close(self) -> None:
         self.catalog.close()

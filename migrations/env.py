@@ -6,8 +6,9 @@ command line (``alembic -x catalog=PATH upgrade head`` or the URL in alembic.ini
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
 
-from indexer.store.catalog import Base
+from indexer.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,7 +30,7 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     catalog = context.get_x_argument(as_dictionary=True).get("catalog")
-    url = f"sqlite:///{catalog}" if catalog else config.get_main_option("sqlalchemy.url")
+    url = URL.create("sqlite", database=catalog) if catalog else config.get_main_option("sqlalchemy.url")
     engine = create_engine(url)
     with engine.begin() as connection:
         _run(connection)

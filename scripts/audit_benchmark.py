@@ -23,7 +23,7 @@ import numpy as np
 from indexer import open_index, synthetic
 from indexer.errors import ModelMismatchError
 from indexer.audit import AuditOptions, audit
-from indexer.audit_labels import csv_labels
+from indexer.audit.dataset import csv_labels
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
         shutil.rmtree(index_dir)
         index = open_index(index_dir, model="tiny-shapes")
     with index:
-        index.ingest([photos], progress=False)
+        index.ingest([photos])
     print(f"{len(synthetic.ALL_CLASSES)} classes x {args.per_class} pictures, ingested in {time.time() - started:.1f} s")
 
     classes = list(synthetic.ALL_CLASSES)

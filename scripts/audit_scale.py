@@ -25,8 +25,9 @@ from sqlalchemy import insert
 
 def build(index_dir: Path, items: int, seed: int = 0) -> None:
     from indexer import open_index, synthetic
-    from indexer.classify import label_embeddings
-    from indexer.store.catalog import Embedding, Item, ItemState, vector_to_blob
+    from indexer.query.classify import label_embeddings
+    from indexer.store.codec import vector_to_blob
+    from indexer.store.schema import Embedding, Item, ItemState
 
     labels = list(synthetic.ALL_CLASSES)
     rng = np.random.default_rng(seed)

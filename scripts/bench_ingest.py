@@ -66,7 +66,7 @@ def model_only(embedder, preprocessed, batch: int, seconds: float) -> float:
 
 
 def decode_only(files: list[Path], preprocess, target: int, seconds: float) -> float:
-    from indexer.decode import decode_image, limit_aspect
+    from indexer.media.decode import decode_image, limit_aspect
 
     done, started = 0, time.perf_counter()
     for path in files:
@@ -121,9 +121,9 @@ def main() -> None:
     print(f"model {args.model} ({pretrained or 'bundled'}), {embedder.image_size} px, device {embedder.device}, "
           f"batch {batch}, decode workers {workers}, torch threads {torch.get_num_threads()}")
 
-    from indexer.decode import decode_image
+    from indexer.media.decode import decode_image
 
-    sample = torch.stack([embedder.preprocess(decode_image(p.read_bytes(), embedder.image_size).image)
+    sample = np.stack([embedder.preprocess(decode_image(p.read_bytes(), embedder.image_size).image)
                           for p in files[:batch]])
     model_rate = model_only(embedder, sample, batch, args.seconds)
     print(f"model-only:  {model_rate:7.1f} img/s")
@@ -141,7 +141,7 @@ def main() -> None:
         for p in part:
             os.symlink(p.resolve(), folder / p.name)
         started = time.perf_counter()
-        summary = index.ingest([folder], progress=False)
+        summary = index.ingest([folder])
         elapsed = time.perf_counter() - started
         after = model_only(embedder, sample, batch, args.seconds)
         rate = summary.embedded / elapsed

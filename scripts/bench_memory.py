@@ -81,7 +81,7 @@ def measure(folder: Path, size: int, model: str, workers: int) -> str:
     before = peak_rss_mb()
     started = time.time()
     with open_index(folder / "index", model, settings=Settings(workers=workers)) as index:
-        summary = index.ingest([folder / "files"], progress=False)
+        summary = index.ingest([folder / "files"])
         vectors_mb = (folder / "index" / "vectors.faiss").stat().st_size / 2 ** 20
     elapsed = time.time() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

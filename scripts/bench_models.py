@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.models.clip import _reparameterize  # noqa: E402
+from indexer.models.torch_clip import reparameterize  # noqa: E402
 
 # (architecture, pretrained tag, published ImageNet zero-shot top-1 of that tag)
 CANDIDATES = [
@@ -39,7 +39,7 @@ def throughput(name: str, batch: int, seconds: float) -> tuple[float, int]:
         warnings.simplefilter("ignore")
         model, _, _ = open_clip.create_model_and_transforms(name, pretrained=None)
     model.eval()
-    model = _reparameterize(model).to(memory_format=torch.channels_last)  # as indexer loads it
+    model = reparameterize(model).to(memory_format=torch.channels_last)  # as indexer loads it
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)

@@ -24,7 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer import open_index  # noqa: E402
-from indexer.store.catalog import Embedding, open_catalog, vector_to_blob  # noqa: E402
+from indexer.store.catalog import open_catalog
+    from indexer.store.codec import vector_to_blob
+    from indexer.store.schema import Embedding  # noqa: E402
 from indexer.store.vectors import exact_top_k, parse_size  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def fill(path: Path, vectors: np.ndarray, first: int) -> None:
     catalog = open_catalog(path)
     with catalog.begin() as conn:
         if first == 0:
-            catalog.set_meta(conn, "model", {"name": "synthetic", "pretrained": None, "embed_dim": vectors.shape[1]})
+            catalog.set_meta("model", {"name": "synthetic", "pretrained": None, "embed_dim": vectors.shape[1]}, conn)
         for start in range(0, len(vectors), 20000):
             conn.execute(Embedding.__table__.insert(), [
                 {"sha256": f"{first + start + i:064x}", "vector": vector_to_blob(v), "created_at": 0.0}

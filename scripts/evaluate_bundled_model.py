@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from indexer import open_index, synthetic  # noqa: E402
-from indexer.evaluate import evaluate  # noqa: E402
+from indexer.query.evaluate import evaluate  # noqa: E402
 from indexer.models import bundled  # noqa: E402
 from tests.plain_shapes import write_plain_folder  # noqa: E402
 
@@ -59,6 +59,7 @@ def main() -> None:
     results: dict = {}
     for name in ("generator", "plain"):
         with open_index(work / f"index-{name}", model="tiny-shapes") as index:
+            index.ingest([work / name])
             for templates in ("none", "default", "ensemble"):
                 report = evaluate(index, work / name, templates, synthetic.UNSEEN_CLASSES, "auto")
                 results[f"{name}/{templates}"] = figures(report)

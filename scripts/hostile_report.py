@@ -30,7 +30,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.hostile_corpus
 
-from indexer.decode import (DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS, decode_image, limit_aspect,  # noqa: E402
+from indexer.media.decode import (DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS, decode_image, limit_aspect,  # noqa: E402
                             time_limit)
 from indexer.errors import DecodeError  # noqa: E402
 from indexer.sources import SourceEntry, read_bytes, scan, storable_path  # noqa: E402
@@ -107,7 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with open_index(base / "index", model="tiny-shapes") as index:
         index.embedder()  # load the model first, to tell its memory from the ingest's
         model_peak = peak_rss_mb()
-        summary = index.ingest([root], progress=False, warn=lambda message: None)
+        summary = index.ingest([root], warn=lambda message: None)
     ingest_seconds = time.perf_counter() - started
     conn = sqlite3.connect(base / "index" / "catalog.sqlite")
     rows = {uri: (state, reason) for uri, state, reason in conn.execute(

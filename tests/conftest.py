@@ -41,7 +41,7 @@ def built_index(tmp_path_factory, photos) -> Path:
     """An index of ``photos`` made with the bundled model (read-only: use ``index_copy`` to change it)."""
     path = tmp_path_factory.mktemp("built") / "index"
     with open_index(path, model="tiny-shapes") as index:
-        index.ingest([photos], progress=False)
+        index.ingest([photos])
     return path
 
 

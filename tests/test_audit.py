@@ -23,9 +23,9 @@ from PIL import Image
 from indexer import open_index, synthetic
 from indexer.cli import main
 from indexer.audit import FINDING_TYPES, AuditOptions, Finding, audit
-from indexer.audit_cli import audit as audit_command
-from indexer.audit_labels import _as_path, csv_labels, folder_labels, label_from_path, run_labels
-from indexer.audit_report import render_html, thumbnail_uri, write_report
+from indexer.cli.audit import audit as audit_command
+from indexer.audit.dataset import _as_path, csv_labels, folder_labels, label_from_path, run_labels
+from indexer.audit.report import render_html, thumbnail_uri, write_report
 from indexer.errors import QueryError
 
 # Seen classes of the bundled model (it classifies them well), 6 train + 2 val pictures each.
@@ -118,7 +118,7 @@ def planted(tmp_path_factory) -> Planted:
     result.junk = (str(noise), str(grey))
     Image.new("RGB", (64, 64), (20, 200, 20)).save(data / "loose.png")  # no class folder: unlabelled
     with open_index(result.index, model="tiny-shapes") as index:
-        summary = index.ingest([data], progress=False)
+        summary = index.ingest([data])
     assert summary.failed == 0
     return result
 

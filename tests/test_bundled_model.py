@@ -47,7 +47,7 @@ def test_card_declares_the_split_and_its_evaluation():
 def accuracy(embedder, images, labels) -> tuple[float, float]:
     classes = list(synthetic.ALL_CLASSES)
     text = embedder.embed_texts([f"a {c}" for c in classes])
-    batch = torch.stack([embedder.preprocess(image) for image in images])
+    batch = np.stack([embedder.preprocess(image) for image in images])
     predicted = (embedder.embed_images(batch) @ text.T).argmax(axis=1)
     hits = np.array([classes[p] == label for p, label in zip(predicted, labels)])
     unseen = np.array([label in synthetic.UNSEEN_CLASSES for label in labels])

@@ -13,7 +13,8 @@ from sqlalchemy import create_engine
 
 from indexer import open_index
 from indexer.errors import CatalogError, SchemaTooNewError
-from indexer.store.catalog import Base, open_catalog
+from indexer.store.catalog import open_catalog
+from indexer.store.schema import Base
 from indexer.store.migrate import SCHEMA_HEAD, alembic_config
 
 
@@ -38,7 +39,7 @@ def test_a_migrated_catalog_opens_and_works(tmp_path, photos):
     index_dir.mkdir()
     command.upgrade(alembic_config(f"sqlite:///{index_dir / 'catalog.sqlite'}"), "head")
     with open_index(index_dir, model="tiny-shapes") as index:
-        summary = index.ingest([photos / "red_star"], progress=False)
+        summary = index.ingest([photos / "red_star"])
     assert summary.embedded > 0
 
 

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from indexer.cli import main
 from indexer.errors import QueryError
-from indexer.evaluate import compute_report, cross_validated_calibration, gzsl_figures, load_dataset, read_mapping
+from indexer.query.evaluate import compute_report, cross_validated_calibration, gzsl_figures, load_dataset
+from indexer.query.labels import read_mapping
 
 CLASSES = ["cat", "dog", "fox", "owl"]  # fox and owl play the unseen classes
 

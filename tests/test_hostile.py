@@ -22,10 +22,10 @@ from PIL import Image
 
 from indexer import open_index
 from indexer.config import Settings
-from indexer.decode import DEFAULT_MAX_PIXELS, decode_image, time_limit
+from indexer.media.decode import DEFAULT_MAX_PIXELS, decode_image, time_limit
 from indexer.errors import DecodeError
 from indexer.ingest import IngestSummary
-from indexer.sources import storable_path
+from indexer.media.entries import storable_path
 
 from .hostile_corpus import Case, write_hostile_corpus
 
@@ -68,7 +68,7 @@ def ingested(tmp_path_factory) -> Ingested:
     cases = write_hostile_corpus(base / "corpus")
     root = (base / "corpus").resolve()
     with open_index(base / "index", model="tiny-shapes") as index:
-        summary = index.ingest([root], progress=False, warn=lambda message: None)
+        summary = index.ingest([root], warn=lambda message: None)
     return Ingested(root, base / "index", cases, summary)
 
 
@@ -148,7 +148,7 @@ def test_a_second_run_reads_nothing_again(ingested, tmp_path):
     index = tmp_path / "index"
     shutil.copytree(ingested.index, index)
     with open_index(index) as opened:
-        summary = opened.ingest([ingested.root], progress=False, warn=lambda message: None)
+        summary = opened.ingest([ingested.root], warn=lambda message: None)
     assert (summary.embedded, summary.reused, summary.failed, summary.deleted) == (0, 0, 0, 0)
     assert summary.unchanged == ingested.summary.scanned
 
@@ -216,7 +216,7 @@ def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
     Image.new("RGB", (100, 100), (0, 0, 200)).save(small, "PNG")
     (folder / "small.png").write_bytes(small.getvalue())
     with open_index(tmp_path / "index", model="tiny-shapes", settings=Settings(max_pixels=15_000)) as index:
-        summary = index.ingest([folder], progress=False, warn=lambda message: None)
+        summary = index.ingest([folder], warn=lambda message: None)
     assert (summary.embedded, summary.failed_by_reason) == (1, {"too_many_pixels": 1})
 
 
@@ -242,5 +242,5 @@ def test_the_decode_time_limit_applies_during_ingestion(tmp_path):
     Image.fromarray(noise).save(folder / "slow.png")
     settings = Settings(decode_seconds=0.0001)  # far less than decoding an 800x800 PNG takes
     with open_index(tmp_path / "index", model="tiny-shapes", settings=settings) as index:
-        summary = index.ingest([folder], progress=False, warn=lambda message: None)
+        summary = index.ingest([folder], warn=lambda message: None)
     assert summary.failed_by_reason == {"timeout": 1}

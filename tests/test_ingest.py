@@ -34,7 +34,7 @@ def test_first_ingest_embeds_every_image_and_records_the_model(built_index, phot
 
 def test_second_run_skips_unchanged_files_without_reading_them(index_copy, photos):
     with open_index(index_copy) as index:
-        summary = index.ingest([photos], progress=False)
+        summary = index.ingest([photos])
     assert (summary.embedded, summary.reused, summary.failed) == (0, 0, 0)
     assert summary.unchanged == len(TEST_CLASSES) * PER_CLASS
     assert index._embedder is None  # nothing was decoded: the model was never loaded
@@ -42,13 +42,13 @@ def test_second_run_skips_unchanged_files_without_reading_them(index_copy, photo
 
 def test_moved_and_duplicated_files_reuse_their_embedding(index_copy, photos_copy, tmp_path):
     with open_index(index_copy) as index:
-        index.ingest([photos_copy], progress=False)  # the copy has the same contents: all reused
+        index.ingest([photos_copy])  # the copy has the same contents: all reused
     before = rows(index_copy, "SELECT count(*) FROM embeddings")[0][0]
     moved = photos_copy / "renamed.jpg"
     (photos_copy / "red_star" / "red_star_0000.jpg").rename(moved)
     shutil.copy(photos_copy / "blue_square" / "blue_square_0001.jpg", photos_copy / "blue_copy.jpg")
     with open_index(index_copy) as index:
-        summary = index.ingest([photos_copy], progress=False)
+        summary = index.ingest([photos_copy])
     assert summary.embedded == 0
     assert summary.reused == 2
     assert summary.deleted == 1  # the old path of the moved file
@@ -62,29 +62,29 @@ def test_moved_and_duplicated_files_reuse_their_embedding(index_copy, photos_cop
 
 def test_deleted_file_is_kept_as_history_and_restored_without_re_embedding(index_copy, photos_copy):
     with open_index(index_copy) as index:
-        index.ingest([photos_copy], progress=False)
+        index.ingest([photos_copy])
     victim = photos_copy / "green_circle" / "green_circle_0002.jpg"
     saved = victim.read_bytes()
     victim.unlink()
     with open_index(index_copy) as index:
-        summary = index.ingest([photos_copy], progress=False)
+        summary = index.ingest([photos_copy])
         assert summary.deleted == 1
         assert all(str(victim) != hit.path for hit in index.search("green circle", k=48))
     victim.write_bytes(saved)
     with open_index(index_copy) as index:
-        summary = index.ingest([photos_copy], progress=False)
+        summary = index.ingest([photos_copy])
     assert (summary.embedded, summary.reused) == (0, 1)
     assert rows(index_copy, "SELECT state FROM items WHERE uri = ?", str(victim))[0][0] == "embedded"
 
 
 def test_changed_file_is_embedded_again(index_copy, photos_copy):
     with open_index(index_copy) as index:
-        index.ingest([photos_copy], progress=False)
+        index.ingest([photos_copy])
     target = photos_copy / "red_circle" / "red_circle_0000.jpg"
     shutil.copy(photos_copy / "yellow_star" / "yellow_star_0003.jpg", target)
     os.utime(target, ns=(1, 1))
     with open_index(index_copy) as index:
-        summary = index.ingest([photos_copy], progress=False)
+        summary = index.ingest([photos_copy])
         assert summary.reused == 1  # its new content is another file's: no model run needed
         top = index.search(str(photos_copy / "yellow_star" / "yellow_star_0003.jpg"), k=1)[0]
     assert top.score > 0.999
@@ -100,7 +100,7 @@ def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, phot
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (folder / "notes.txt").write_text("not an image name: not even scanned")
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
-        summary = index.ingest([folder], progress=False, warn=lambda message: None)
+        summary = index.ingest([folder], warn=lambda message: None)
         status = index.status()
     assert summary.embedded == PER_CLASS
     assert summary.failed == 3
@@ -109,9 +109,9 @@ def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, phot
     assert status["items"] == PER_CLASS + 3
     # Failed files are not retried unless asked (or changed).
     with open_index(tmp_path / "index") as index:
-        again = index.ingest([folder], progress=False)
+        again = index.ingest([folder])
         assert (again.failed, again.unchanged) == (0, PER_CLASS + 3)
-        retried = index.ingest([folder], progress=False, retry_failed=True, warn=lambda message: None)
+        retried = index.ingest([folder], retry_failed=True, warn=lambda message: None)
         assert retried.failed == 3
 
 
@@ -125,7 +125,7 @@ def test_a_second_ingest_on_the_same_index_is_refused_while_one_runs(index_copy,
     with IngestLock(index_copy):
         with pytest.raises(IndexBusyError, match=str(os.getpid())):
             with open_index(index_copy) as index:
-                index.ingest([photos], progress=False)
+                index.ingest([photos])
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
@@ -133,18 +133,18 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
         with pytest.raises(SourceError, match="no such file or folder"):
-            index.ingest([tmp_path / "nowhere"], progress=False)
+            index.ingest([tmp_path / "nowhere"])
 
 
 def test_the_same_file_named_twice_is_one_item(tmp_path, photos):
     listed = tmp_path / "list.txt"
     one = photos / "red_star" / "red_star_0001.jpg"
     listed.write_text(f"{one}\n{one}\n{photos / 'red_star'}\n")
-    from indexer.sources import read_list
+    from indexer.media.sources import read_list
 
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
-        summary = index.ingest(read_list(str(listed)), progress=False, strict=False)
-        again = index.ingest([photos / "red_star", photos / "red_star"], progress=False)
+        summary = index.ingest(read_list(str(listed)), strict=False)
+        again = index.ingest([photos / "red_star", photos / "red_star"])
     assert summary.embedded == PER_CLASS
     assert again.unchanged == PER_CLASS
     assert rows(tmp_path / "index", "SELECT count(*) FROM items") == [(PER_CLASS,)]

@@ -65,7 +65,7 @@ def test_local_checkpoint_with_weights_is_identified_by_its_hash(tiny_arch, tmp_
     torch.manual_seed(1)
     torch.save(open_clip.create_model(tiny_arch).state_dict(), second)
     with open_index(tmp_path / "index", tiny_arch, weights=str(first)) as index:
-        summary = index.ingest([photos / "red_star"], progress=False)
+        summary = index.ingest([photos / "red_star"])
         assert summary.embedded == 4
         assert index.recorded_model["embed_dim"] == 32
     with open_index(tmp_path / "index") as index:  # reopened without naming the weights: they are remembered

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from indexer import open_index
-from indexer.classify import read_labels, top_labels
+from indexer.query.classify import top_labels
+from indexer.query.labels import read_labels
 from indexer.errors import QueryError
-from indexer.search import parse_query
+from indexer.query.search import parse_query
 
 from .conftest import PER_CLASS, TEST_CLASSES
 
@@ -112,7 +113,7 @@ def test_classify_beats_chance_and_is_stored(index_copy):
 
 def test_classify_does_not_need_the_images(index_copy, photos_copy, tmp_path):
     with open_index(index_copy) as index:
-        index.ingest([photos_copy], progress=False)
+        index.ingest([photos_copy])
     for item in list(photos_copy.iterdir()):
         if item.is_dir():
             for f in item.iterdir():
@@ -158,7 +159,7 @@ def test_classify_cli_writes_csv_and_jsonl(index_copy, tmp_path):
 
 
 def test_path_filters_agree_between_the_exact_and_the_vector_paths(built_index, monkeypatch):
-    import indexer.search as search_module
+    import indexer.query.search as search_module
 
     with open_index(built_index) as index:
         exact = index.search("a red star", k=6, path_filter="*/green_*")

@@ -15,7 +15,7 @@ import faiss
 import pytest
 
 from indexer import open_index
-from indexer.sources import expand_braces
+from indexer.media.sources import expand_braces
 
 from .conftest import PER_CLASS, catalog_rows as rows
 
@@ -41,7 +41,7 @@ def test_tar_gz_and_zip_archives_are_streamed_and_addressed_as_archive_member(tm
         zf.writestr("__MACOSX/pics/._junk.jpg", b"resource fork")
     index = tmp_path / "index"
     with open_index(index, model="tiny-shapes") as opened:
-        summary = opened.ingest([tmp_path / "reds.tar.gz", tmp_path / "blues.zip"], progress=False)
+        summary = opened.ingest([tmp_path / "reds.tar.gz", tmp_path / "blues.zip"])
         hits = opened.search("a red star", k=3)
     assert summary.embedded == 2 * PER_CLASS
     uris = {row[0] for row in rows(index, "SELECT uri FROM items")}
@@ -57,13 +57,13 @@ def test_an_unchanged_archive_is_not_opened_again(tmp_path, photos):
     make_tar(shard, sorted((photos / "green_square").iterdir()), photos)
     index = tmp_path / "index"
     with open_index(index, model="tiny-shapes") as opened:
-        opened.ingest([shard], progress=False)
+        opened.ingest([shard])
     # Same size and mtime, unreadable content: only a run that opens the archive would notice.
     stat = shard.stat()
     shard.write_bytes(b"\0" * stat.st_size)
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with open_index(index) as opened:
-        summary = opened.ingest([shard], progress=False)
+        summary = opened.ingest([shard])
     assert (summary.unchanged, summary.embedded, summary.reused, summary.failed) == (PER_CLASS, 0, 0, 0)
     assert rows(index, "SELECT members, complete FROM archives") == [(PER_CLASS, 1)]
 
@@ -74,9 +74,9 @@ def test_a_changed_archive_is_re_read_and_members_it_lost_are_deleted(tmp_path, 
     make_tar(shard, files, photos)
     index = tmp_path / "index"
     with open_index(index, model="tiny-shapes") as opened:
-        opened.ingest([shard], progress=False)
+        opened.ingest([shard])
         make_tar(shard, files[:2], photos)
-        summary = opened.ingest([shard], progress=False)
+        summary = opened.ingest([shard])
     assert summary.deleted == PER_CLASS - 2
     assert summary.unchanged == 2
     states = dict(rows(index, "SELECT state, count(*) FROM items GROUP BY state"))
@@ -91,7 +91,7 @@ def test_a_broken_archive_is_reported_and_the_run_goes_on(tmp_path, photos):
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     with open_index(tmp_path / "index", model="tiny-shapes") as opened:
-        summary = opened.ingest([broken, good], progress=False, warn=lambda m: None)
+        summary = opened.ingest([broken, good], warn=lambda m: None)
     assert summary.embedded >= PER_CLASS
     assert summary.failed_by_reason.get("bad_archive", 0) + summary.failed_by_reason.get("bad_archive_member", 0) >= 1
 
@@ -106,7 +106,7 @@ def test_shards_given_as_a_range(tmp_path, photos):
     for n, folder in enumerate(["red_star", "blue_square"]):
         make_tar(tmp_path / f"shard-{n:03d}.tar", sorted((photos / folder).iterdir()), photos)
     with open_index(tmp_path / "index", model="tiny-shapes") as opened:
-        summary = opened.ingest([tmp_path / "shard-{000..001}.tar"], progress=False)
+        summary = opened.ingest([tmp_path / "shard-{000..001}.tar"])
     assert summary.embedded == 2 * PER_CLASS
 
 
@@ -126,7 +126,7 @@ def test_sync_purge_removes_deleted_items_and_their_vectors_without_a_rebuild(tm
     shutil.copytree(photos / "red_circle", folder / "red_circle")
     index = tmp_path / "index"
     with open_index(index, model="tiny-shapes") as opened:
-        opened.ingest([folder], progress=False)
+        opened.ingest([folder])
     before = faiss.read_index(str(index / "vectors.faiss")).ntotal
     shutil.rmtree(folder / "green_star")
     from click.testing import CliRunner
@@ -153,8 +153,8 @@ def test_non_utf8_file_names_are_embedded_and_shown_escaped(tmp_path, photos):
         f.write((photos / "red_star" / "red_star_0000.jpg").read_bytes())
     index = tmp_path / "index"
     with open_index(index, model="tiny-shapes") as opened:
-        summary = opened.ingest([folder], progress=False)
-        again = opened.ingest([folder], progress=False)
+        summary = opened.ingest([folder])
+        again = opened.ingest([folder])
     assert summary.embedded == 1 and again.unchanged == 1
     uri, raw = rows(index, "SELECT uri, raw_path FROM items")[0]
     assert uri.endswith("caf\\xe9.jpg")

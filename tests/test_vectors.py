@@ -53,7 +53,7 @@ def test_stale_vectors_catch_up_and_deleted_ones_force_a_rebuild(index_copy):
 def test_vectors_of_another_catalog_are_not_trusted(index_copy, tmp_path, photos):
     other = tmp_path / "other"
     with open_index(other, model="tiny-shapes") as index:
-        index.ingest([photos / "red_star"], progress=False)
+        index.ingest([photos / "red_star"])
     shutil.copy(other / "vectors.faiss", index_copy / "vectors.faiss")
     shutil.copy(other / "vectors.json", index_copy / "vectors.json")
     assert json.loads((index_copy / "vectors.json").read_text())["count"] == PER_CLASS
@@ -63,11 +63,13 @@ def test_vectors_of_another_catalog_are_not_trusted(index_copy, tmp_path, photos
 
 def synthetic_catalog(path, vectors: np.ndarray) -> None:
     """A real catalog holding given embeddings (clustered like real ones), no model needed."""
-    from indexer.store.catalog import Embedding, open_catalog, vector_to_blob
+    from indexer.store.catalog import open_catalog
+    from indexer.store.codec import vector_to_blob
+    from indexer.store.schema import Embedding
 
     catalog = open_catalog(path)
     with catalog.begin() as conn:
-        catalog.set_meta(conn, "model", {"name": "synthetic", "pretrained": None, "embed_dim": vectors.shape[1]})
+        catalog.set_meta("model", {"name": "synthetic", "pretrained": None, "embed_dim": vectors.shape[1]}, conn)
         conn.execute(Embedding.__table__.insert(), [
             {"sha256": f"{i:064x}", "vector": vector_to_blob(v), "created_at": 0.0} for i, v in enumerate(vectors)])
     catalog.close()
@@ -95,7 +97,9 @@ def test_large_collections_get_a_tuned_ivf_index_that_grows_without_retraining(t
         exact = np.argsort(-(queries @ data[:5000].T), axis=1)[:, :10] + 1  # embedding ids start at 1
         agreement = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
         assert agreement >= 0.9
-    from indexer.store.catalog import Embedding, open_catalog, vector_to_blob
+    from indexer.store.catalog import open_catalog
+    from indexer.store.codec import vector_to_blob
+    from indexer.store.schema import Embedding
 
     catalog = open_catalog(tmp_path / "index")
     with catalog.begin() as conn:
@@ -126,7 +130,7 @@ def test_a_memory_budget_selects_compressed_codes_with_exact_re_ranking(tmp_path
 
 
 def test_parse_size():
-    from indexer.store.vectors import parse_size
+    from indexer.config import parse_size
 
     assert parse_size("512MB") == 512 << 20
     assert parse_size("4g") == 4 << 30

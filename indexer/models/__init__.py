@@ -1,20 +1,23 @@
-"""The embedding model: naming it (``ModelSpec``), listing the choices, and loading it."""
+"""The embedding model: naming it (``ModelSpec``), listing the choices, loading it behind the
+``Embedder`` protocol, prompt templates and the bundled models. Imports nothing above ``errors``."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from . import bundled
+from .embedder import Embedder, PreprocessConfig
 from .spec import RANDOM, ModelSpec, same_model
 
-__all__ = ["ModelSpec", "RANDOM", "same_model", "list_models", "load_model", "bundled"]
+__all__ = ["Embedder", "ModelSpec", "PreprocessConfig", "RANDOM", "same_model", "list_models", "load_model",
+           "bundled"]
 
 
-def load_model(spec: ModelSpec, device: Optional[str] = None, threads: Optional[int] = None) -> "Any":
-    """Loads ``spec`` with open_clip (imports torch); returns a ``ClipEmbedder``."""
-    from .clip import ClipEmbedder
+def load_model(spec: ModelSpec, device: Optional[str] = None, threads: Optional[int] = None) -> Embedder:
+    """Loads ``spec`` with open_clip on torch (imports torch)."""
+    from .torch_clip import TorchClipEmbedder
 
-    return ClipEmbedder(spec, device=device, threads=threads)
+    return TorchClipEmbedder(spec, device=device, threads=threads)
 
 
 def list_models(include_pretrained: bool = True) -> list[dict[str, Any]]:

@@ -1,1 +1,3 @@
-"""Persistence: the SQLite catalog (source of truth), its migrations, and the derived FAISS vectors."""
+"""The bottom floor: the only package that speaks SQL. The catalog (source of truth) and its query API,
+its schema and migrations, the derived FAISS vectors, and crash-safe files. It imports nothing of
+indexer but ``errors``."""

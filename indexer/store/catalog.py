@@ -1,179 +1,38 @@
-"""The catalog: SQLite through SQLAlchemy, the source of truth of an index.
+"""The catalog: the source of truth of an index, through SQLAlchemy.
 
 It holds every item (a file or an archive member) with its state, every embedding (float16 blobs,
 one per distinct content), the identity of the model that made them, the text-embedding cache and
-classification results. The FAISS file beside it is derived from it (``vectors.py``).
+classification results (tables in ``schema.py``). The FAISS file beside it is derived from it
+(``vectors.py``).
+
+``Catalog`` is the only object that talks to the database. Its query API is split by concern into
+mixins: ``reads.py`` (items and embeddings, paged and by ids), ``items.py`` (what ingestion writes)
+and ``runs.py`` (text cache, classification runs); this module holds the connection, transactions,
+error translation and the key/value facts.
 """
 
 from __future__ import annotations
 
-import enum
 import json
+import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
+from urllib.parse import quote
 
-import numpy as np
-from sqlalchemy import (
-    Boolean,
-    Float,
-    ForeignKey,
-    Index as SqlIndex,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-    text,
-)
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import CatalogError, DiskFullError
+from .items import CatalogItems
+from .reads import CatalogReads
+from .runs import CatalogRuns
+from .schema import Meta
 
 CATALOG_FILE = "catalog.sqlite"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ItemState(str, enum.Enum):
-    """Where an item stands. Only ``EMBEDDED`` items are searched and classified."""
-
-    PENDING = "pending"  # seen, not embedded yet (a crash leaves these; the next run picks them up)
-    EMBEDDED = "embedded"
-    FAILED = "failed"  # unreadable; ``failure_reason`` says why
-    DELETED = "deleted"  # gone from its source; kept as history until purged
-
-
-class Meta(Base):
-    """Key/value facts about the index: its model, its id, the vectors' epoch."""
-
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class Embedding(Base):
-    """One embedding per distinct content (sha256); its id is the vector's id in FAISS."""
-
-    __tablename__ = "embeddings"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: FAISS relies on it
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class Item(Base):
-    """A file or an archive member, addressed by ``uri``."""
-
-    __tablename__ = "items"
-    __table_args__ = (
-        SqlIndex("ix_items_state", "state"),
-        SqlIndex("ix_items_sha256", "sha256"),
-        SqlIndex("ix_items_embedding_id", "embedding_id"),
-        SqlIndex("ix_items_container", "container"),
-        {"sqlite_autoincrement": True},
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    uri: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
-    sha256: Mapped[Optional[str]] = mapped_column(String(64))
-    embedding_id: Mapped[Optional[int]] = mapped_column(ForeignKey("embeddings.id", ondelete="SET NULL"))
-    width: Mapped[Optional[int]] = mapped_column(Integer)
-    height: Mapped[Optional[int]] = mapped_column(Integer)
-    format: Mapped[Optional[str]] = mapped_column(String(16))
-    failure_reason: Mapped[Optional[str]] = mapped_column(String(64))
-    failure_detail: Mapped[Optional[str]] = mapped_column(Text)
-    scan_id: Mapped[Optional[int]] = mapped_column(Integer)
-    added_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float)
-    # The archive holding this item (its uri is "ARCHIVE::MEMBER"), or None for a plain file.
-    container: Mapped[Optional[str]] = mapped_column(Text)
-    # The file name's bytes when they are not UTF-8 (``uri`` then shows them escaped).
-    raw_path: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
-
-
-class Archive(Base):
-    """A tar or zip archive as last read: when its size and mtime are unchanged and the read was
-    complete, its members are known to be unchanged without opening it."""
-
-    __tablename__ = "archives"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    uri: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
-    members: Mapped[int] = mapped_column(Integer)
-    complete: Mapped[bool] = mapped_column(Boolean)
-    scanned_at: Mapped[float] = mapped_column(Float)
-
-
-class TextEmbedding(Base):
-    """Cache of text embeddings, keyed by (model, text): label queries never re-encode."""
-
-    __tablename__ = "text_embeddings"
-    __table_args__ = (UniqueConstraint("model_key", "text"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    model_key: Mapped[str] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class IngestRun(Base):
-    """One ingest run: its sources, when it ran and what it counted."""
-
-    __tablename__ = "ingest_runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[float] = mapped_column(Float)
-    finished_at: Mapped[Optional[float]] = mapped_column(Float)
-    sources: Mapped[str] = mapped_column(Text)
-    counts: Mapped[Optional[str]] = mapped_column(Text)
-
-
-class ClassificationRun(Base):
-    """One zero-shot classification of the collection over a label set."""
-
-    __tablename__ = "classification_runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    labels: Mapped[str] = mapped_column(Text)  # JSON list
-    templates: Mapped[str] = mapped_column(String(32))
-    top_k: Mapped[int] = mapped_column(Integer)
-    item_count: Mapped[int] = mapped_column(Integer)
-
-
-class Classification(Base):
-    """The ``rank``-th best label of one item in one classification run."""
-
-    __tablename__ = "classifications"
-    run_id: Mapped[int] = mapped_column(ForeignKey("classification_runs.id", ondelete="CASCADE"), primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    label: Mapped[str] = mapped_column(Text)
-    score: Mapped[float] = mapped_column(Float)
-
-
-def vector_to_blob(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f2").tobytes()
-
-
-def blobs_to_matrix(blobs: list[bytes], dim: int) -> np.ndarray:
-    """float16 blobs to a float32 matrix, re-normalised (fp16 rounding moves the norm by ~1e-3)."""
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    matrix = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), dim).astype(np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
 
 
 def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -200,12 +59,23 @@ def translate_errors(exc: Exception, path: Path) -> CatalogError:
     return CatalogError(f"catalog error on {path}: {message}")
 
 
-class Catalog:
-    """An open catalog file: an engine, schema checks done, and the few queries everyone needs."""
+def sqlite_url(path: Path) -> URL:
+    """The SQLAlchemy URL of an SQLite file, built as an object: a path holding ``#``, ``?`` or ``%``
+    stays one file name instead of being parsed as parts of a URL."""
+    return URL.create("sqlite", database=str(path))
+
+
+def readonly_connection(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path`` (a ``file:`` URI with the path quoted)."""
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+
+
+class Catalog(CatalogReads, CatalogItems, CatalogRuns):
+    """An open catalog: an engine, schema checks done, and the query API of its mixins."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
+        self.engine: Engine = create_engine(sqlite_url(path))
         event.listen(self.engine, "connect", _set_pragmas)
         try:
             with self.engine.connect() as conn:
@@ -220,7 +90,7 @@ class Catalog:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One transaction; SQLite errors become ``CatalogError`` with a message that says what to do."""
+        """One transaction; database errors become ``CatalogError`` with a message that says what to do."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -238,6 +108,10 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    def size_bytes(self) -> int:
+        """The catalog's size on disk (the database and its write-ahead log)."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
     # -- meta -----------------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -245,18 +119,20 @@ class Catalog:
             value = conn.execute(select(Meta.value).where(Meta.key == key)).scalar()
         return json.loads(value) if value is not None else default
 
-    def set_meta(self, conn: Connection, key: str, value: Any) -> None:
-        conn.execute(
-            text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = :v"),
-            {"k": key, "v": json.dumps(value)},
-        )
+    def set_meta(self, key: str, value: Any, conn: Optional[Connection] = None) -> None:
+        statement = text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = :v")
+        params = {"k": key, "v": json.dumps(value)}
+        if conn is not None:
+            conn.execute(statement, params)
+            return
+        with self.begin() as own:
+            own.execute(statement, params)
 
     def catalog_id(self) -> str:
         value = self.get_meta("catalog_id")
         if value is None:
             value = uuid.uuid4().hex
-            with self.begin() as conn:
-                self.set_meta(conn, "catalog_id", value)
+            self.set_meta("catalog_id", value)
         return value
 
     def embedding_dim(self) -> Optional[int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Iterator, Optional
 
 from ..errors import DiskFullError, IndexerError
 
@@ -21,29 +23,60 @@ def fault_point(name: str) -> None:
         time.sleep(float(spec.rsplit(":", 1)[1]))
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _write_error(exc: BaseException, path: Path) -> IndexerError:
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc):
+        return DiskFullError(f"the disk is full: could not write {path}; the previous version is intact")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return IndexerError(f"could not write {path}: {detail}")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it to ``path``, fsync the folder: after this the new file survives a crash."""
+    fault_point("write:" + path.name)  # the crash tests kill here: the old file must survive
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Calls ``write(tmp_path)``, then makes the result appear at ``path`` all at once, or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         write(tmp)
-        fault_point("write:" + path.name)  # the crash tests kill here: the old file must survive
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except RuntimeError as exc:  # FAISS reports write errors as RuntimeError
+        _publish(tmp, path)
+    except (OSError, RuntimeError) as exc:  # FAISS reports write errors as RuntimeError
         tmp.unlink(missing_ok=True)
-        if "No space left" in str(exc):
-            raise DiskFullError(f"the disk is full: could not write {path}; the previous version is intact") from exc
-        raise IndexerError(f"could not write {path}: {exc}") from exc
+        raise _write_error(exc, path) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_open(path: Path, newline: Optional[str] = None) -> Iterator[IO[str]]:
+    """A text file to stream into; it appears at ``path`` complete when the block ends without an
+    error, and not at all otherwise (the previous version, if any, stays)."""
+    tmp = _temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tmp.open("w", encoding="utf-8", newline=newline)
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
+    try:
+        with handle:
+            yield handle
+        _publish(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == 28:  # ENOSPC
-            raise DiskFullError(f"the disk is full: could not write {path}; the previous version is intact") from exc
-        raise IndexerError(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise _write_error(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

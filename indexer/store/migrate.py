@@ -8,15 +8,20 @@ upgraded; one from a newer indexer is refused with what to do.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import inspect
+
 from ..errors import CatalogError, SchemaTooNewError
 
 if TYPE_CHECKING:
     from .catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 # The newest revision under migrations/versions; a test checks it against Alembic's own view.
 SCHEMA_HEAD = "0002_archives"
@@ -35,13 +40,14 @@ def alembic_config(catalog_url: str):  # -> alembic.config.Config
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    config.set_main_option("sqlalchemy.url", catalog_url)
+    # Alembic's config is an ini file: "%" would start an interpolation, so it is doubled.
+    config.set_main_option("sqlalchemy.url", catalog_url.replace("%", "%%"))
     return config
 
 
 def ensure_schema(catalog: "Catalog") -> None:
     with catalog.engine.connect() as conn:
-        tables = {row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = set(inspect(conn).get_table_names())
         version = None
         if "alembic_version" in tables:
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
@@ -59,7 +65,7 @@ def ensure_schema(catalog: "Catalog") -> None:
 
 
 def _create_at_head(catalog: "Catalog") -> None:
-    from .catalog import Base
+    from .schema import Base
 
     with catalog.engine.begin() as conn:
         Base.metadata.create_all(conn)
@@ -75,7 +81,7 @@ def _upgrade(catalog: "Catalog", version: str) -> None:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    config = alembic_config(str(catalog.engine.url))
+    config = alembic_config(catalog.engine.url.render_as_string(hide_password=False))
     scripts = ScriptDirectory.from_config(config)
     try:
         known = scripts.get_revision(version) is not None
@@ -90,7 +96,7 @@ def _upgrade(catalog: "Catalog", version: str) -> None:
     with catalog.engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
-    print(f"upgraded the catalog schema {version} -> head (backup: {backup})", file=__import__("sys").stderr)
+    log.warning("upgraded the catalog schema %s -> %s (backup: %s)", version, SCHEMA_HEAD, backup)
 
 
 def backup_catalog(path: Path, version: str) -> Path:

@@ -29,22 +29,18 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional, Sequence
 
 import faiss
 import numpy as np
-from sqlalchemy import func, select
-
-from .catalog import Catalog, Embedding, blobs_to_matrix
+from .catalog import Catalog
 from .files import VECTORS_FILE, VECTORS_META, atomic_write
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16384
 TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
 PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
@@ -52,15 +48,6 @@ PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks the
 
 def flat_max() -> int:
     return int(os.environ.get("INDEXER_FLAT_MAX") or 200_000)
-
-
-def parse_size(text: str) -> int:
-    """``"512MB"``, ``"4G"``, ``"1.5GiB"`` or a plain byte count."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
-    if not match:
-        raise ValueError(f"not a size: {text!r} (try 512MB or 4GB)")
-    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
-    return int(float(match.group(1)) * factor)
 
 
 @dataclass
@@ -109,51 +96,20 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def iter_embeddings(catalog: Catalog, after_id: int = 0, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, matrix) chunks of the catalog's embeddings with id > ``after_id``, in id order."""
-    dim = catalog.embedding_dim()
-    if dim is None:
-        return
-    last = after_id
-    while True:
-        with catalog.read() as conn:
-            rows = conn.execute(
-                select(Embedding.id, Embedding.vector).where(Embedding.id > last).order_by(Embedding.id).limit(chunk)
-            ).all()
-        if not rows:
-            return
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        yield ids, blobs_to_matrix([r[1] for r in rows], dim)
-        last = int(ids[-1])
-
-
-def embeddings_by_id(catalog: Catalog, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    dim = catalog.embedding_dim()
-    assert dim is not None
-    with catalog.read() as conn:
-        rows = conn.execute(select(Embedding.id, Embedding.vector).where(Embedding.id.in_(ids))).all()
-    return np.array([r[0] for r in rows], dtype=np.int64), blobs_to_matrix([r[1] for r in rows], dim)
-
-
 def sample_embeddings(catalog: Catalog, count: int, seed: int = 0) -> np.ndarray:
     """About ``count`` stored embeddings picked at random (ids are dense, so a random id range works)."""
-    with catalog.read() as conn:
-        low, high = conn.execute(select(func.min(Embedding.id), func.max(Embedding.id))).one()
+    low, high = catalog.embedding_id_range()
     rng = np.random.default_rng(seed)
     wanted = np.unique(rng.integers(low, high + 1, size=min(count * 2, high - low + 1)))[: count * 2]
     rng.shuffle(wanted)
-    parts = []
-    for start in range(0, len(wanted), 5000):
-        parts.append(embeddings_by_id(catalog, wanted[start:start + 5000].tolist())[1])
-    matrix = np.concatenate(parts) if parts else np.zeros((0, catalog.embedding_dim() or 1), np.float32)
-    return matrix[:count]
+    return catalog.embeddings_by_id(wanted.tolist())[1][:count]
 
 
 def exact_top_k(catalog: Catalog, queries: np.ndarray, k: int) -> np.ndarray:
     """Ids of the exact top ``k`` per query, by a pass over the catalog in chunks (bounded memory)."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for ids, matrix in iter_embeddings(catalog):
+    for ids, matrix in catalog.iter_embeddings():
         scores = queries @ matrix.T
         all_scores = np.concatenate([best_scores, scores], axis=1)
         all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
@@ -173,13 +129,9 @@ class VectorIndex:
         self.meta_path = index_dir / VECTORS_META
         self.index: Optional[faiss.Index] = None
         self.layout = Layout("flat")
+        self.synced: Optional[tuple[int, int]] = None  # the catalog's (count, max id) the index matches
 
     # -- state ------------------------------------------------------------------------------------
-
-    def _catalog_state(self) -> tuple[int, int]:
-        with self.catalog.read() as conn:
-            count, max_id = conn.execute(select(func.count(Embedding.id), func.max(Embedding.id))).one()
-        return int(count or 0), int(max_id or 0)
 
     def ids(self) -> np.ndarray:
         return index_ids(self.index) if self.index is not None else np.zeros(0, dtype=np.int64)
@@ -215,16 +167,26 @@ class VectorIndex:
         return wanted.kind != "flat" and count > 4 * max(1, self.layout.trained_count)
 
     def load(self, progress: Optional[Callable[[int], None]] = None, sync: bool = True) -> "VectorIndex":
-        """Loads the file and brings it in step with the catalog (catch-up, or rebuild when needed);
+        """Reads the file and brings it in step with the catalog (catch-up, or rebuild when needed);
         with ``sync=False``, the file as it is (``index`` is None when there is none)."""
         dim = self.catalog.embedding_dim()
+        self.index = self._load_file(dim) if dim is not None else None
+        self.synced = None
+        if sync and dim is not None:
+            self.sync(progress)
+        return self
+
+    def sync(self, progress: Optional[Callable[[int], None]] = None) -> "VectorIndex":
+        """Brings the index in memory in step with the catalog: adds the embeddings committed since,
+        rebuilds when some were removed or the layout no longer fits; saves the file when it changed.
+        Costs one short catalog query when nothing changed."""
+        dim = self.catalog.embedding_dim()
         if dim is None:
-            self.index = None
             return self
-        self.index = self._load_file(dim)
-        if not sync:
+        state = self.catalog.embedding_state()
+        if state == self.synced and self.index is not None:
             return self
-        count, max_id = self._catalog_state()
+        count, max_id = state
         if self.index is None or self._needs_new_layout(count, dim):
             self.rebuild(progress)
             return self
@@ -233,7 +195,7 @@ class VectorIndex:
         have_max = int(ids.max()) if len(ids) else 0
         changed = False
         if have_max < max_id:
-            for new_ids, matrix in iter_embeddings(self.catalog, after_id=have_max):
+            for new_ids, matrix in self.catalog.iter_embeddings(after_id=have_max):
                 index.add_with_ids(matrix, new_ids)
                 if progress:
                     progress(len(new_ids))
@@ -247,13 +209,19 @@ class VectorIndex:
             changed = True
         if changed:
             self.save()
+        self.synced = state
         return self
+
+    def _mark_synced(self) -> None:
+        """Records what the index holds, as the catalog would count it: the next ``sync`` compares."""
+        ids = self.ids()
+        self.synced = (int(len(ids)), int(ids.max()) if len(ids) else 0)
 
     def rebuild(self, progress: Optional[Callable[[int], None]] = None) -> None:
         """A new index from the catalog: layout chosen from the count, trained on a sample if needed."""
         dim = self.catalog.embedding_dim()
         assert dim is not None
-        count, _ = self._catalog_state()
+        count, _ = self.catalog.embedding_state()
         layout = choose_layout(count, dim, self.memory_budget())
         if layout.kind == "flat":
             index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -264,7 +232,7 @@ class VectorIndex:
             index.train(sample_embeddings(self.catalog, min(count, max(50 * layout.nlist, 20000))))
             layout.trained_count = count
             log.info("trained %s on a sample in %.1f s", layout.kind, time.time() - started)
-        for ids, matrix in iter_embeddings(self.catalog):
+        for ids, matrix in self.catalog.iter_embeddings():
             index.add_with_ids(matrix, ids)
             if progress:
                 progress(len(ids))
@@ -272,6 +240,7 @@ class VectorIndex:
         if layout.kind != "flat":
             self._tune()
         self.save()
+        self._mark_synced()
 
     def _tune(self) -> None:
         """The smallest nprobe whose recall@10 against exact search reaches ``TARGET_RECALL``."""
@@ -328,12 +297,15 @@ class VectorIndex:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, found in enumerate(candidates):
-            found_ids, vectors = embeddings_by_id(self.catalog, [int(i) for i in found if i >= 0])
+            found_ids, vectors = self.catalog.embeddings_by_id([int(i) for i in found if i >= 0])
             exact = vectors @ queries[row]
             order = np.argsort(-exact)[:k]
             scores[row, : len(order)], ids[row, : len(order)] = exact[order], found_ids[order]
         return scores, ids
 
-    def remove(self, ids: np.ndarray) -> None:
+    def remove(self, ids: Sequence[int]) -> None:
+        """Removes the vectors of embeddings just deleted from the catalog, and saves the file."""
         if self.index is not None and len(ids):
             self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+            self.save()
+            self._mark_synced()

@@ -7,7 +7,7 @@ An archive member is addressed as ``ARCHIVE::MEMBER`` everywhere.
 
 Scanning yields ``SourceEntry`` records (an address, a size, a modification time) without reading
 content: deciding what is unchanged costs a ``stat``. ``read_bytes`` fetches one file's content;
-``iter_archive_contents`` streams the wanted members of one archive.
+``archives.iter_archive_contents`` streams the wanted members of one archive.
 """
 
 from __future__ import annotations
@@ -15,72 +15,12 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_module
-import tarfile
-import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Optional
 
-from .errors import DecodeError, SourceError
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
-     ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif", ".jp2", ".j2k"}
-)
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-ZIP_SUFFIXES = (".zip",)
-MEMBER_SEPARATOR = "::"
-
-
-@dataclass(frozen=True)
-class SourceEntry:
-    """One item found by a scan. ``problem`` is set for an item known to be bad before any read
-    (a dangling link); ``raw_path`` holds the bytes of a file name that is not valid UTF-8."""
-
-    uri: str
-    size: int
-    mtime_ns: int
-    container: Optional[str] = None
-    raw_path: Optional[bytes] = None
-    problem: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class ArchiveSource:
-    """An archive to ingest, as stat() sees it; its members come from ``iter_archive_members``."""
-
-    uri: str
-    size: int
-    mtime_ns: int
-
-
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def archive_kind(name: str) -> Optional[str]:
-    lower = name.lower()
-    if lower.endswith(TAR_SUFFIXES):
-        return "tar"
-    if lower.endswith(ZIP_SUFFIXES):
-        return "zip"
-    return None
-
-
-def storable_path(path: str) -> tuple[str, Optional[bytes]]:
-    """A path as text SQLite can hold, and its raw bytes when the name is not valid UTF-8."""
-    try:
-        path.encode("utf-8")
-        return path, None
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return raw.decode("utf-8", "backslashreplace"), raw
-
-
-def member_uri(archive: str, member: str) -> str:
-    return f"{archive}{MEMBER_SEPARATOR}{member}"
-
+from ..errors import DecodeError, SourceError
+from .archives import archive_kind, iter_archive_contents, split_member_uri
+from .entries import ArchiveSource, SourceEntry, is_image_name, storable_path
 
 def _entry(path: str, st: os.stat_result) -> SourceEntry:
     uri, raw = storable_path(path)
@@ -200,70 +140,6 @@ def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Pa
                 raise SourceError(f"not a file or folder: {source}")
 
 
-def _hidden_member(name: str) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
-
-
-def iter_archive_members(archive: ArchiveSource) -> Iterator[SourceEntry]:
-    """The image members of an archive, from its headers (a compressed tar is read through once).
-    Raises ``DecodeError`` when the archive is unreadable or breaks off."""
-    kind = archive_kind(archive.uri)
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive.uri) as zf:
-                for info in zf.infolist():
-                    if info.is_dir() or not is_image_name(info.filename) or _hidden_member(info.filename):
-                        continue
-                    mtime = int(time.mktime(info.date_time + (0, 0, -1)) * 1e9)
-                    yield SourceEntry(member_uri(archive.uri, info.filename), info.file_size, mtime, archive.uri)
-        else:
-            with tarfile.open(archive.uri, "r:*") as tf:
-                for member in tf:
-                    if not member.isfile() or not is_image_name(member.name) or _hidden_member(member.name):
-                        continue
-                    yield SourceEntry(member_uri(archive.uri, member.name), member.size, int(member.mtime * 1e9),
-                                      archive.uri)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200]) from None
-
-
-def iter_archive_contents(container: str, wanted: set[str]) -> Iterator[tuple[str, bytes | DecodeError]]:
-    """(member name, bytes or the error) for each wanted member, in archive order, as a stream.
-    Members the archive no longer holds come last, as ``missing`` errors."""
-    remaining = set(wanted)
-    try:
-        if archive_kind(container) == "zip":
-            with zipfile.ZipFile(container) as zf:
-                for name in sorted(remaining):
-                    try:
-                        yield name, zf.read(name)
-                    except KeyError:
-                        continue
-                    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:  # also CRC errors
-                        yield name, DecodeError("bad_archive_member", str(exc)[:200])
-                    remaining.discard(name)
-        else:
-            with tarfile.open(container, "r:*") as tf:
-                for member in tf:
-                    if member.name not in remaining:
-                        continue
-                    remaining.discard(member.name)
-                    try:
-                        handle = tf.extractfile(member)
-                        yield member.name, handle.read() if handle else DecodeError("not_a_file")
-                    except (OSError, tarfile.TarError, EOFError) as exc:
-                        yield member.name, DecodeError("bad_archive_member", str(exc)[:200])
-                    if not remaining:
-                        break
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        error = DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200])
-        for name in sorted(remaining):
-            yield name, error
-        return
-    for name in sorted(remaining):
-        yield name, DecodeError("missing", "the archive no longer holds this member")
-
-
 def read_bytes(uri: str, raw_path: Optional[bytes] = None) -> bytes:
     """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8)."""
     try:
@@ -275,3 +151,15 @@ def read_bytes(uri: str, raw_path: Optional[bytes] = None) -> bytes:
         raise DecodeError("not_a_file", "a folder with an image name") from None
     except OSError as exc:
         raise DecodeError("unreadable", exc.strerror or str(exc)) from None
+
+
+def read_uri(uri: str, raw_path: Optional[bytes] = None) -> bytes:
+    """The content of the item at ``uri``: a file, or a member (``ARCHIVE::MEMBER``) of an archive."""
+    archive, member = split_member_uri(uri)
+    if archive is None:
+        return read_bytes(uri, raw_path)
+    for _, data in iter_archive_contents(archive, {member}):
+        if isinstance(data, DecodeError):
+            raise data
+        return data
+    raise DecodeError("missing", "the archive no longer holds this member")

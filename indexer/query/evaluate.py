@@ -1,6 +1,6 @@
 """Zero-shot evaluation of an index's model on a labelled image folder (or a CSV of path,label).
 
-The dataset is ingested into the index (incrementally: a second evaluation reads nothing again), each
+The dataset must be in the index (``indexer eval`` ingests it first, incrementally, and says so); each
 picture is scored against every class name, and the figures are computed from stored embeddings:
 top-1 / top-5 accuracy, mean per-class recall, a per-class table and the costliest confusions. With
 a list of *unseen* classes (never shown to the model in training) it also reports the generalized
@@ -15,71 +15,42 @@ other half, and the other way round), so no picture is scored with a constant tu
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
-from sqlalchemy import select
-
+from ..errors import QueryError
+from ..media.entries import is_image_name
 from .classify import label_embeddings
-from .errors import QueryError
-from .sources import is_image_name
-from .store.catalog import Embedding, Item, ItemState, blobs_to_matrix
+from .labels import label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
-    from .index import Index
+    from ..index import Index
 
 
 # ---------------------------------------------------------------- the dataset
 
 
-def folder_class_name(folder: str, mapping: Optional[dict[str, str]] = None) -> str:
-    if mapping and folder in mapping:
-        return mapping[folder]
-    return folder.replace("_", " ")
-
-
-def read_mapping(path: Path) -> dict[str, str]:
-    """A class-name mapping: JSON ``{"folder": "class name"}`` or CSV lines ``folder,class name``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QueryError(f"cannot read mapping file {path}: {exc.strerror}") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise QueryError(f"mapping file {path} is not valid JSON: {exc}") from None
-        return {str(k): str(v) for k, v in data.items()}
-    return {row[0].strip(): row[1].strip() for row in csv.reader(text.splitlines()) if len(row) >= 2}
-
-
 def load_dataset(dataset: Path, mapping: Optional[dict[str, str]] = None) -> list[tuple[str, str]]:
-    """(absolute path, class name) pairs from a folder of class sub-folders or a ``path,label`` CSV."""
+    """(absolute path, class name) pairs from a folder of class sub-folders or a ``path,label`` CSV
+    (relative paths are taken below the CSV's folder)."""
     dataset = Path(dataset).expanduser()
     pairs: list[tuple[str, str]] = []
     if dataset.is_dir():
         for folder in sorted(p for p in dataset.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            label = folder_class_name(folder.name, mapping)
+            label = label_from_folder_name(folder.name, mapping)
             for path in sorted(folder.rglob("*")):
                 if path.is_file() and is_image_name(path.name) and not path.name.startswith("."):
                     pairs.append((str(path.resolve()), label))
     elif dataset.is_file() and dataset.suffix.lower() == ".csv":
-        with dataset.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-            rows = rows[1:]
-        for row in rows:
-            if len(row) < 2 or not row[0].strip():
-                continue
-            path = Path(row[0].strip()).expanduser()
+        for _, item_path, label, _ in read_label_csv(dataset):
+            path = Path(item_path).expanduser()
             if not path.is_absolute():
                 path = dataset.parent / path
-            pairs.append((str(path.resolve()), folder_class_name(row[1].strip(), mapping)))
+            pairs.append((os.path.abspath(path), label_from_folder_name(label, mapping)))
     elif not dataset.exists():
         raise QueryError(f"no such dataset: {dataset}")
     else:
@@ -89,6 +60,16 @@ def load_dataset(dataset: Path, mapping: Optional[dict[str, str]] = None) -> lis
     if len({label for _, label in pairs}) < 2:
         raise QueryError(f"{dataset} has a single class; zero-shot evaluation needs at least two")
     return pairs
+
+
+def dataset_sources(dataset: Path, pairs: list[tuple[str, str]]) -> list[Path]:
+    """What to ingest so that the index holds the dataset: its folder, or the files its CSV names."""
+    dataset = Path(dataset).expanduser()
+    sources = [dataset] if dataset.is_dir() else sorted({Path(p) for p, _ in pairs})
+    missing = [p for p in sources if not p.exists()]
+    if missing:
+        raise QueryError(f"{len(missing)} files of the dataset do not exist, e.g. {missing[0]}")
+    return sources
 
 
 # ---------------------------------------------------------------- the figures
@@ -222,43 +203,23 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
 # ---------------------------------------------------------------- against an index
 
 
-def dataset_embeddings(index: "Index", paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(mask of paths that have an embedding, their embeddings in path order)."""
-    position = {p: i for i, p in enumerate(paths)}
-    found = np.zeros(len(paths), dtype=bool)
-    matrix = np.zeros((len(paths), index.dim), dtype=np.float32)
-    for start in range(0, len(paths), 5000):
-        chunk = list(paths[start:start + 5000])
-        with index.catalog.read() as conn:
-            rows = conn.execute(
-                select(Item.uri, Embedding.vector).join(Embedding, Item.embedding_id == Embedding.id)
-                .where(Item.uri.in_(chunk), Item.state == ItemState.EMBEDDED.value)
-            ).all()
-        if rows:
-            vectors = blobs_to_matrix([r[1] for r in rows], index.dim)
-            for (uri, _), vector in zip(rows, vectors):
-                found[position[uri]] = True
-                matrix[position[uri]] = vector
-    return found, matrix[found]
-
-
 def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
-             calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None,
-             progress: bool = False) -> EvalReport:
-    """Ingests ``dataset`` into ``index`` (incrementally) and evaluates the index's model on it."""
+             calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None) -> EvalReport:
+    """Evaluates the index's model on ``dataset``, whose pictures the index must hold (ingest it first).
+    Pictures that could not be read are counted as ``unreadable`` and left out."""
     pairs = load_dataset(dataset, mapping)
-    dataset = Path(dataset).expanduser()
-    sources = [dataset] if dataset.is_dir() else sorted({Path(p) for p, _ in pairs})
-    missing = [p for p in sources if not p.exists()]
-    if missing:
-        raise QueryError(f"{len(missing)} files of the dataset do not exist, e.g. {missing[0]}")
-    index.ingest(sources, progress=progress, warn=lambda message: None)
+    found, embeddings = index.catalog.embeddings_for_uris([p for p, _ in pairs])
+    if not found.any():
+        raise QueryError(f"the index at {index.path} holds none of the pictures of {dataset}; ingest them first "
+                         f"(indexer ingest {dataset} --index {index.path}), or use `indexer eval`, which does")
+    failed = set(index.catalog.failed_uris([p for p, ok in zip((p for p, _ in pairs), found) if not ok]))
+    absent = int((~found).sum()) - len(failed)
+    if absent:
+        raise QueryError(f"{absent} pictures of {dataset} are not in the index at {index.path}; ingest the dataset "
+                         "first (`indexer eval` does)")
     classes = sorted({label for _, label in pairs})
-    found, embeddings = dataset_embeddings(index, [p for p, _ in pairs])
     truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok], dtype=np.int64)
-    if len(truth) == 0:
-        raise QueryError(f"none of the pictures in {dataset} could be read")
     scores = embeddings @ label_embeddings(index, classes, templates).T
     report = compute_report(scores, truth, classes, templates, set(unseen) if unseen else None, calibration)
-    report.unreadable = int((~found).sum())
+    report.unreadable = len(failed)
     return report

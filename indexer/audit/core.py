@@ -42,16 +42,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
-from sqlalchemy import select
-
-from .audit_duplicates import DuplicateLinks, duplicate_groups
-from .audit_labels import DatasetLabels, folder_labels
-from .classify import iter_item_embeddings, label_embeddings, softmax
-from .errors import EmptyIndexError, QueryError
-from .store.catalog import Item
+from ..errors import EmptyIndexError, QueryError
+from ..query.classify import label_embeddings, softmax
+from .dataset import DatasetLabels, folder_labels
+from .duplicates import DuplicateLinks, duplicate_groups
 
 if TYPE_CHECKING:
-    from .index import Index
+    from ..index import Index
 
 FINDING_TYPES: tuple[str, ...] = ("mislabel", "duplicate", "outlier", "confusable_labels", "small_class")
 Progress = Callable[[str, int, int], None]  # (stage, items done now, stage total)
@@ -59,7 +56,6 @@ Progress = Callable[[str, int, int], None]  # (stage, items done now, stage tota
 SWAP_EXAMPLES = 4  # items kept per (given label, zero-shot label) pair, to show with a confusable pair
 CLASS_EXAMPLES = 20  # items shown with a small class
 _EPS = 1e-30  # floor of probabilities in the log-odds margin (float32 softmax reaches ~1e-38)
-_SQL_IN = 900
 
 
 @dataclass
@@ -160,19 +156,10 @@ class _Scorer:
 def _dataset_chunks(index: "Index", dataset: DatasetLabels, chunk: int
                     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(positions in the dataset arrays, paths, embeddings) of the labelled items, chunk by chunk."""
-    for item_ids, paths, vectors in iter_item_embeddings(index, chunk):
+    for item_ids, paths, vectors in index.catalog.iter_embedded_items(chunk):
         found, positions = dataset.positions(item_ids)
         if found.any():
             yield positions[found], [p for p, keep in zip(paths, found) if keep], vectors[found]
-
-
-def item_uris(index: "Index", item_ids: list[int]) -> dict[int, str]:
-    """The uri of each of ``item_ids``."""
-    uris: dict[int, str] = {}
-    for start in range(0, len(item_ids), _SQL_IN):
-        with index.catalog.read() as conn:
-            uris.update(conn.execute(select(Item.id, Item.uri).where(Item.id.in_(item_ids[start:start + _SQL_IN]))).all())
-    return uris
 
 
 @dataclass
@@ -364,7 +351,7 @@ def _fill_paths(index: "Index", findings: list[Finding]) -> None:
     """Sets ``path`` from an ``item_id`` detail and ``paths`` from ``item_ids``, in one catalog read."""
     wanted = {i for f in findings for i in ([f.details["item_id"]] if "item_id" in f.details else [])
               + f.details.get("item_ids", [])}
-    uris = item_uris(index, sorted(wanted))
+    uris = index.catalog.item_uris(sorted(wanted))
     for finding in findings:
         if "item_id" in finding.details:
             finding.path = uris.get(finding.details["item_id"], "?")

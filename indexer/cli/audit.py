@@ -1,21 +1,17 @@
-"""``indexer audit``: likely mislabels, duplicates, outliers and label-set problems, and its terminal summary.
-
-Registered on the main group by ``indexer.cli`` (``main.add_command(audit)``).
-"""
+"""``indexer audit``: likely mislabels, duplicates, outliers and label-set problems."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import click
 
-from .audit import AuditOptions, AuditResult
-from .audit_report import CSV_FILE, HTML_FILE, JSON_FILE, display_root, short_path
-from .cli import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, progress_enabled
-from .errors import IndexerError
-from .models.templates import TEMPLATE_SETS
+from ..audit.core import AuditOptions
+from ..errors import IndexerError
+from ..models.templates import TEMPLATE_SETS
+from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, \
+    progress_bars, progress_enabled, progress_option, safe
 
 _DEFAULTS = AuditOptions()
 
@@ -51,7 +47,7 @@ _DEFAULTS = AuditOptions()
               help="Findings shown per section of the HTML report (the CSV and JSON hold all of them).")
 @click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out of the HTML report (faster, smaller).")
 @model_options
-@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr (default: when a terminal).")
+@progress_option
 @json_option
 def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
@@ -94,20 +90,9 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
 def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Optional[int], root: Optional[Path],
          templates: Optional[str], output: Optional[Path], no_report: bool, max_rows: int, thumbnails: bool,
          options: AuditOptions, model: dict[str, Any], show_progress: bool, as_json: bool) -> None:
-    from tqdm import tqdm
-
-    from .audit import audit as run_audit
-    from .audit_labels import csv_labels, folder_labels, run_labels
-    from .audit_report import write_report
-
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, disable=not show_progress)
-        bars[stage].update(done)
+    from ..audit.dataset import csv_labels, folder_labels, run_labels
+    from ..audit.report import write_report
+    from ..audit.summary import summary_lines
 
     with open_from_cli(index_dir, **model) as index:
         if use_run:
@@ -117,11 +102,8 @@ def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Op
         else:
             dataset = folder_labels(index, root)
         options.templates = templates or dataset.templates or "default"
-        try:
-            result = run_audit(index, dataset, options, progress=progress)
-        finally:
-            for bar in bars.values():
-                bar.close()
+        with progress_bars(show_progress) as bars:
+            result = index.audit(dataset, options, progress=bars)
         folder = None
         if not no_report:
             folder = output if output is not None else index.path / "audit"
@@ -132,59 +114,4 @@ def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Op
         for line in lines:
             err(line)
     else:
-        click.echo("\n".join(lines))
-
-
-def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int = 5,
-                  shorten: Optional[Callable[[str], str]] = None) -> list[str]:
-    """A one-screen summary: counts per finding type and the top few of the main ones."""
-    root = display_root(result)
-    short = shorten or (lambda uri: short_path(uri, root))
-    counts = result.counts()
-    duplicates = result.of_type("duplicate")
-    lines = [f"audited {result.items} items in {len(result.labels)} labels ({result.label_source}"
-             + (f"; splits {', '.join(result.splits)}" if result.splits else "") + f") in {result.seconds:.1f} s"]
-    if result.unlabelled or result.unmatched:
-        lines.append(f"  left out: {result.unlabelled} unlabelled items"
-                     + (f", {result.unmatched} label rows naming no embedded item" if result.unmatched else ""))
-    conflicts = sum(f.details["label_conflict"] for f in duplicates)
-    leaks = sum(f.details["split_leak"] for f in duplicates)
-    exact = sum(f.details["kind"] == "exact" for f in duplicates)
-    lines += [
-        f"  likely mislabels        {counts['mislabel']:>6}",
-        f"  duplicate groups        {counts['duplicate']:>6}  ({exact} exact, {len(duplicates) - exact} near; "
-        f"{conflicts} with differing labels, {leaks} across splits)",
-        f"  outliers                {counts['outlier']:>6}",
-        f"  confusable label pairs  {counts['confusable_labels']:>6}",
-        f"  small classes           {counts['small_class']:>6}",
-    ]
-    near_items = sum(len(f.paths or []) for f in duplicates if f.details["kind"] == "near")
-    if near_items > 0.1 * max(result.items, 1):
-        lines.append(f"  hint: {near_items} items are near duplicates; if the model puts distinct pictures this "
-                     f"close, raise --near-threshold (now {result.options.near_threshold})")
-    mislabels = result.of_type("mislabel")[:top]
-    if mislabels:
-        lines.append("top mislabels (score, given -> suggested, path):")
-        lines += [f"  {f.score:6.2f}  {f.details['given_label']} -> {f.details['suggested_label']}  {short(f.path or '')}"
-                  for f in mislabels]
-    if duplicates[:top]:
-        lines.append("top duplicate groups:")
-        for f in duplicates[:top]:
-            flag = "labels differ" if f.details["label_conflict"] else "across splits" if f.details["split_leak"] else ""
-            paths = f.paths or []
-            lines.append(f"  {f.score:6.4f}  {f.details['kind']:<5} {len(paths)} items{'  [' + flag + ']' if flag else ''}"
-                         f"  {short(paths[0]) if paths else ''}{' ...' if len(paths) > 1 else ''}")
-    outliers = result.of_type("outlier")[:3]
-    if outliers:
-        lines.append("top outliers:")
-        lines += [f"  {f.score:6.2f}  {f.details['label']}  {short(f.path or '')}" for f in outliers]
-    pairs = result.of_type("confusable_labels")[:3]
-    if pairs:
-        lines.append("confusable labels: " + "; ".join(f"{f.details['labels'][0]} ~ {f.details['labels'][1]} "
-                                                       f"({f.score:.2f})" for f in pairs))
-    small = result.of_type("small_class")[:5]
-    if small:
-        lines.append("small classes: " + ", ".join(f"{f.details['label']} ({f.details['items']})" for f in small))
-    if report is not None:
-        lines.append(f"report: {report / HTML_FILE} (every finding in {CSV_FILE} and {JSON_FILE} beside it)")
-    return lines
+        click.echo("\n".join(safe(line) for line in lines))

@@ -7,21 +7,17 @@ stays bounded and no image is read again.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import insert, select
 
-from .errors import EmptyIndexError, QueryError
-from .models.templates import prompts_for
-from .store.catalog import Classification, ClassificationRun, Embedding, Item, ItemState, blobs_to_matrix
+from ..errors import EmptyIndexError, QueryError
+from ..models.templates import prompts_for
 
 if TYPE_CHECKING:
-    from .index import Index
+    from ..index import Index
 
 CHUNK = 8192
 
@@ -53,25 +49,6 @@ class ClassifyResult:
         return asdict(self)
 
 
-def read_labels(inline: Optional[str] = None, labels_file: Optional[Path] = None) -> list[str]:
-    """Labels from ``"cat,dog"`` and/or a file of one label per line (blank and ``#`` lines skipped)."""
-    labels: list[str] = []
-    if inline:
-        labels += [part.strip() for part in inline.split(",")]
-    if labels_file:
-        try:
-            lines = Path(labels_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise QueryError(f"cannot read labels file {labels_file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise QueryError(f"labels file {labels_file} is not UTF-8 text") from None
-        labels += [line.strip() for line in lines if not line.strip().startswith("#")]
-    unique = list(dict.fromkeys(label for label in labels if label))
-    if len(unique) < 2:
-        raise QueryError("give at least two distinct labels (--labels a,b or --labels-file FILE)")
-    return unique
-
-
 def label_embeddings(index: "Index", labels: Sequence[str], templates: str = "default") -> np.ndarray:
     """One row per label: the normalised mean of its prompts' embeddings (cached per text)."""
     prompts = [prompts_for(label, templates) for label in labels]
@@ -79,25 +56,6 @@ def label_embeddings(index: "Index", labels: Sequence[str], templates: str = "de
     vectors = dict(zip(unique, index.text_embeddings(unique)))
     matrix = np.stack([np.mean([vectors[p] for p in group], axis=0) for group in prompts]).astype(np.float32)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-def iter_item_embeddings(index: "Index", chunk: int = CHUNK) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
-    """(item ids, paths, embeddings) of every embedded item, in chunks, in item order."""
-    dim = index.dim
-    last = 0
-    while True:
-        with index.catalog.read() as conn:
-            rows = conn.execute(
-                select(Item.id, Item.uri, Embedding.vector)
-                .join(Embedding, Item.embedding_id == Embedding.id)
-                .where(Item.state == ItemState.EMBEDDED.value, Item.id > last)
-                .order_by(Item.id)
-                .limit(chunk)
-            ).all()
-        if not rows:
-            return
-        yield [r[0] for r in rows], [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], dim)
-        last = rows[-1][0]
 
 
 def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
@@ -133,11 +91,8 @@ def classify(index: "Index", labels: Sequence[str], templates: str = "default", 
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels})
     if store:
-        with index.catalog.begin() as conn:
-            result.run_id = int(conn.execute(insert(ClassificationRun).values(
-                created_at=started, labels=json.dumps(labels), templates=templates, top_k=k, item_count=0,
-            )).inserted_primary_key[0])
-    for item_ids, paths, embeddings in iter_item_embeddings(index):
+        result.run_id = index.catalog.start_classification_run(labels, templates, k)
+    for item_ids, paths, embeddings in index.catalog.iter_embedded_items(CHUNK):
         scores = embeddings @ matrix.T
         probabilities = softmax(scores * scale)
         best = top_labels(scores, k)
@@ -150,20 +105,14 @@ def classify(index: "Index", labels: Sequence[str], templates: str = "default", 
             result.counts[labels[best[row, 0]]] += 1
         result.items += len(predictions)
         if store:
-            with index.catalog.begin() as conn:
-                conn.execute(insert(Classification), [
-                    {"run_id": result.run_id, "item_id": p.item_id, "rank": rank, "label": label, "score": score}
-                    for p in predictions for rank, (label, score, _) in enumerate(p.labels, start=1)
-                ])
+            index.catalog.add_classifications(result.run_id, [
+                (p.item_id, rank, label, score) for p in predictions
+                for rank, (label, score, _) in enumerate(p.labels, start=1)])
         if on_predictions:
             on_predictions(predictions)
         if progress:
             progress(len(predictions))
     result.seconds = round(time.time() - started, 3)
     if store:
-        from sqlalchemy import update
-
-        with index.catalog.begin() as conn:
-            conn.execute(update(ClassificationRun).where(ClassificationRun.id == result.run_id)
-                         .values(item_count=result.items))
+        index.catalog.finish_classification_run(result.run_id, result.items)
     return result

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
-
-from .errors import QueryError
-from .sources import is_image_name
-from .store.catalog import Embedding, Item, ItemState, blobs_to_matrix
+from ..errors import QueryError
+from ..media.entries import is_image_name
+from ..store.codec import blobs_to_matrix
+from ..store.reads import path_matches
 
 if TYPE_CHECKING:
-    from .index import Index
+    from ..index import Index
 
 _SPLIT = re.compile(r"\s+([+-])\s+")
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$")
@@ -89,56 +88,41 @@ def query_vector(index: "Index", terms: Sequence[QueryTerm]) -> np.ndarray:
     return total / norm
 
 
-def _matches(uri: str, path_filter: Optional[str]) -> bool:
-    if not path_filter:
-        return True
-    if any(ch in path_filter for ch in "*?["):
-        return fnmatch.fnmatch(uri, path_filter)
-    return path_filter in uri
-
-
 FILTERED_EXACT_MAX = 50_000  # a path filter matching at most this many items is searched exactly
 
 
-def _filter_condition(path_filter: str) -> Any:
-    if any(ch in path_filter for ch in "*?["):
-        return Item.uri.op("GLOB")(path_filter)  # SQLite's GLOB: the same wildcards as fnmatch, case-sensitive
-    return func.instr(Item.uri, path_filter) > 0
+def _hits(rows: list[tuple[int, str, int]], ranked: list[tuple[int, float]], k: int, min_score: Optional[float],
+          path_filter: Optional[str] = None) -> list[SearchHit]:
+    """One hit per content of ``ranked`` ((embedding id, score), best first) that a live item holds:
+    its first item's path, the others as duplicates."""
+    paths: dict[int, list[tuple[int, str]]] = {}
+    for item_id, uri, embedding_id in rows:
+        if path_matches(uri, path_filter):
+            paths.setdefault(embedding_id, []).append((item_id, uri))
+    hits = []
+    for embedding_id, score in ranked:
+        found = paths.get(embedding_id)
+        if not found or (min_score is not None and score < min_score):
+            continue
+        hits.append(SearchHit(path=found[0][1], score=round(float(score), 6), item_id=found[0][0],
+                              duplicates=[uri for _, uri in found[1:]]))
+        if len(hits) == k:
+            break
+    return hits
 
 
 def _search_filtered(index: "Index", vector: np.ndarray, k: int, path_filter: str,
                      min_score: Optional[float]) -> Optional[list[SearchHit]]:
     """Exact search over the items a path filter selects, when they are few; None when they are many."""
-    condition = _filter_condition(path_filter)
-    live = (Item.state == ItemState.EMBEDDED.value, Item.embedding_id.is_not(None), condition)
-    with index.catalog.read() as conn:
-        if int(conn.execute(select(func.count()).where(*live)).scalar() or 0) > FILTERED_EXACT_MAX:
-            return None
-        rows = conn.execute(select(Item.id, Item.uri, Item.embedding_id, Embedding.vector)
-                            .join(Embedding, Item.embedding_id == Embedding.id).where(*live).order_by(Item.id)).all()
+    if index.catalog.count_matching(path_filter) > FILTERED_EXACT_MAX:
+        return None
+    rows, blobs = index.catalog.matching_items(path_filter)
     if not rows:
         return []
-    contents: dict[int, int] = {}
-    blobs = []
-    for row in rows:
-        if row.embedding_id not in contents:
-            contents[row.embedding_id] = len(blobs)
-            blobs.append(row.vector)
-    scores = blobs_to_matrix(blobs, index.dim) @ vector
-    paths: dict[int, list[tuple[int, str]]] = {}
-    for row in rows:
-        paths.setdefault(row.embedding_id, []).append((row.id, row.uri))
-    order = np.argsort(-scores)[:k]
-    embedding_ids = list(contents)
-    hits = []
-    for position in order:
-        score = float(scores[position])
-        if min_score is not None and score < min_score:
-            break
-        found = paths[embedding_ids[position]]
-        hits.append(SearchHit(path=found[0][1], score=round(score, 6), item_id=found[0][0],
-                              duplicates=[uri for _, uri in found[1:]]))
-    return hits
+    contents = list(blobs)
+    scores = blobs_to_matrix([blobs[c] for c in contents], index.dim) @ vector
+    order = np.argsort(-scores)
+    return _hits(rows, [(contents[i], float(scores[i])) for i in order], k, min_score)
 
 
 def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
@@ -168,29 +152,11 @@ def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: 
 
 def _join(index: "Index", scores: np.ndarray, ids: np.ndarray, path_filter: Optional[str],
           min_score: Optional[float]) -> list[SearchHit]:
-    wanted = [int(i) for i, s in zip(ids, scores) if i >= 0 and (min_score is None or s >= min_score)]
-    if not wanted:
+    ranked = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and (min_score is None or s >= min_score)]
+    if not ranked:
         return []
-    rows = []
-    with index.catalog.read() as conn:
-        for start in range(0, len(wanted), 5000):  # SQLite caps the number of bound parameters
-            rows += conn.execute(
-                select(Item.id, Item.uri, Item.embedding_id)
-                .where(Item.embedding_id.in_(wanted[start:start + 5000]), Item.state == ItemState.EMBEDDED.value)
-            ).all()
-    rows.sort(key=lambda row: row.id)
-    paths: dict[int, list[tuple[int, str]]] = {}
-    for row in rows:
-        if _matches(row.uri, path_filter):
-            paths.setdefault(row.embedding_id, []).append((row.id, row.uri))
-    hits = []
-    for embedding_id, score in zip(ids, scores):
-        found = paths.get(int(embedding_id))
-        if not found or (min_score is not None and score < min_score):
-            continue
-        hits.append(SearchHit(path=found[0][1], score=round(float(score), 6), item_id=found[0][0],
-                              duplicates=[uri for _, uri in found[1:]]))
-    return hits
+    rows = index.catalog.items_for_embeddings([i for i, _ in ranked])
+    return _hits(rows, ranked, len(ranked), min_score, path_filter)
 
 
 def search(index: "Index", query: Optional[str] = None, images: Sequence[Path] = (), k: int = 10,

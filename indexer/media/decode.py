@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
-from .errors import DecodeError
+from ..errors import DecodeError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: ten times a phone photo, far below a decompression bomb
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey-filled picture

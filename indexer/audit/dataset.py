@@ -15,27 +15,21 @@ the dataset, or a single class folder); an item directly in the root has no labe
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
-from sqlalchemy import select
-
-from .errors import QueryError
-from .sources import MEMBER_SEPARATOR, archive_kind
-from .store.catalog import Classification, ClassificationRun, Item, ItemState
+from ..errors import QueryError
+from ..media.archives import split_member_uri, strip_archive_suffix
+from ..query.labels import SPLIT_NAMES, label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
-    from .index import Index
+    from ..index import Index
 
-SPLIT_NAMES: dict[str, str] = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 NO_SPLIT = -1
 _CHUNK = 5000
-_SQL_IN = 900  # ids per IN (...) clause, well under SQLite's variable limit
 
 
 @dataclass
@@ -115,16 +109,10 @@ class _Builder:
 
 def _as_path(uri: str) -> str:
     """An item's uri as a path: the member ``M`` of archive ``A.tar`` (uri ``A.tar::M``) becomes ``A/M``."""
-    if MEMBER_SEPARATOR not in uri:
+    archive, member = split_member_uri(uri)
+    if archive is None:
         return uri
-    archive, member = uri.split(MEMBER_SEPARATOR, 1)
-    name = os.path.basename(archive)
-    if archive_kind(name):
-        for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip"):
-            if name.lower().endswith(suffix) and len(name) > len(suffix):
-                archive = archive[:-len(suffix)]
-                break
-    return os.path.join(archive, member.lstrip("/"))
+    return os.path.join(strip_archive_suffix(archive), member.lstrip("/"))
 
 
 def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]:
@@ -140,29 +128,13 @@ def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]
     label = next((f for f in reversed(folders) if f.lower() not in SPLIT_NAMES), None)
     if label is None:
         return None, split
-    return label.replace("_", " ").strip() or None, split
-
-
-def _iter_live_items(index: "Index") -> Iterator[list[tuple[int, str, int]]]:
-    """(item id, uri, embedding id) of every embedded item, in chunks, in item order."""
-    last = 0
-    while True:
-        with index.catalog.read() as conn:
-            rows = conn.execute(
-                select(Item.id, Item.uri, Item.embedding_id)
-                .where(Item.state == ItemState.EMBEDDED.value, Item.id > last, Item.embedding_id.is_not(None))
-                .order_by(Item.id).limit(_CHUNK)
-            ).all()
-        if not rows:
-            return
-        yield [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
-        last = int(rows[-1][0])
+    return label_from_folder_name(label) or None, split
 
 
 def common_root(index: "Index") -> Optional[str]:
     """The deepest folder holding every embedded item's parent folder (one pass over the uris)."""
     root: Optional[str] = None
-    for rows in _iter_live_items(index):
+    for rows in index.catalog.iter_live_items(_CHUNK):
         for _, uri, _ in rows:
             parent = os.path.dirname(_as_path(uri))
             root = parent if root is None else os.path.commonpath([root, parent])
@@ -182,7 +154,7 @@ def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> Datase
         root_text = derived
     builder = _Builder()
     unlabelled = 0
-    for rows in _iter_live_items(index):
+    for rows in index.catalog.iter_live_items(_CHUNK):
         chunk = []
         for item_id, uri, content_id in rows:
             label, split = label_from_path(_as_path(uri), root_text)
@@ -192,38 +164,6 @@ def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> Datase
                 chunk.append((item_id, content_id, label, split))
         builder.add(chunk)
     return builder.build(f"folder names below {root_text}", sort_labels=True, root=root_text, unlabelled=unlabelled)
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, str, str, Optional[str]]]:
-    """(line number, path, label, split) rows of a ``path,label[,split]`` CSV, header optional."""
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise QueryError(f"cannot read labels file {path}: {exc.strerror}") from None
-    with handle:
-        reader = csv.reader(handle)
-        columns = {"path": 0, "label": 1, "split": 2}
-        try:
-            for number, row in enumerate(reader, start=1):
-                cells = [c.strip() for c in row]
-                if not any(cells) or cells[0].startswith("#"):
-                    continue
-                lowered = [c.lower() for c in cells]
-                if number == 1 and "path" in lowered and "label" in lowered:
-                    columns = {name: lowered.index(name) for name in ("path", "label", "split") if name in lowered}
-                    continue
-                if len(cells) <= max(columns["path"], columns["label"]):
-                    raise QueryError(f"{path}:{number}: expected 'path,label' (or 'path,label,split'), got {row!r}")
-                item_path, label = cells[columns["path"]], cells[columns["label"]]
-                split_column = columns.get("split")
-                split = cells[split_column] if split_column is not None and split_column < len(cells) else ""
-                if not item_path or not label:
-                    raise QueryError(f"{path}:{number}: empty path or label")
-                yield number, item_path, label, (SPLIT_NAMES.get(split.lower(), split) or None)
-        except UnicodeDecodeError:
-            raise QueryError(f"labels file {path} is not UTF-8 text") from None
-        except csv.Error as exc:
-            raise QueryError(f"labels file {path} is not valid CSV: {exc}") from None
 
 
 def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, None] = None) -> DatasetLabels:
@@ -236,16 +176,7 @@ def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, No
 
     def flush(pending: dict[str, tuple[str, Optional[str]]]) -> None:
         nonlocal unmatched
-        found: dict[str, tuple[int, int]] = {}
-        names = list(pending)
-        for start in range(0, len(names), _SQL_IN):
-            with index.catalog.read() as conn:
-                for item_id, uri, content_id in conn.execute(
-                    select(Item.id, Item.uri, Item.embedding_id).where(
-                        Item.uri.in_(names[start:start + _SQL_IN]), Item.state == ItemState.EMBEDDED.value,
-                        Item.embedding_id.is_not(None))
-                ):
-                    found[uri] = (int(item_id), int(content_id))
+        found = index.catalog.items_by_uris(list(pending))
         rows = []
         for uri, (label, split) in pending.items():
             if uri in found:
@@ -257,7 +188,7 @@ def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, No
         builder.add(rows)
 
     pending: dict[str, tuple[str, Optional[str]]] = {}
-    for _, item_path, label, split in _csv_rows(path):
+    for _, item_path, label, split in read_label_csv(path):
         uri = item_path if os.path.isabs(item_path) else os.path.abspath(os.path.join(base, item_path))
         pending[uri] = (label, split)
         if len(pending) >= _CHUNK:
@@ -272,30 +203,14 @@ def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, No
 
 def run_labels(index: "Index", run_id: Optional[int] = None) -> DatasetLabels:
     """Labels from a stored ``classify`` run (its best label per item); ``None`` takes the latest run."""
-    with index.catalog.read() as conn:
-        query = select(ClassificationRun)
-        query = query.where(ClassificationRun.id == run_id) if run_id is not None else \
-            query.order_by(ClassificationRun.id.desc()).limit(1)
-        run = conn.execute(query).first()
+    run = index.catalog.classification_run(run_id)
     if run is None:
         raise QueryError(f"no classification run {run_id} in {index.path}; `indexer classify` stores one"
                          if run_id is not None else
                          f"no classification run in {index.path}; run `indexer classify` first, or give labels")
-    builder = _Builder(json.loads(run.labels))
-    last = 0
-    while True:
-        with index.catalog.read() as conn:
-            rows = conn.execute(
-                select(Classification.item_id, Item.embedding_id, Classification.label)
-                .join(Item, Item.id == Classification.item_id)
-                .where(Classification.run_id == run.id, Classification.rank == 1, Classification.item_id > last,
-                       Item.state == ItemState.EMBEDDED.value, Item.embedding_id.is_not(None))
-                .order_by(Classification.item_id).limit(_CHUNK)
-            ).all()
-        if not rows:
-            break
-        builder.add([(int(r[0]), int(r[1]), str(r[2]), None) for r in rows])
-        last = int(rows[-1][0])
+    builder = _Builder(run.labels)
+    for rows in index.catalog.iter_run_labels(run.id, _CHUNK):
+        builder.add([(item_id, content_id, label, None) for item_id, content_id, label in rows])
     dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates)
     dataset.unlabelled = max(0, index.count_embedded() - dataset.size)
     return dataset

@@ -8,26 +8,24 @@ the CSV and JSON files hold them all. Files are written under a temporary name a
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from PIL import Image, ImageOps
-
-from .audit import FINDING_TYPES, AuditResult, Finding
-from .errors import IndexerError
-from .sources import MEMBER_SEPARATOR, archive_kind, iter_archive_contents, read_bytes
-from .store.files import atomic_write
+from ..errors import IndexerError
+from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents, split_member_uri
+from ..media.sources import read_bytes
+from ..media.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
+from ..query.output import spreadsheet_safe
+from ..store.files import atomic_write
+from .core import FINDING_TYPES, AuditResult, Finding
 
 HTML_FILE, CSV_FILE, JSON_FILE, SUMMARY_FILE = "audit.html", "findings.csv", "findings.json", "summary.json"
 CSV_COLUMNS = ("type", "rank", "score", "path", "paths", "given_label", "suggested_label", "details")
-THUMBNAIL_PX = 96
 GROUP_THUMBNAILS = 8  # thumbnails shown per duplicate group
 
 TITLES = {
@@ -77,10 +75,10 @@ def write_csv(result: AuditResult, path: Path) -> None:
             writer.writerow(CSV_COLUMNS)
             for row in finding_rows(result):
                 details = {k: v for k, v in row.items() if k not in CSV_COLUMNS}
-                writer.writerow([row["type"], row["rank"], row["score"], row.get("path", ""),
-                                 json.dumps(row["paths"], ensure_ascii=False) if "paths" in row else "",
-                                 row.get("given_label", ""), row.get("suggested_label", ""),
-                                 json.dumps(details, ensure_ascii=False)])
+                writer.writerow([spreadsheet_safe(cell) for cell in (
+                    row["type"], row["rank"], row["score"], row.get("path", ""),
+                    json.dumps(row["paths"], ensure_ascii=False) if "paths" in row else "",
+                    row.get("given_label", ""), row.get("suggested_label", ""), json.dumps(details, ensure_ascii=False))])
     atomic_write(path, write)
 
 
@@ -111,26 +109,11 @@ def thumbnail_uri(uri: str, size: int = THUMBNAIL_PX) -> Optional[str]:
         data = read_bytes(uri)
     except IndexerError:
         return None
-    return thumbnail_of(data, size)
-
-
-def thumbnail_of(data: bytes, size: int = THUMBNAIL_PX) -> Optional[str]:
-    """A small JPEG data URI of the image in ``data``; None when it is not a readable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
-            picture = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    picture.thumbnail((size, size))
-    buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return thumbnail_data_uri(data, size)
 
 
 def _container(uri: str) -> Optional[str]:
-    archive = uri.split(MEMBER_SEPARATOR, 1)[0] if MEMBER_SEPARATOR in uri else None
-    return archive if archive and archive_kind(archive) else None
+    return split_member_uri(uri)[0]
 
 
 class _Thumbnails:
@@ -149,7 +132,7 @@ class _Thumbnails:
         for container, wanted in members.items():
             for member, data in iter_archive_contents(container, wanted):
                 uri = container + MEMBER_SEPARATOR + member
-                self.cache[uri] = None if isinstance(data, IndexerError) else thumbnail_of(data)
+                self.cache[uri] = None if isinstance(data, IndexerError) else thumbnail_data_uri(data)
 
     def img(self, uri: str) -> str:
         data = None

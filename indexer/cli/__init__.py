@@ -1,0 +1,68 @@
+"""The ``indexer`` command: the face of the library. Each command parses, makes one library call, formats.
+
+One module per command group (``ingest``, ``query``, ``audit``, ``info``), shared options and output in
+``common``. Command modules are imported when their command runs, so ``indexer status`` pays for
+nothing it does not use. Library errors become one line and exit code 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+import click
+
+from ..errors import IndexerError
+from .common import CONTEXT, setup_logging
+
+# command name -> (module, function)
+COMMANDS = {
+    "ingest": ("ingest", "ingest"),
+    "sync": ("ingest", "sync"),
+    "search": ("query", "search"),
+    "classify": ("query", "classify"),
+    "eval": ("query", "evaluate_command"),
+    "audit": ("audit", "audit"),
+    "status": ("info", "status"),
+    "models": ("info", "models"),
+    "demo": ("info", "demo"),
+}
+
+
+class IndexerGroup(click.Group):
+    """Loads each command's module on first use; turns the library's errors into a one-line message
+    and exit code 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in COMMANDS and name not in self.commands:
+            module, function = COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(f"{__name__}.{module}"), function), name)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        setup_logging()
+        try:
+            return super().invoke(ctx)
+        except IndexerError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=IndexerGroup, context_settings=CONTEXT)
+@click.version_option(package_name="indexer", message="indexer %(version)s")
+def main() -> None:
+    """Zero-shot image search and classification for large image collections.
+
+    Embed a collection once with an OpenCLIP model, then search it with text or images and
+    classify it into any label set, in seconds, without reading an image again.
+
+    \b
+    Quick start (offline, with the bundled model):
+      indexer ingest ./photos --index ./photos-index --model tiny-shapes
+      indexer search "a red star" --index ./photos-index
+      indexer classify --labels "red circle,blue square" --index ./photos-index
+
+    Set INDEXER_INDEX to leave out --index. Every command has --help with an example.
+    """

@@ -1,0 +1,124 @@
+"""What every command shares: options, opening the index, progress bars, and safe output.
+
+Results go to stdout (``--json`` for machine-readable output); progress, warnings and summaries go
+to stderr. Errors exit with code 1 and one line saying what to do; usage errors exit with code 2.
+Text that comes from the collection (file names, labels) is printed with its control characters
+escaped, so a file name cannot drive the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import click
+
+from ..config import Settings
+from ..models.templates import TEMPLATE_SETS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: Any) -> str:
+    """``text`` with control characters (escape sequences included) shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def options(*decorators: Callable) -> Callable:
+    """Applies several click decorators as one, in reading order."""
+    def apply(f: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+index_option = click.option(
+    "--index", "index_dir", envvar="INDEXER_INDEX", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Progress bar on stderr (default: when a terminal).")
+templates_option = click.option(
+    "--templates", type=click.Choice(TEMPLATE_SETS), default="default", show_default=True,
+    help="Prompt templates: the bare label, a short set of captions, or CLIP's 80 ImageNet templates.")
+model_options = options(
+    click.option("--model", envvar="INDEXER_MODEL", help=(
+        "Embedding model: an open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, local-dir:FOLDER, or a "
+        "bundled model (tiny-shapes). Default: the index's own model; for a new index ViT-B-32-256 "
+        "(datacomp_s34b_b86k). Also from $INDEXER_MODEL.")),
+    click.option("--pretrained", envvar="INDEXER_PRETRAINED",
+                 help="open_clip pretrained tag for --model, or 'random' (benchmarks only)."),
+    click.option("--weights", type=click.Path(dir_okay=False, exists=True),
+                 help="A local checkpoint file for --model (works offline)."),
+    click.option("--device", envvar="INDEXER_DEVICE", help="cuda, cuda:1, mps or cpu. Default: the best available."),
+)
+
+
+def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Optional[str] = None,
+                  weights: Optional[str] = None, device: Optional[str] = None, create: bool = False, **settings: Any):
+    from ..index import open_index
+
+    config = Settings()
+    if device:
+        config.device = device
+    for key, value in settings.items():
+        if value is not None:
+            setattr(config, key, value)
+    return open_index(index_dir, model, pretrained=pretrained, weights=weights, settings=config, create=create)
+
+
+def progress_enabled(flag: Optional[bool]) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+@contextmanager
+def progress_bars(enabled: bool, unit: str = "img") -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done_now, total)`` callback drawing one tqdm bar per stage on stderr."""
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        if stage not in bars:
+            from tqdm import tqdm
+
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                               smoothing=0.1)
+        bars[stage].update(done)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def err(message: str) -> None:
+    click.echo(safe(message), err=True)
+
+
+class _StderrHandler(logging.Handler):
+    """The library's warnings (a rebuilt vectors file, an upgraded schema) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err(record.getMessage())
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("indexer")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
+        logger.propagate = False

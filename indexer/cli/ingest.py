@@ -1,0 +1,119 @@
+"""``indexer ingest`` and ``indexer sync``."""
+
+from __future__ import annotations
+
+import sys
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from ..ingest.summary import IngestSummary
+from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, options, \
+    progress_bars, progress_enabled, progress_option, safe
+
+ingest_options = options(
+    click.argument("sources", nargs=-1, type=click.Path(path_type=Path)),
+    click.option("--from-list", "from_list", metavar="FILE",
+                 help="Also ingest the paths listed in FILE, one per line ('-' reads standard input)."),
+    index_option,
+    model_options,
+    click.option("--batch-size", type=click.IntRange(1), help="Images per model batch (default 32 on CPU, 256 on GPU)."),
+    click.option("--workers", type=click.IntRange(0), help="Decode worker processes (default: from the core count)."),
+    click.option("--threads", type=click.IntRange(1), help="Threads for the model on CPU (default: torch's choice)."),
+    click.option("--max-pixels", type=click.IntRange(1), help="Refuse pictures larger than this many pixels "
+                                                                 "(default 100 million; decompression bombs)."),
+    click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
+    click.option("--index-memory", metavar="SIZE", help="Memory budget of the vectors (e.g. 4GB): above it, "
+                 "large indexes use compressed IVF-PQ codes. Remembered by the index."),
+    progress_option,
+    json_option,
+)
+
+
+def summary_line(summary: IngestSummary) -> str:
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.failed_by_reason.items()))
+    return (f"{summary.scanned} files: {summary.embedded} embedded, {summary.unchanged} unchanged, "
+            f"{summary.reused} reused (moved or duplicate), {summary.failed} failed"
+            + (f" ({reasons})" if reasons else "")
+            + (f", {summary.deleted} gone since the last run" if summary.deleted else "")
+            + (f", {summary.purged} purged" if summary.purged else "") + f" in {summary.seconds:.1f} s")
+
+
+def _warner(show_progress: bool) -> Callable[[str], None]:
+    """Warnings above a progress bar without breaking it."""
+    if not show_progress:
+        return err
+
+    def warn(message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(safe(message), file=sys.stderr)
+    return warn
+
+
+def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path, model: Optional[str],
+                       pretrained: Optional[str], weights: Optional[str], device: Optional[str],
+                       batch_size: Optional[int], workers: Optional[int], threads: Optional[int],
+                       max_pixels: Optional[int], retry_failed: bool, index_memory: Optional[str],
+                       progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
+    from ..media.sources import read_list
+
+    if not sources and not from_list:
+        raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
+    show = progress_enabled(progress)
+    index = open_from_cli(index_dir, model, pretrained, weights, device, create=True, batch_size=batch_size,
+                          workers=workers, threads=threads, max_pixels=max_pixels)
+    with index, progress_bars(show) as bars:
+        if index_memory:
+            index.set_memory_budget(index_memory)
+        # Listed paths may have gone since the list was made: those are skipped, not fatal.
+        listed = read_list(from_list) if from_list else ()
+        summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, purge=purge, progress=bars,
+                               warn=_warner(show), strict=not from_list)
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        err(summary_line(summary))
+
+
+@click.command(context_settings=CONTEXT)
+@ingest_options
+def ingest(**kwargs: Any) -> None:
+    """Embed every image under SOURCES into the index.
+
+    SOURCES are folders (scanned recursively), image files, and tar / tar.gz / zip archives (read as
+    streams, members addressed as ARCHIVE::MEMBER; WebDataset shard ranges like
+    shards-{000..099}.tar are expanded).
+
+    Runs again are incremental: unchanged files are skipped without being read (an unchanged archive
+    is not even opened), moved or duplicated files reuse their embedding, files gone from a scanned
+    folder are marked deleted, and an interrupted run resumes where it stopped. Unreadable files
+    are recorded with a reason and the run goes on.
+
+    \b
+    Examples:
+      indexer ingest ~/photos --index ./photos-index
+      indexer ingest shards/train-{0000..0127}.tar --index ./web-index --json
+      find /data -name '*.jpg' | indexer ingest --from-list - --index ./data-index
+    """
+    run_ingest_command(**kwargs)
+
+
+@click.command(context_settings=CONTEXT)
+@ingest_options
+@click.option("--purge", is_flag=True, help="Remove deleted items (and embeddings no item uses) for good, "
+                                           "instead of keeping them as history.")
+def sync(**kwargs: Any) -> None:
+    """Bring the index in line with SOURCES: new, changed, moved and deleted files.
+
+    The same as ingest, plus --purge: deleted items are normally kept as history (hidden from search
+    and classification); --purge removes them and their unused embeddings, and the vectors follow
+    without a full rebuild.
+
+    \b
+    Example:
+      indexer sync ~/photos --index ./photos-index --purge
+    """
+    run_ingest_command(**kwargs)

@@ -1,0 +1,184 @@
+"""``indexer search``, ``indexer classify`` and ``indexer eval``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, \
+    progress_bars, progress_enabled, progress_option, safe, templates_option
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("query", required=False)
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Query image (reverse image search); repeatable, and combinable with QUERY.")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1), help="Number of results.")
+@click.option("--path-filter", help="Only paths containing this text, or matching this glob (*, ?, [..]).")
+@click.option("--min-score", type=float, help="Only results with a cosine score at least this.")
+@index_option
+@model_options
+@json_option
+def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: Optional[str],
+           min_score: Optional[float], index_dir: Path, model: Optional[str], pretrained: Optional[str],
+           weights: Optional[str], device: Optional[str], as_json: bool) -> None:
+    """Find the images that best match a text and/or an image.
+
+    QUERY is text; join terms with ' + ' and ' - ' to add or subtract them, and weight a term with
+    'W:term'. A term naming an image file searches by that image.
+
+    \b
+    Examples:
+      indexer search "a dog on a beach" --index ./photos-index -k 20
+      indexer search "dog + beach - people" --index ./photos-index
+      indexer search "2:red fox + snow" --index ./photos-index --min-score 0.2
+      indexer search --image query.jpg --index ./photos-index --path-filter "*/2024/*"
+    """
+    if not query and not images:
+        raise click.UsageError("give a QUERY text, an --image, or both")
+    with open_from_cli(index_dir, model, pretrained, weights, device) as index:
+        hits = index.search(query, images, k=k, path_filter=path_filter, min_score=min_score)
+    if as_json:
+        echo_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        err("no results")
+    for hit in hits:
+        extra = f"  (+{len(hit.duplicates)} duplicate{'s' if len(hit.duplicates) > 1 else ''})" if hit.duplicates else ""
+        click.echo(f"{hit.score:.4f}  {safe(hit.path)}{extra}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--labels", help="Comma-separated labels, e.g. 'cat,dog,bird'.")
+@click.option("--labels-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A text file with one label per line (# comments allowed).")
+@templates_option
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(1), help="Labels kept per image.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write predictions to a .csv (path,label,score,label_2,score_2,...) or .jsonl file.")
+@click.option("--no-store", is_flag=True, help="Do not keep the predictions in the catalog.")
+@index_option
+@model_options
+@progress_option
+@json_option
+def classify(labels: Optional[str], labels_file: Optional[Path], templates: str, top_k: int, output: Optional[Path],
+             no_store: bool, index_dir: Path, model: Optional[str], pretrained: Optional[str], weights: Optional[str],
+             device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+    """Classify every image of the index into one of a set of labels (zero-shot).
+
+    Uses the stored embeddings only: no image is read again, and label embeddings are cached, so
+    trying another label set takes seconds. Predictions are also kept in the catalog.
+
+    \b
+    Examples:
+      indexer classify --index ./photos-index --labels "cat,dog,bird" --output labels.csv
+      indexer classify --index ./photos-index --labels-file species.txt --templates ensemble --top-k 3 --json
+    """
+    from contextlib import ExitStack
+
+    from ..query.labels import read_labels
+    from ..query.output import Fanout, JsonArrayStream, PredictionWriter, TsvStream, output_format
+
+    label_list = read_labels(labels, labels_file)
+    if output is not None:
+        output_format(output)  # refuse a bad extension before any work
+    with open_from_cli(index_dir, model, pretrained, weights, device) as index, ExitStack() as stack:
+        sinks: list[Any] = []
+        if output is not None:
+            sinks.append(stack.enter_context(PredictionWriter(output, min(top_k, len(label_list)))))
+        stream = JsonArrayStream(sys.stdout) if as_json else None
+        if stream is not None:
+            sinks.append(stream)
+        elif output is None:
+            sinks.append(TsvStream(sys.stdout, escape=safe))
+        bars = stack.enter_context(progress_bars(progress_enabled(progress)))
+        total = index.count_embedded()
+        result = index.classify(label_list, templates, top_k, on_predictions=Fanout(sinks), store=not no_store,
+                                progress=lambda n: bars("classifying", n, total))
+        if stream is not None:
+            stream.close()
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.counts.items(), key=lambda kv: -kv[1]))
+    err(f"classified {result.items} images over {len(label_list)} labels in {result.seconds:.2f} s ({counts})"
+        + (f"; wrote {output}" if output else ""))
+
+
+def _calibration(value: Optional[str]) -> Any:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter("a number, or 'auto'", param_hint="--calibration") from None
+
+
+@click.command("eval", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@templates_option
+@click.option("--mapping", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Class names for folder names: JSON {folder: name} or CSV lines folder,name "
+                   "(default: the folder name with _ as spaces).")
+@click.option("--unseen", "unseen_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A file of class names (one per line) the model never saw in training: adds GZSL figures.")
+@click.option("--calibration", help="Calibrated stacking for GZSL: a constant subtracted from seen-class scores, "
+                                    "or 'auto' (two-fold cross-validated).")
+@index_option
+@model_options
+@progress_option
+@json_option
+def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], unseen_file: Optional[Path],
+                     calibration: Optional[str], index_dir: Path, model: Optional[str], pretrained: Optional[str],
+                     weights: Optional[str], device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+    """Measure zero-shot accuracy of the index's model on a labelled dataset.
+
+    DATASET is a folder with one sub-folder per class (class name = folder name with _ as spaces) or
+    a CSV of path,label. Its pictures are first ingested into the index (incrementally: nothing is
+    read twice), then classified over all the class names at once. Reports top-1/top-5 accuracy, mean
+    per-class recall, a per-class table and the costliest confusions; with --unseen, the generalized
+    zero-shot figures S, U and H = 2SU/(S+U), with and without calibrated stacking, and classic ZSL
+    accuracy.
+
+    \b
+    Example:
+      indexer eval ./heldout --index ./eval-index --model tiny-shapes --unseen unseen.txt --calibration auto
+    """
+    from ..query.evaluate import dataset_sources, load_dataset
+    from ..query.labels import read_class_list, read_mapping
+    from .ingest import summary_line
+
+    calibration_value = _calibration(calibration)
+    unseen = read_class_list(unseen_file, "--unseen file") if unseen_file is not None else None
+    names = read_mapping(mapping) if mapping else None
+    sources = dataset_sources(dataset, load_dataset(dataset, names))
+    with open_from_cli(index_dir, model, pretrained, weights, device, create=True) as index:
+        err(f"ingesting {dataset} into {index.path} first (only what the index does not hold yet)")
+        with progress_bars(progress_enabled(progress)) as bars:
+            err("  " + summary_line(index.ingest(sources, progress=bars, warn=lambda message: None)))
+        report = index.evaluate(dataset, templates, unseen, calibration_value, names)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(f"{report.images} images, {report.classes} classes, templates '{report.templates}'"
+               + (f", {report.unreadable} unreadable" if report.unreadable else ""))
+    click.echo(f"top-1 {report.top1:.1%}   top-5 {report.top5:.1%}   mean per-class recall "
+               f"{report.mean_per_class_recall:.1%}")
+    if report.gzsl:
+        g = report.gzsl
+        u = g["uncalibrated"]
+        click.echo(f"GZSL ({g['seen_classes']} seen, {g['unseen_classes']} unseen classes): S {u['seen_accuracy']:.1%}"
+                   f"  U {u['unseen_accuracy']:.1%}  H {u['harmonic_mean']:.3f};  ZSL (unseen labels only) "
+                   f"{g['zsl_unseen_accuracy']:.1%}; unseen pictures labelled seen: {g['unseen_predicted_as_seen']:.1%}")
+        if "calibrated" in g:
+            c = g["calibrated"]
+            constant = c.get("constant", c.get("constants"))
+            click.echo(f"calibrated stacking ({c['method']}, constant {constant}): S {c['seen_accuracy']:.1%}  "
+                       f"U {c['unseen_accuracy']:.1%}  H {c['harmonic_mean']:.3f}")
+    click.echo("\nper class (recall, most confused with):")
+    for row in sorted(report.per_class, key=lambda r: r["recall"]):
+        click.echo(f"  {row['recall']:>6.1%}  {safe(row['class']):<28} {safe(row['most_confused_with'] or '')}")
+    if report.confusions:
+        click.echo("\ncostliest confusions:")
+        for c in report.confusions:
+            click.echo(f"  {c['images']:>4}  {safe(c['true'])} -> {safe(c['predicted'])}")

@@ -1,0 +1,137 @@
+"""One ingest run: register (``register.py``, no model) -> embed what is pending -> commit -> vectors.
+
+Two phases, so that a run with nothing to do never imports torch. Phase 2 runs only when something is
+pending: decode workers read, hash and decode the pending items; content already in the catalog (a
+moved or duplicated file) reuses its embedding; the rest is embedded in batches, and each batch is
+committed in one transaction. Progress and warnings go to callbacks: this module never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+
+from ..media.sources import scan
+from ..store.codec import vector_to_blob
+from ..store.files import fault_point
+from ..store.items import EmbeddedRecord, FailedRecord
+from .lock import IngestLock
+from .register import Warn, mark_missing, register
+from .summary import IngestSummary
+
+if TYPE_CHECKING:
+    from ..index import Index
+    from ..store.catalog import Catalog
+
+MAX_WARNINGS = 20
+Progress = Callable[[str, int, int], None]  # (stage, items done now, stage total), as classify and audit report
+log = logging.getLogger(__name__)
+
+
+def commit_batch(catalog: "Catalog", batch: Any, embedder: Any, summary: IngestSummary) -> list:
+    """Embeds what is new in ``batch`` and commits the whole batch in one transaction.
+    Returns the failed records (for the warnings)."""
+    records = batch.records
+    ok = [r for r in records if r.kind == "ok"]
+    existing = catalog.embedding_ids_for_contents(r.sha256 for r in ok) if ok else {}
+    fresh: dict[str, int] = {}  # sha -> row of batch.images
+    for row, r in enumerate(ok):
+        if r.sha256 not in existing and r.sha256 not in fresh:
+            fresh[r.sha256] = row
+    vectors = embedder.embed_images(batch.images[list(fresh.values())]) if fresh else []
+    _trace(len(fresh))
+    embedded = [EmbeddedRecord(r.item_id, r.sha256, r.width, r.height, r.format,
+                               embedding_id=r.embedding_id if r.kind == "known" else existing.get(r.sha256))
+                for r in records if r.kind != "failed"]
+    failed = [r for r in records if r.kind == "failed"]
+    catalog.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
+                         [FailedRecord(r.item_id, r.reason, r.detail, r.sha256) for r in failed])
+    for row, r in enumerate(ok):
+        if fresh.get(r.sha256) == row:
+            summary.embedded += 1
+        else:
+            summary.reused += 1
+    summary.reused += sum(1 for r in records if r.kind == "known")
+    for r in failed:
+        summary.count_failure(r.reason)
+    return failed
+
+
+def _trace(embedded: int) -> None:
+    """Appends the number of pictures the model just embedded to ``$INDEXER_TEST_TRACE`` (crash tests
+    add these up to measure work done twice)."""
+    path = os.environ.get("INDEXER_TEST_TRACE")
+    if path and embedded:
+        with open(path, "a") as f:
+            f.write(f"{embedded}\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: Optional[Progress],
+                   warn: Warn) -> None:
+    from .pipeline import PendingItems, make_loader
+    from .read import ReadOptions
+
+    embedder = index.embedder()
+    settings = index.settings
+    options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
+                          crop_long_sides=embedder.preprocess_config.crops_centre)
+    loader = make_loader(PendingItems(index.catalog.pending_reader(), options),
+                         settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device),
+                         embedder.device)
+    warned = 0
+    for batch in loader:
+        fault_point("batch")
+        for r in commit_batch(index.catalog, batch, embedder, summary):
+            if warned < MAX_WARNINGS:
+                warn(f"skipping {r.uri}: {r.reason}" + (f" ({r.detail})" if r.detail else ""))
+                warned += 1
+        if progress:
+            progress("embedding", len(batch.records), todo)
+    if summary.failed > warned:
+        warn(f"... and {summary.failed - warned} more unreadable files (`indexer status` counts them by reason)")
+
+
+def purge_deleted(index: "Index") -> int:
+    """Removes deleted items for good, and the embeddings (and vectors) no item uses any more."""
+    purged, orphans = index.catalog.purge_deleted()
+    index.remove_vectors(orphans)
+    return purged
+
+
+def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = False, purge: bool = False,
+               progress: Optional[Progress] = None, warn: Optional[Warn] = None, strict: bool = True) -> IngestSummary:
+    """Ingests ``sources`` into ``index``; see the module docstring for the two phases. ``progress``
+    is called as items are embedded; ``warn`` receives one line per unreadable file or folder."""
+    warn = warn or log.warning
+    started = time.time()
+    summary = IngestSummary()
+    catalog = index.catalog
+    named: list[str] = []  # the first sources, for the run's record (a list may hold millions)
+
+    def noted(items: Iterable[Path]) -> Iterator[Path]:
+        for item in items:
+            if len(named) < 100:
+                named.append(str(item))
+            yield item
+
+    with IngestLock(index.path):
+        summary.run_id = catalog.start_ingest_run()
+        folders: list[Path] = []
+        register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
+                 retry_failed, summary, warn)
+        summary.deleted += mark_missing(catalog, folders, summary.run_id)
+        todo = catalog.pending_count()
+        if todo:
+            _embed_pending(index, todo, summary, progress, warn)
+        if purge:
+            summary.purged = purge_deleted(index)
+        if index.recorded_model is not None and (summary.embedded or summary.reused or not index.vectors_file_exists()):
+            index.vectors()  # brings the FAISS file in step with the catalog
+        summary.seconds = round(time.time() - started, 3)
+        catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())
+    return summary

@@ -1,0 +1,274 @@
+"""What ingestion writes: items found by a scan, archives, committed batches, deletions, ingest runs.
+
+Every write that changes an item's state is here, each in one transaction, so that a crash between
+two of them leaves a catalog that the next run resumes from (the design's invariant 2). The decisions
+(what is new, changed or unchanged) are made by ``indexer.ingest``; this module only records them.
+
+``PendingReader`` is the read-only view that decode workers (other processes) use to stream the work
+list: it opens its own connection in the process that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from .files import fault_point
+from .reads import chunked
+from .schema import Archive, Embedding, IngestRun, Item, ItemState
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.engine import Connection
+
+PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
+
+
+@dataclass(frozen=True)
+class KnownItem:
+    """What a scan compares an entry with."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    state: str
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    uri: str
+    size: int
+    mtime_ns: int
+    members: int
+    complete: bool
+
+
+@dataclass
+class EmbeddedRecord:
+    """An item to mark embedded: its content, and either the fresh vector blob or a known embedding."""
+
+    item_id: int
+    sha256: str
+    width: Optional[int] = None
+    height: Optional[int] = None
+    format: Optional[str] = None
+    embedding_id: Optional[int] = None  # set when the content was already in the catalog
+
+
+@dataclass
+class FailedRecord:
+    item_id: int
+    reason: str
+    detail: Optional[str] = None
+    sha256: Optional[str] = None
+
+
+class CatalogItems:
+    """Ingestion's writes (mixed into ``Catalog``)."""
+
+    def read(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
+        raise NotImplementedError
+
+    def begin(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
+        raise NotImplementedError
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_ingest_run(self) -> int:
+        with self.begin() as conn:
+            return int(conn.execute(insert(IngestRun).values(started_at=time.time(), sources="[]"))
+                       .inserted_primary_key[0])
+
+    def finish_ingest_run(self, run_id: int, sources: list[str], counts: dict) -> None:
+        with self.begin() as conn:
+            conn.execute(update(IngestRun).where(IngestRun.id == run_id).values(
+                finished_at=time.time(), sources=json.dumps(sources), counts=json.dumps(counts)))
+
+    # -- scans ----------------------------------------------------------------------------------
+
+    def known_items(self, uris: Sequence[str]) -> dict[str, KnownItem]:
+        known: dict[str, KnownItem] = {}
+        with self.read() as conn:
+            for part in chunked(list(uris)):
+                for r in conn.execute(select(Item.id, Item.uri, Item.size, Item.mtime_ns, Item.state)
+                                      .where(Item.uri.in_(part))):
+                    known[r.uri] = KnownItem(r.id, r.size, r.mtime_ns, r.state)
+        return known
+
+    def archive(self, uri: str) -> Optional[ArchiveRecord]:
+        with self.read() as conn:
+            row = conn.execute(select(Archive).where(Archive.uri == uri)).first()
+        if row is None:
+            return None
+        a = row
+        return ArchiveRecord(a.uri, a.size, a.mtime_ns, a.members, bool(a.complete))
+
+    def settle_unchanged_archive(self, uri: str, run_id: int) -> int:
+        """Marks every member of an unchanged archive as seen by ``run_id``; returns how many are settled
+        (embedded or failed)."""
+        with self.begin() as conn:
+            conn.execute(update(Item).where(Item.container == uri).values(scan_id=run_id))
+            return int(conn.execute(select(func.count()).where(
+                Item.container == uri, Item.state.in_([EMBEDDED, FAILED]))).scalar() or 0)
+
+    def record_archive(self, archive: ArchiveRecord, conn: Optional["Connection"] = None) -> None:
+        values = {"uri": archive.uri, "size": archive.size, "mtime_ns": archive.mtime_ns, "members": archive.members,
+                  "complete": archive.complete, "scanned_at": time.time()}
+        statement = insert(Archive).values(**values).prefix_with("OR REPLACE")
+        if conn is not None:
+            conn.execute(statement)
+            return
+        with self.begin() as own:
+            own.execute(statement)
+
+    def apply_scan(self, run_id: int, new: list[dict[str, Any]], changed: list[dict[str, Any]], seen: list[int],
+                   finished_archives: Sequence[ArchiveRecord] = ()) -> int:
+        """Records one chunk of a scan in one transaction: ``new`` item rows (uri, size, mtime_ns, state,
+        container, raw_path, failure_reason), ``changed`` items (id, size, mtime_ns, state, failure_reason:
+        their content is forgotten), ``seen`` item ids; members of ``finished_archives`` (read to the end)
+        that this run did not see are marked deleted. Returns that number."""
+        stamp = time.time()
+        deleted = 0
+        with self.begin() as conn:
+            if new:
+                conn.execute(insert(Item), [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
+                                            for row in new])
+            if changed:
+                conn.execute(
+                    update(Item).where(Item.id == bindparam("b_id")).values(
+                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime"), state=bindparam("b_state"),
+                        sha256=None, embedding_id=None, failure_reason=bindparam("b_reason"), failure_detail=None,
+                        scan_id=run_id, updated_at=stamp),
+                    [{"b_id": r["id"], "b_size": r["size"], "b_mtime": r["mtime_ns"], "b_state": r["state"],
+                      "b_reason": r.get("failure_reason")} for r in changed])
+            for part in chunked(seen):
+                conn.execute(update(Item).where(Item.id.in_(part)).values(scan_id=run_id))
+            for archive in finished_archives:
+                result = conn.execute(update(Item).where(
+                    Item.container == archive.uri, Item.state != DELETED,
+                    (Item.scan_id != run_id) | Item.scan_id.is_(None),
+                ).values(state=DELETED, updated_at=stamp))
+                deleted += result.rowcount or 0
+                self.record_archive(archive, conn)
+        return deleted
+
+    def mark_unseen_deleted(self, prefix: str, run_id: int) -> int:
+        """Items whose uri starts with ``prefix`` (a folder path ending in a separator) that ``run_id``
+        did not see are gone: marked deleted (kept as history). Returns how many."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # a range on the unique uri index
+        with self.begin() as conn:
+            result = conn.execute(
+                update(Item).where(Item.uri >= prefix, Item.uri < upper, Item.state != DELETED,
+                                   (Item.scan_id != run_id) | Item.scan_id.is_(None))
+                .values(state=DELETED, updated_at=time.time()))
+            return int(result.rowcount or 0)
+
+    def pending_count(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(select(func.count()).where(Item.state == PENDING)).scalar() or 0)
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def commit_batch(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
+                     failed: Sequence[FailedRecord]) -> None:
+        """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob), the items
+        that hold them or a known content marked embedded, the ``failed`` items with their reason."""
+        stamp = time.time()
+        with self.begin() as conn:
+            ids: dict[str, int] = {}
+            if fresh:
+                conn.execute(insert(Embedding), [{"sha256": sha, "vector": blob, "created_at": stamp}
+                                                 for sha, blob in fresh.items()])
+                ids.update(conn.execute(select(Embedding.sha256, Embedding.id)
+                                        .where(Embedding.sha256.in_(list(fresh)))).all())
+            fault_point("commit")  # inside the transaction: a kill here must lose the whole batch, nothing else
+            if embedded:
+                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
+                    state=EMBEDDED, sha256=bindparam("b_sha"), embedding_id=bindparam("b_emb"),
+                    width=bindparam("b_w"), height=bindparam("b_h"), format=bindparam("b_fmt"),
+                    failure_reason=None, failure_detail=None, updated_at=stamp),
+                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_w": r.width, "b_h": r.height, "b_fmt": r.format,
+                      "b_emb": r.embedding_id if r.embedding_id is not None else ids[r.sha256]} for r in embedded])
+            if failed:
+                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
+                    state=FAILED, sha256=bindparam("b_sha"), failure_reason=bindparam("b_reason"),
+                    failure_detail=bindparam("b_detail"), updated_at=stamp),
+                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
+                     for r in failed])
+
+    # -- removal --------------------------------------------------------------------------------
+
+    def purge_deleted(self) -> tuple[int, list[int]]:
+        """Removes deleted items for good, and the embeddings no item uses any more.
+        Returns (items purged, embedding ids removed)."""
+        with self.begin() as conn:
+            purged = conn.execute(delete(Item).where(Item.state == DELETED)).rowcount or 0
+            orphans = [row[0] for row in conn.execute(
+                select(Embedding.id).where(~Embedding.id.in_(
+                    select(Item.embedding_id).where(Item.embedding_id.is_not(None)))))]
+            for part in chunked(orphans):
+                conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
+        return int(purged), orphans
+
+    def pending_reader(self) -> "PendingReader":
+        path: Path = getattr(self, "path")
+        return PendingReader(str(path))
+
+
+class PendingReader:
+    """The pending work list, read-only, for a decode worker in another process. Picklable: the
+    connection is opened in the process that reads, on first use."""
+
+    PAGE = 256
+
+    def __init__(self, catalog_path: str) -> None:
+        self.catalog_path = catalog_path
+        self._conn: Any = None
+
+    def __getstate__(self) -> dict:
+        return {"catalog_path": self.catalog_path, "_conn": None}
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            from .catalog import readonly_connection
+
+            self._conn = readonly_connection(Path(self.catalog_path))
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def embedding_id(self, sha256: str) -> Optional[int]:
+        row = self._connection().execute("SELECT id FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+    def plain_files(self, shard: int = 0, shards: int = 1) -> Iterator[tuple[int, str, Optional[bytes]]]:
+        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``."""
+        conn, last = self._connection(), 0
+        while True:
+            page = conn.execute(
+                "SELECT id, uri, raw_path FROM items WHERE state = 'pending' AND container IS NULL AND id > ? "
+                "AND id % ? = ? ORDER BY id LIMIT ?", (last, shards, shard, self.PAGE)).fetchall()
+            if not page:
+                return
+            yield from page
+            last = page[-1][0]
+
+    def containers(self) -> list[str]:
+        """Archives with pending members, in name order."""
+        return [row[0] for row in self._connection().execute(
+            "SELECT DISTINCT container FROM items WHERE state = 'pending' AND container IS NOT NULL "
+            "ORDER BY container")]
+
+    def members(self, container: str) -> list[tuple[int, str]]:
+        """(item id, uri) of the pending members of one archive."""
+        return self._connection().execute(
+            "SELECT id, uri FROM items WHERE state = 'pending' AND container = ?", (container,)).fetchall()
