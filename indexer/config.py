@@ -5,6 +5,7 @@ Each has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,9 +51,10 @@ class Settings:
 
 
 def parse_size(text: str) -> int:
-    """``"512MB"``, ``"4G"``, ``"1.5GiB"`` or a plain byte count, in bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
-    if not match:
-        raise ValueError(f"not a size: {text!r} (try 512MB or 4GB)")
-    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
-    return int(float(match.group(1)) * factor)
+    """``"512MB"``, ``"4G"``, ``"4Gi"``, ``"1.5GiB"`` or a plain byte count, in bytes (units are binary)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?\s*", text.lower(), flags=re.ASCII)
+    value = float(match.group(1)) if match else math.inf
+    if not math.isfinite(value) or value > 1 << 60:
+        raise ValueError(f"not a size: {text[:40]!r} (try 512MB or 4GB)")
+    factor = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
+    return int(value * factor)

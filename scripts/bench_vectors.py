@@ -23,11 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer import open_index  # noqa: E402
-from indexer.store.catalog import open_catalog
-    from indexer.store.codec import vector_to_blob
-    from indexer.store.schema import Embedding  # noqa: E402
-from indexer.store.vectors import exact_top_k, parse_size  # noqa: E402
 
 
 def real_like(count: int, dim: int, seed: int, clusters: int = 3000) -> np.ndarray:
@@ -41,6 +36,10 @@ def real_like(count: int, dim: int, seed: int, clusters: int = 3000) -> np.ndarr
 
 
 def fill(path: Path, vectors: np.ndarray, first: int) -> None:
+    from indexer.store.catalog import open_catalog
+    from indexer.store.codec import vector_to_blob
+    from indexer.store.schema import Embedding
+
     catalog = open_catalog(path)
     with catalog.begin() as conn:
         if first == 0:
@@ -59,6 +58,9 @@ def main() -> None:
     parser.add_argument("--index-memory", help="memory budget, e.g. 40MB (selects IVF-PQ when exceeded)")
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
+    from indexer import open_index
+    from indexer.store.vectors import exact_top_k
+
     work = Path(tempfile.mkdtemp(prefix="bench-vectors-"))
     try:
         started = time.time()
@@ -68,7 +70,7 @@ def main() -> None:
         print(f"{args.count} vectors of {args.dim} d into the catalog in {time.time() - started:.0f} s")
         with open_index(work / "index") as index:
             if args.index_memory:
-                index.set_memory_budget(parse_size(args.index_memory))
+                index.set_memory_budget(args.index_memory)
             started = time.time()
             vectors = index.vectors()
             print(f"built {vectors.layout.describe()} in {time.time() - started:.0f} s "

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator, Optional
 
 import pytest
 
@@ -59,15 +62,49 @@ def photos_copy(tmp_path, photos) -> Path:
     return target
 
 
-def catalog_rows(index_dir: Path, sql: str, *args) -> list[tuple]:
-    """Rows of a raw SQL query on an index's catalog, read as any other SQLite client would."""
-    import sqlite3
+def sqlite_file(target: Path) -> Path:
+    """The SQLite file a helper below reads: an index folder's catalog, or ``target`` itself when it is
+    not a folder (a backup, a foreign database)."""
+    target = Path(target)
+    return target / "catalog.sqlite" if target.is_dir() else target
 
-    conn = sqlite3.connect(index_dir / "catalog.sqlite")
+
+@contextmanager
+def _connect(target: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
+    path = sqlite_file(target)
+    if not create and not path.is_file():
+        raise FileNotFoundError(f"no SQLite file at {path}")  # never leave an empty database behind
+    conn = sqlite3.connect(path)
     try:
-        return conn.execute(sql, args).fetchall()
+        yield conn
     finally:
         conn.close()
+
+
+def catalog_rows(index_dir: Path, sql: str, *args) -> list[tuple]:
+    """Rows of a raw SQL query on an index's catalog (or another SQLite file), read as any other SQLite
+    client would."""
+    with _connect(index_dir) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def catalog_dicts(index_dir: Path, sql: str, *args) -> list[dict]:
+    """``catalog_rows`` as dicts by column name."""
+    with _connect(index_dir) as conn:
+        cursor = conn.execute(sql, args)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def catalog_execute(index_dir: Path, sql: str, *args, rows: Optional[Iterable[tuple]] = None) -> int:
+    """One committed write to an index's catalog (or another SQLite file, created if missing), as a
+    tampering user or an older indexer would make it; ``rows`` runs ``sql`` once per row. Foreign keys
+    are enforced, as in the indexer's own connections. Returns the number of rows changed."""
+    with _connect(index_dir, create=True) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        with conn:
+            cursor = conn.executemany(sql, rows) if rows is not None else conn.execute(sql, args)
+        return cursor.rowcount
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -411,3 +411,18 @@ def test_report_renders_and_sorts_in_headless_chromium(audited, tmp_path):
     with Image.open(shot) as image:
         assert image.size == (1280, 2000)
         assert len(np.unique(np.asarray(image.convert("L").resize((64, 100))))) > 20  # not a blank page
+
+
+def test_an_interrupted_classification_run_is_never_taken_for_labels(planted, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(planted.index, copy)
+    with open_index(copy) as index:
+        finished = index.classify(list(CLASSES), templates="none").run_id
+        # A classify killed half-way leaves a run with some rows and no completion mark.
+        broken = index.catalog.start_classification_run(list(CLASSES), "none", 1)
+        index.catalog.add_classifications(broken, [(1, 1, CLASSES[0], 0.5)])
+        assert run_labels(index).source == f"classification run {finished}"
+        with pytest.raises(QueryError, match=f"run {broken} was interrupted"):
+            run_labels(index, broken)
+    result = CliRunner().invoke(audit_command, ["--index", str(copy), "--from-run", str(broken), "--no-report"])
+    assert result.exit_code == 1 and "interrupted" in result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import click
 import pytest
@@ -11,7 +10,7 @@ from click.testing import CliRunner
 
 from indexer.cli import main
 
-from .conftest import PER_CLASS, TEST_CLASSES
+from .conftest import PER_CLASS, TEST_CLASSES, catalog_rows
 
 
 def all_commands():
@@ -38,9 +37,7 @@ def test_ingest_json_contract_and_rows(tmp_path, photos):
     for key in ("embedded", "unchanged", "reused", "failed"):
         assert isinstance(summary[key], int)
     assert summary["embedded"] == len(TEST_CLASSES) * PER_CLASS
-    conn = sqlite3.connect(index_dir / "catalog.sqlite")
-    assert conn.execute("SELECT count(*) FROM items WHERE state = 'embedded'").fetchone()[0] == summary["embedded"]
-    conn.close()
+    assert catalog_rows(index_dir, "SELECT count(*) FROM items WHERE state = 'embedded'")[0][0] == summary["embedded"]
 
     again = CliRunner().invoke(main, ["ingest", str(photos), "--json"], env={"INDEXER_INDEX": str(index_dir)})
     assert again.exit_code == 0, again.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from indexer import open_index, synthetic
 
-from .conftest import run_cli
+from .conftest import catalog_rows, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +47,12 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 
 def catalog_facts(index: Path) -> dict:
     """Opens the catalog as a reader would after the crash, and checks it is whole."""
-    conn = sqlite3.connect(index / "catalog.sqlite")
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        embedded = conn.execute("SELECT count(*) FROM items WHERE state = 'embedded'").fetchone()[0]
-        contents = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-        dangling = conn.execute("SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
-                                "(SELECT id FROM embeddings)").fetchone()[0]
-        shas = conn.execute("SELECT count(DISTINCT sha256), count(*) FROM embeddings").fetchone()
-    finally:
-        conn.close()
+    assert catalog_rows(index, "PRAGMA integrity_check")[0][0] == "ok"
+    embedded = catalog_rows(index, "SELECT count(*) FROM items WHERE state = 'embedded'")[0][0]
+    contents = catalog_rows(index, "SELECT count(*) FROM embeddings")[0][0]
+    dangling = catalog_rows(index, "SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
+                                   "(SELECT id FROM embeddings)")[0][0]
+    shas = catalog_rows(index, "SELECT count(DISTINCT sha256), count(*) FROM embeddings")[0]
     assert dangling == 0
     assert shas[0] == shas[1]  # no content embedded twice
     return {"embedded": embedded, "contents": contents}
@@ -85,10 +80,13 @@ def test_sigkill_at_random_moments_during_commits_and_during_the_index_write(tmp
             wait_for(lambda: any(index.glob(".vectors.faiss.tmp-*")) or process.poll() is not None)
             time.sleep(0.2)
         else:
-            # Slowed down a little at a random stage of every batch, so that the kill can land anywhere.
+            # Slowed down a little at a random stage of every batch, and killed after a random number of
+            # batches (counted, not timed: a fast machine must not finish the job first) plus a random delay.
             stage = ["batch", "commit"][int(rng.integers(0, 2))]
             process = start_ingest(photos, index, trace, pause=f"{stage}:0.1", workers=int(rng.integers(0, 2)))
-            time.sleep(float(rng.uniform(2.0, 9.0)))
+            first, batches = len(traced(trace)), int(rng.integers(1, 6))
+            wait_for(lambda: len(traced(trace)) >= first + batches or process.poll() is not None)
+            time.sleep(float(rng.uniform(0.0, 0.3)))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -112,9 +110,7 @@ def test_sigkill_at_random_moments_during_commits_and_during_the_index_write(tmp
     assert facts["embedded"] == files == facts["contents"]  # every distinct file, once
     assert sum(traced(trace)) - files <= BATCH * kills  # at most one batch redone per kill
     vectors = faiss.read_index(str(index / "vectors.faiss"))
-    conn = sqlite3.connect(index / "catalog.sqlite")
-    ids = sorted(row[0] for row in conn.execute("SELECT id FROM embeddings"))
-    conn.close()
+    ids = sorted(row[0] for row in catalog_rows(index, "SELECT id FROM embeddings"))
     assert sorted(faiss.vector_to_array(vectors.id_map).tolist()) == ids  # the FAISS file agrees
     with open_index(index) as opened:
         assert len(opened.search("a red star", k=5)) == 5

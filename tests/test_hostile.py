@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from indexer.errors import DecodeError
 from indexer.ingest import IngestSummary
 from indexer.media.entries import storable_path
 
+from .conftest import catalog_dicts
 from .hostile_corpus import Case, write_hostile_corpus
 
 SAME_PICTURE = 0.99  # one picture, two files: >= 0.996 (float16 storage, lossy CMYK/AVIF re-encodes); a picture
@@ -44,16 +44,11 @@ class Ingested:
         return storable_path(str(self.root / relative))[0]
 
     @cached_property
-    def rows(self) -> dict[str, sqlite3.Row]:
+    def rows(self) -> dict[str, dict]:
         """The catalog's items by uri, with their embedding (read once: the tests only read it)."""
-        conn = sqlite3.connect(self.index / "catalog.sqlite")
-        conn.row_factory = sqlite3.Row
-        try:
-            return {row["uri"]: row for row in conn.execute(
-                "SELECT items.*, embeddings.vector FROM items "
-                "LEFT JOIN embeddings ON embeddings.id = items.embedding_id")}
-        finally:
-            conn.close()
+        return {row["uri"]: row for row in catalog_dicts(
+            self.index, "SELECT items.*, embeddings.vector FROM items "
+                        "LEFT JOIN embeddings ON embeddings.id = items.embedding_id")}
 
     def vector(self, relative: str) -> np.ndarray:
         blob = self.rows[self.uri(relative)]["vector"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from indexer.query.labels import read_labels
 from indexer.errors import QueryError
 from indexer.query.search import parse_query
 
-from .conftest import PER_CLASS, TEST_CLASSES
+from .conftest import PER_CLASS, TEST_CLASSES, catalog_rows
 
 
 def label_of(path: str) -> str:
@@ -71,9 +70,7 @@ def test_path_filter_and_min_score(built_index):
 def test_text_embeddings_are_cached_per_model_and_text(index_copy):
     with open_index(index_copy) as index:
         first = index.text_embeddings(["a red star"])
-    conn = sqlite3.connect(index_copy / "catalog.sqlite")
-    assert conn.execute("SELECT count(*) FROM text_embeddings WHERE text = 'a red star'").fetchone()[0] == 1
-    conn.close()
+    assert catalog_rows(index_copy, "SELECT count(*) FROM text_embeddings WHERE text = 'a red star'")[0][0] == 1
     with open_index(index_copy) as index:
         again = index.text_embeddings(["a red star"])
         assert index._embedder is None
@@ -104,10 +101,8 @@ def test_classify_beats_chance_and_is_stored(index_copy):
     accuracy = np.mean([p.labels[0][0] == label_of(p.path) for p in predictions])
     assert accuracy >= 0.7  # chance is 1/12
     assert all(p.labels[0][1] >= p.labels[1][1] for p in predictions)
-    conn = sqlite3.connect(index_copy / "catalog.sqlite")
-    stored = conn.execute("SELECT count(*), count(DISTINCT item_id) FROM classifications WHERE run_id = ?",
-                          (result.run_id,)).fetchone()
-    conn.close()
+    stored = catalog_rows(index_copy, "SELECT count(*), count(DISTINCT item_id) FROM classifications "
+                                      "WHERE run_id = ?", result.run_id)[0]
     assert stored == (2 * result.items, result.items)
 
 

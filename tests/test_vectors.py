@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 
 import faiss
 import numpy as np
 
 from indexer import open_index
 
-from .conftest import PER_CLASS, TEST_CLASSES
+from .conftest import PER_CLASS, TEST_CLASSES, catalog_execute
 
 TOTAL = len(TEST_CLASSES) * PER_CLASS
 
@@ -39,11 +38,7 @@ def test_stale_vectors_catch_up_and_deleted_ones_force_a_rebuild(index_copy):
         vectors.save()
     with open_index(index_copy) as index:
         assert index.vectors().ntotal == TOTAL
-    conn = sqlite3.connect(index_copy / "catalog.sqlite")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("DELETE FROM embeddings WHERE id = (SELECT min(id) FROM embeddings)")
-    conn.commit()
-    conn.close()
+    catalog_execute(index_copy, "DELETE FROM embeddings WHERE id = (SELECT min(id) FROM embeddings)")  # foreign keys on
     with open_index(index_copy) as index:
         vectors = index.vectors()
         assert vectors.ntotal == TOTAL - 1

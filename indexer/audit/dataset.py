@@ -207,7 +207,11 @@ def run_labels(index: "Index", run_id: Optional[int] = None) -> DatasetLabels:
     if run is None:
         raise QueryError(f"no classification run {run_id} in {index.path}; `indexer classify` stores one"
                          if run_id is not None else
-                         f"no classification run in {index.path}; run `indexer classify` first, or give labels")
+                         f"no classification run in {index.path} that finished; run `indexer classify` first, "
+                         "or give labels")
+    if not run.complete:
+        raise QueryError(f"classification run {run.id} was interrupted before every item was classified; run "
+                         "`indexer classify` again (or give --from-run with a complete run)")
     builder = _Builder(run.labels)
     for rows in index.catalog.iter_run_labels(run.id, _CHUNK):
         builder.add([(item_id, content_id, label, None) for item_id, content_id, label in rows])

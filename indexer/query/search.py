@@ -23,7 +23,7 @@ from ..store.reads import path_matches
 if TYPE_CHECKING:
     from ..index import Index
 
-_SPLIT = re.compile(r"\s+([+-])\s+")
+_SPLIT = re.compile(r"(?<=\s)([+-])(?=\s)")  # a sign between spaces; the spaces stay with the terms
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 
 

@@ -14,16 +14,14 @@ error translation and the key/value facts.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
-from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ..errors import CatalogError, DiskFullError
@@ -31,16 +29,9 @@ from .items import CatalogItems
 from .reads import CatalogReads
 from .runs import CatalogRuns
 from .schema import Meta
+from .sqlite import set_pragmas, sqlite_url
 
 CATALOG_FILE = "catalog.sqlite"
-
-
-def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA synchronous = NORMAL")  # with WAL: a crash never corrupts, a kill loses nothing committed
-    cursor.close()
 
 
 def translate_errors(exc: Exception, path: Path) -> CatalogError:
@@ -59,24 +50,13 @@ def translate_errors(exc: Exception, path: Path) -> CatalogError:
     return CatalogError(f"catalog error on {path}: {message}")
 
 
-def sqlite_url(path: Path) -> URL:
-    """The SQLAlchemy URL of an SQLite file, built as an object: a path holding ``#``, ``?`` or ``%``
-    stays one file name instead of being parsed as parts of a URL."""
-    return URL.create("sqlite", database=str(path))
-
-
-def readonly_connection(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the SQLite file at ``path`` (a ``file:`` URI with the path quoted)."""
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-
-
 class Catalog(CatalogReads, CatalogItems, CatalogRuns):
     """An open catalog: an engine, schema checks done, and the query API of its mixins."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.engine: Engine = create_engine(sqlite_url(path))
-        event.listen(self.engine, "connect", _set_pragmas)
+        event.listen(self.engine, "connect", set_pragmas)
         try:
             with self.engine.connect() as conn:
                 mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()

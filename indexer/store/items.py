@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from .files import fault_point
-from .reads import chunked
-from .schema import Archive, Embedding, IngestRun, Item, ItemState
+from .reads import PURGES_KEY, chunked
+from .schema import Archive, Embedding, IngestRun, Item, ItemState, Meta
+from .sqlite import readonly_connection
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -214,6 +215,10 @@ class CatalogItems:
                     select(Item.embedding_id).where(Item.embedding_id.is_not(None)))))]
             for part in chunked(orphans):
                 conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
+            if orphans:
+                purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
+                conn.execute(insert(Meta).prefix_with("OR REPLACE").values(key=PURGES_KEY,
+                                                                          value=str(int(purges or 0) + 1)))
         return int(purged), orphans
 
     def pending_reader(self) -> "PendingReader":
@@ -236,8 +241,6 @@ class PendingReader:
 
     def _connection(self) -> Any:
         if self._conn is None:
-            from .catalog import readonly_connection
-
             self._conn = readonly_connection(Path(self.catalog_path))
         return self._conn
 

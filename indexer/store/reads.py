@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Select, func, select
 
 from .codec import FeatureMatrix, blobs_to_matrix
-from .schema import Embedding, IngestRun, Item, ItemState
+from .schema import Embedding, IngestRun, Item, ItemState, Meta
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -28,6 +28,7 @@ T = TypeVar("T")
 IN_CHUNK = 900  # values per IN (...) list: under SQLite's oldest limit of 999 bound parameters
 PAGE = 8192  # rows per keyset page
 EMBEDDED = ItemState.EMBEDDED.value
+PURGES_KEY = "embeddings.purges"  # meta: how many times embeddings were deleted (vectors must follow)
 
 
 def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -101,6 +102,14 @@ class CatalogReads:
     def count_contents(self) -> int:
         with self.read() as conn:
             return int(conn.execute(select(func.count(Embedding.id))).scalar() or 0)
+
+    def embeddings_version(self) -> tuple[int, int]:
+        """(largest embedding id, number of purges): changes whenever embeddings are added or removed
+        through indexer, and costs two index look-ups (``embedding_state`` counts every row)."""
+        with self.read() as conn:
+            max_id = conn.execute(select(func.max(Embedding.id))).scalar()
+            purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
+        return int(max_id or 0), int(purges or 0)
 
     def embedding_state(self) -> tuple[int, int]:
         """(number of embeddings, largest embedding id): what the vectors must hold to be in step."""
@@ -208,9 +217,11 @@ class CatalogReads:
         rows: list[tuple[int, str, int]] = []
         with self.read() as conn:
             for part in chunked([int(i) for i in embedding_ids]):
+                # The state is checked here, not in SQL: given both, SQLite walks the state index (every
+                # embedded item) instead of the embedding-id index (a few rows).
                 rows += [(int(r[0]), str(r[1]), int(r[2])) for r in conn.execute(
-                    select(Item.id, Item.uri, Item.embedding_id)
-                    .where(Item.embedding_id.in_(part), Item.state == EMBEDDED))]
+                    select(Item.id, Item.uri, Item.embedding_id, Item.state).where(Item.embedding_id.in_(part)))
+                    if r[3] == EMBEDDED]
         return sorted(rows)
 
     def failed_uris(self, uris: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ class RunInfo:
     top_k: int
     item_count: int
     created_at: float
+    complete: bool
 
 
 class CatalogRuns:
@@ -81,19 +82,21 @@ class CatalogRuns:
     def finish_classification_run(self, run_id: int, item_count: int) -> None:
         with self.begin() as conn:
             conn.execute(update(ClassificationRun).where(ClassificationRun.id == run_id)
-                         .values(item_count=item_count))
+                         .values(item_count=item_count, completed_at=time.time()))
 
     def classification_run(self, run_id: Optional[int] = None) -> Optional[RunInfo]:
-        """The run ``run_id``, or the latest one when ``None``."""
+        """The run ``run_id``, or the latest complete one when ``None`` (an interrupted run is never
+        the latest)."""
         query = select(ClassificationRun)
         query = query.where(ClassificationRun.id == run_id) if run_id is not None else \
-            query.order_by(ClassificationRun.id.desc()).limit(1)
+            query.where(ClassificationRun.completed_at.is_not(None)).order_by(ClassificationRun.id.desc()).limit(1)
         with self.read() as conn:
             row = conn.execute(query).first()
         if row is None:
             return None
         run = row
-        return RunInfo(run.id, json.loads(run.labels), run.templates, run.top_k, run.item_count, run.created_at)
+        return RunInfo(run.id, json.loads(run.labels), run.templates, run.top_k, run.item_count, run.created_at,
+                       run.completed_at is not None)
 
     def iter_run_labels(self, run_id: int, page: int = PAGE) -> Iterator[list[tuple[int, int, str]]]:
         """(item id, embedding id, best label) of the still-embedded items of a run, page by page."""

@@ -124,6 +124,8 @@ class ClassificationRun(Base):
     templates: Mapped[str] = mapped_column(String(32))
     top_k: Mapped[int] = mapped_column(Integer)
     item_count: Mapped[int] = mapped_column(Integer)
+    # Set when every item was classified: a run killed half-way is never taken for a whole one.
+    completed_at: Mapped[Optional[float]] = mapped_column(Float)
 
 
 class Classification(Base):

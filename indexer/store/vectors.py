@@ -130,6 +130,7 @@ class VectorIndex:
         self.index: Optional[faiss.Index] = None
         self.layout = Layout("flat")
         self.synced: Optional[tuple[int, int]] = None  # the catalog's (count, max id) the index matches
+        self.version: Optional[tuple[int, int]] = None  # the catalog's embeddings_version at that time
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class VectorIndex:
         with ``sync=False``, the file as it is (``index`` is None when there is none)."""
         dim = self.catalog.embedding_dim()
         self.index = self._load_file(dim) if dim is not None else None
-        self.synced = None
+        self.synced = self.version = None
         if sync and dim is not None:
             self.sync(progress)
         return self
@@ -183,6 +184,10 @@ class VectorIndex:
         dim = self.catalog.embedding_dim()
         if dim is None:
             return self
+        version = self.catalog.embeddings_version()
+        if self.index is not None and self.synced is not None and version == self.version:
+            return self
+        self.version = version
         state = self.catalog.embedding_state()
         if state == self.synced and self.index is not None:
             return self

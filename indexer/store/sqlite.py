@@ -1,0 +1,31 @@
+"""SQLite specifics: the URL of a catalog file, its connection settings, and a read-only connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.engine import URL
+
+
+def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA synchronous = NORMAL")  # with WAL: a crash never corrupts, a kill loses nothing committed
+    cursor.close()
+
+
+def sqlite_url(path: Path) -> URL:
+    """The SQLAlchemy URL of an SQLite file, built as an object: a path holding ``#``, ``?`` or ``%``
+    stays one file name instead of being parsed as parts of a URL."""
+    return URL.create("sqlite", database=str(path))
+
+
+def readonly_connection(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path`` (a ``file:`` URI with the path quoted)."""
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+
+
