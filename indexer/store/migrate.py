@@ -28,11 +28,15 @@ SCHEMA_HEAD = "0003_runs_complete"
 
 
 def migrations_dir() -> Path:
-    """Where the Alembic scripts are: inside the installed package, or beside it in a checkout."""
+    """Where the Alembic scripts are: beside the package in a source checkout, else inside the installed
+    package (the wheel ships them as ``indexer.migrations``)."""
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if (checkout / "env.py").is_file() and (checkout / "versions").is_dir():
+        return checkout
     spec = importlib.util.find_spec("indexer.migrations")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parents[2] / "migrations"
+    return checkout
 
 
 def alembic_config(catalog_url: str):  # -> alembic.config.Config
