@@ -29,6 +29,8 @@ class Settings:
     """How an index does its work. ``None`` means: choose from the machine."""
 
     device: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_DEVICE"))
+    runtime: str = field(default_factory=lambda: os.environ.get("INDEXER_RUNTIME") or "auto")
+    precision: str = field(default_factory=lambda: os.environ.get("INDEXER_PRECISION") or "auto")
     batch_size: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_BATCH_SIZE"))
     workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
     threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))

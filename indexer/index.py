@@ -89,7 +89,8 @@ class Index:
         """The loaded model (imports torch and open_clip on first use)."""
         if self._embedder is None:
             spec = self.model_spec
-            embedder = load_model(spec, device=self.settings.device, threads=self.settings.threads)
+            embedder = load_model(spec, device=self.settings.device, threads=self.settings.threads,
+                                  runtime=self.settings.runtime, precision=self.settings.precision)
             identity = embedder.identity()
             identity["weights"] = str(Path(spec.weights).resolve()) if spec.weights else None
             recorded = self.recorded_model
@@ -258,6 +259,7 @@ class Index:
             "distinct_contents": self.catalog.count_contents(),
             "model": recorded,
             "model_description": _describe(recorded) if recorded else None,
+            "runtimes": self.catalog.get_meta("runtimes", {}),
             "vectors": vectors_file_info(self.path),
             "catalog_bytes": self.catalog.size_bytes(),
             "last_ingest": self.catalog.last_ingest_run(),

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -20,6 +21,9 @@ import pytest
 from indexer import open_index, synthetic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may download anything
+# Models converted for OpenVINO are cached here, shared by the test processes (and kept between runs: the
+# cache is keyed by model identity and OpenVINO version, so a stale entry is never used).
+os.environ.setdefault("INDEXER_CACHE", os.path.join(tempfile.gettempdir(), "indexer-test-cache"))
 
 # Twelve classes: four colours x three shapes, two of them unseen in the bundled model's training.
 TEST_CLASSES = tuple(f"{c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star"))

@@ -52,8 +52,7 @@ _DEFAULTS = AuditOptions()
 def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
           neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
-          no_thumbnails: bool, model: Optional[str], pretrained: Optional[str], weights: Optional[str],
-          device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+          no_thumbnails: bool, progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
 
     The dataset must be ingested first. Labels come from class folder names (ImageFolder layout,
@@ -81,7 +80,7 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
              not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
                                              near_threshold=near_threshold, outlier_z=outlier_z,
                                              confusable_threshold=confusable_threshold, min_class_size=min_class_size),
-             dict(model=model, pretrained=pretrained, weights=weights, device=device), progress_enabled(progress),
+             model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group
         raise click.ClickException(str(exc)) from None

@@ -58,11 +58,18 @@ model_options = options(
     click.option("--weights", type=click.Path(dir_okay=False, exists=True),
                  help="A local checkpoint file for --model (works offline)."),
     click.option("--device", envvar="INDEXER_DEVICE", help="cuda, cuda:1, mps or cpu. Default: the best available."),
+    click.option("--runtime", type=click.Choice(["auto", "openvino", "torch"]), envvar="INDEXER_RUNTIME",
+                 help="Inference runtime. auto (default): OpenVINO on the CPU (the model is converted once and "
+                      "cached; no torch afterwards), torch on a GPU."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), envvar="INDEXER_PRECISION",
+                 help="OpenVINO precision. auto (default): bf16 where the CPU has the units, else fp32; int8 "
+                      "quantises the image tower, calibrated on the collection (needs indexer[int8])."),
 )
 
 
 def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Optional[str] = None,
                   weights: Optional[str] = None, device: Optional[str] = None, create: bool = False, **settings: Any):
+    """Opens the index with the model and settings the command line gives (``None``: the default)."""
     from ..index import open_index
 
     config = Settings()

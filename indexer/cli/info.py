@@ -38,6 +38,9 @@ def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> N
     click.echo(f"items:     {info['items']} ({info['embedded']} embedded, {info['pending']} pending, "
                f"{info['failed']} failed; {info['deleted']} deleted kept as history)")
     click.echo(f"contents:  {info['distinct_contents']} distinct embeddings")
+    if info["runtimes"]:
+        click.echo("embedded by: " + ", ".join(f"{name} ({entry['embedded']})"
+                                             for name, entry in sorted(info["runtimes"].items())))
     for reason, n in sorted(info["failures_by_reason"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  failed: {n:>7}  {reason}")
     vectors = info["vectors"]

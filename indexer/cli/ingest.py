@@ -53,18 +53,15 @@ def _warner(show_progress: bool) -> Callable[[str], None]:
     return warn
 
 
-def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path, model: Optional[str],
-                       pretrained: Optional[str], weights: Optional[str], device: Optional[str],
-                       batch_size: Optional[int], workers: Optional[int], threads: Optional[int],
-                       max_pixels: Optional[int], retry_failed: bool, index_memory: Optional[str],
-                       progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
+def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path,
+                       retry_failed: bool, index_memory: Optional[str], progress: Optional[bool], as_json: bool,
+                       purge: bool = False, **model_and_settings: Any) -> None:
     from ..media.sources import read_list
 
     if not sources and not from_list:
         raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
     show = progress_enabled(progress)
-    index = open_from_cli(index_dir, model, pretrained, weights, device, create=True, batch_size=batch_size,
-                          workers=workers, threads=threads, max_pixels=max_pixels)
+    index = open_from_cli(index_dir, create=True, **model_and_settings)
     with index, progress_bars(show) as bars:
         if index_memory:
             index.set_memory_budget(index_memory)

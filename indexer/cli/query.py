@@ -23,8 +23,7 @@ from .common import CONTEXT, echo_json, err, index_option, json_option, model_op
 @model_options
 @json_option
 def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: Optional[str],
-           min_score: Optional[float], index_dir: Path, model: Optional[str], pretrained: Optional[str],
-           weights: Optional[str], device: Optional[str], as_json: bool) -> None:
+           min_score: Optional[float], index_dir: Path, as_json: bool, **model: Any) -> None:
     """Find the images that best match a text and/or an image.
 
     QUERY is text; join terms with ' + ' and ' - ' to add or subtract them, and weight a term with
@@ -39,7 +38,7 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
     """
     if not query and not images:
         raise click.UsageError("give a QUERY text, an --image, or both")
-    with open_from_cli(index_dir, model, pretrained, weights, device) as index:
+    with open_from_cli(index_dir, **model) as index:
         hits = index.search(query, images, k=k, path_filter=path_filter, min_score=min_score)
     if as_json:
         echo_json([hit.to_dict() for hit in hits])
@@ -65,8 +64,7 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
 @progress_option
 @json_option
 def classify(labels: Optional[str], labels_file: Optional[Path], templates: str, top_k: int, output: Optional[Path],
-             no_store: bool, index_dir: Path, model: Optional[str], pretrained: Optional[str], weights: Optional[str],
-             device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+             no_store: bool, index_dir: Path, progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Classify every image of the index into one of a set of labels (zero-shot).
 
     Uses the stored embeddings only: no image is read again, and label embeddings are cached, so
@@ -85,7 +83,7 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
     label_list = read_labels(labels, labels_file)
     if output is not None:
         output_format(output)  # refuse a bad extension before any work
-    with open_from_cli(index_dir, model, pretrained, weights, device) as index, ExitStack() as stack:
+    with open_from_cli(index_dir, **model) as index, ExitStack() as stack:
         sinks: list[Any] = []
         if output is not None:
             sinks.append(stack.enter_context(PredictionWriter(output, min(top_k, len(label_list)))))
@@ -129,8 +127,8 @@ def _calibration(value: Optional[str]) -> Any:
 @progress_option
 @json_option
 def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], unseen_file: Optional[Path],
-                     calibration: Optional[str], index_dir: Path, model: Optional[str], pretrained: Optional[str],
-                     weights: Optional[str], device: Optional[str], progress: Optional[bool], as_json: bool) -> None:
+                     calibration: Optional[str], index_dir: Path, progress: Optional[bool], as_json: bool,
+                     **model: Any) -> None:
     """Measure zero-shot accuracy of the index's model on a labelled dataset.
 
     DATASET is a folder with one sub-folder per class (class name = folder name with _ as spaces) or
@@ -152,7 +150,7 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
     unseen = read_class_list(unseen_file, "--unseen file") if unseen_file is not None else None
     names = read_mapping(mapping) if mapping else None
     sources = dataset_sources(dataset, load_dataset(dataset, names))
-    with open_from_cli(index_dir, model, pretrained, weights, device, create=True) as index:
+    with open_from_cli(index_dir, create=True, **model) as index:
         err(f"ingesting {dataset} into {index.path} first (only what the index does not hold yet)")
         with progress_bars(progress_enabled(progress)) as bars:
             err("  " + summary_line(index.ingest(sources, progress=bars, warn=lambda message: None)))

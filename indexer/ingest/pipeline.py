@@ -1,31 +1,33 @@
-"""Decode workers feeding the model: a torch DataLoader over ``read.iter_pending``, batches stacked as
-numpy arrays. Imports torch, so ``run`` imports this module only when there is something to embed."""
+"""Decode workers feeding the model: batches of read, decoded and preprocessed pending items.
+
+With ``workers=0`` the reading runs in the calling process. Otherwise each worker is a fresh process
+(``spawn``: it imports only Pillow, numpy and indexer's reading code, never torch, OpenVINO or the
+model, and shares no memory with the model's process), reads its share of the pending items
+(``read.iter_pending``), groups them into batches and sends them through a bounded queue, so at most
+``prefetch`` batches per worker wait in memory. Workers run at a lower priority than the model: on a
+CPU the model is the bottleneck, and a worker needs only a sliver of a core to keep the queue full.
+
+A worker that dies (killed, out of memory) ends its share: the items it had not sent stay pending for
+the next run, and the loader says so through ``on_lost_worker``.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from itertools import islice
+from typing import Callable, Iterator, Optional
 
 import numpy as np
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from ..store.items import PendingReader
 from .read import ItemRecord, ReadOptions, iter_pending
 
-
-class PendingItems(IterableDataset):
-    """The catalog's pending items, read and preprocessed, shared out between the loader's workers."""
-
-    def __init__(self, reader: PendingReader, options: ReadOptions) -> None:
-        self.reader = reader
-        self.options = options
-
-    def __iter__(self) -> Iterator[ItemRecord]:
-        info = get_worker_info()
-        shard, shards = (info.id, info.num_workers) if info else (0, 1)
-        return iter_pending(self.reader, self.options, shard, shards)
+PREFETCH = 4  # batches per worker waiting in the queue
+POLL_SECONDS = 1.0
+_DONE = "done"
 
 
 @dataclass
@@ -43,22 +45,65 @@ def collate(records: list[ItemRecord]) -> Batch:
     return Batch(records, np.stack(pixels) if pixels else None)
 
 
-def _lower_priority(worker_id: int) -> None:
-    """Decode workers yield to the model's threads: on a CPU the model is the bottleneck, and a
-    worker needs only a sliver of a core, which it still gets, to keep the prefetch queue full."""
+def _batches(records: Iterator[ItemRecord], size: int) -> Iterator[Batch]:
+    while chunk := list(islice(records, size)):
+        yield collate(chunk)
+
+
+def _worker(reader: PendingReader, options: ReadOptions, shard: int, shards: int, batch_size: int,
+            out: "multiprocessing.Queue[object]") -> None:
     try:
         os.nice(int(os.environ.get("INDEXER_WORKER_NICE", "10")))
     except OSError:
         pass
+    for batch in _batches(iter_pending(reader, options, shard, shards), batch_size):
+        out.put(batch)
+    out.put((_DONE, shard))
 
 
-def make_loader(dataset: PendingItems, batch_size: int, workers: int, device: str = "cpu") -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        worker_init_fn=_lower_priority if device == "cpu" and workers else None,
-    )
+class BatchLoader:
+    """Iterates batches of the catalog's pending items; see the module docstring."""
+
+    def __init__(self, reader: PendingReader, options: ReadOptions, batch_size: int, workers: int,
+                 on_lost_worker: Optional[Callable[[str], None]] = None) -> None:
+        self.reader, self.options = reader, options
+        self.batch_size, self.workers = batch_size, workers
+        self.on_lost_worker = on_lost_worker
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.workers <= 0:
+            yield from _batches(iter_pending(self.reader, self.options), self.batch_size)
+            return
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue(maxsize=PREFETCH * self.workers)
+        processes = [context.Process(target=_worker, name=f"indexer-decode-{shard}", daemon=True,
+                                     args=(self.reader, self.options, shard, self.workers, self.batch_size, out))
+                     for shard in range(self.workers)]
+        for process in processes:
+            process.start()
+        running = set(range(self.workers))
+        try:
+            while running:
+                try:
+                    item = out.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    for shard in list(running):
+                        if not processes[shard].is_alive() and out.empty():
+                            running.discard(shard)
+                            if self.on_lost_worker:
+                                self.on_lost_worker(f"decode worker {shard} stopped (exit code "
+                                                    f"{processes[shard].exitcode}); its remaining items stay "
+                                                    "pending for the next run")
+                    continue
+                if isinstance(item, tuple) and item[0] == _DONE:
+                    running.discard(item[1])
+                    continue
+                yield item  # type: ignore[misc]
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(timeout=5)
+            out.close()
+            out.cancel_join_thread()

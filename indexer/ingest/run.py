@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
+import numpy as np
+
 from ..media.sources import scan
 from ..store.codec import vector_to_blob
 from ..store.files import fault_point
@@ -71,20 +73,40 @@ def _trace(embedded: int) -> None:
             os.fsync(f.fileno())
 
 
+def _calibrated(embedder: Any, batches: Iterator[Any], warn: Warn, wanted: int = 300) -> Iterator[Any]:
+    """The batches, unchanged; first, when the embedder asks for it (int8), its image tower is calibrated
+    on the first ``wanted`` pictures of this collection, and the agreement with the float tower is told."""
+    if not getattr(embedder, "needs_calibration", False):
+        yield from batches
+        return
+    held: list[Any] = []
+    for batch in batches:
+        held.append(batch)
+        if sum(len(b.images) for b in held if b.images is not None) >= wanted:
+            break
+    pictures = [b.images for b in held if b.images is not None]
+    if pictures:
+        figures = embedder.calibrate(np.concatenate(pictures))
+        warn(f"int8 image tower calibrated on {figures['pictures']} pictures of this collection in "
+             f"{figures['seconds']} s; agreement with the float tower on held-out pictures: cosine min "
+             f"{figures['cosine_min']}, mean {figures['cosine_mean']}")
+    yield from held
+    yield from batches
+
+
 def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: Optional[Progress],
                    warn: Warn) -> None:
-    from .pipeline import PendingItems, make_loader
+    from .pipeline import BatchLoader
     from .read import ReadOptions
 
     embedder = index.embedder()
     settings = index.settings
     options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
                           crop_long_sides=embedder.preprocess_config.crops_centre)
-    loader = make_loader(PendingItems(index.catalog.pending_reader(), options),
-                         settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device),
-                         embedder.device)
+    loader = BatchLoader(index.catalog.pending_reader(), options, settings.resolved_batch_size(embedder.device),
+                         settings.resolved_workers(embedder.device), on_lost_worker=warn)
     warned = 0
-    for batch in loader:
+    for batch in _calibrated(embedder, iter(loader), warn):
         fault_point("batch")
         for r in commit_batch(index.catalog, batch, embedder, summary):
             if warned < MAX_WARNINGS:
@@ -94,6 +116,8 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
             progress("embedding", len(batch.records), todo)
     if summary.failed > warned:
         warn(f"... and {summary.failed - warned} more unreadable files (`indexer status` counts them by reason)")
+    if summary.embedded:
+        index.catalog.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
 
 
 def purge_deleted(index: "Index") -> int:

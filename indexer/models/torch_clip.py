@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import ModelError
 from . import bundled
-from .embedder import FeatureMatrix, ImageBatch, PreprocessConfig
+from .embedder import FeatureMatrix, ImageBatch
+from .preprocess import PreprocessConfig, Preprocessor
 from .spec import ModelSpec
 
 OFFLINE_VALUES = ("1", "true", "yes", "on")
@@ -148,27 +149,6 @@ def load_error(exc: Exception, spec: ModelSpec, offline: bool) -> ModelError:
     return ModelError(f"cannot load {spec.describe()}: {message[:300]}")
 
 
-def preprocess_config(model: Any, image_size: int) -> PreprocessConfig:
-    """The model's preprocessing as plain data (open_clip keeps it on the image tower)."""
-    cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-    return PreprocessConfig(
-        size=image_size, mean=tuple(cfg.get("mean") or OPENAI_DATASET_MEAN),
-        std=tuple(cfg.get("std") or OPENAI_DATASET_STD), interpolation=cfg.get("interpolation") or "bicubic",
-        resize_mode=cfg.get("resize_mode") or "shortest", fill_color=int(cfg.get("fill_color") or 0))
-
-
-class TransformToArray:
-    """open_clip's own transform, returning a float32 array (picklable: decode workers receive it)."""
-
-    def __init__(self, transform: Callable) -> None:
-        self.transform = transform
-
-    def __call__(self, image: Any) -> np.ndarray:
-        return self.transform(image).numpy()
-
-
 class TorchClipEmbedder:
     """An open_clip model on torch (CPU, CUDA in fp16, or Apple's MPS): the ``Embedder`` protocol."""
 
@@ -181,7 +161,7 @@ class TorchClipEmbedder:
         self.device = select_device(device)
         self.precision = "fp16" if self.device.startswith("cuda") else "fp32"
         try:
-            model, transform, tokenizer = load_open_clip(spec, self.device, self.precision)
+            model, _, tokenizer = load_open_clip(spec, self.device, self.precision)
         except ModelError:
             raise
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
@@ -193,8 +173,10 @@ class TorchClipEmbedder:
         self.model = model
         self.tokenizer = tokenizer
         self.image_size = image_size_of(model)
-        self.preprocess_config = preprocess_config(model, self.image_size)
-        self.preprocess = TransformToArray(transform)
+        # open_clip's own transform, reproduced with PIL and numpy (bit for bit, tested): decode workers
+        # then need no torch, whatever the runtime.
+        self.preprocess_config = PreprocessConfig.from_open_clip(model)
+        self.preprocess = Preprocessor(self.preprocess_config)
         self.logit_scale = float(model.logit_scale.exp().item())
         self.dim = int(self.embed_texts(["a"]).shape[-1])
         self._dtype = next(model.parameters()).dtype

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
+RUNTIMES_KEY = "runtimes"  # meta: {"openvino/bf16": {"embedded": n, "first_used": t, "last_used": t}, ...}
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,18 @@ class CatalogItems:
                                    (Item.scan_id != run_id) | Item.scan_id.is_(None))
                 .values(state=DELETED, updated_at=time.time()))
             return int(result.rowcount or 0)
+
+    def record_runtime(self, runtime: str, precision: str, embedded: int) -> None:
+        """Counts the embeddings made by one runtime and precision (``status`` shows them; runtimes that
+        agree within cosine 0.999 may share an index)."""
+        key = f"{runtime}/{precision}"
+        with self.begin() as conn:
+            value = conn.execute(select(Meta.value).where(Meta.key == RUNTIMES_KEY)).scalar()
+            runtimes = json.loads(value) if value else {}
+            entry = runtimes.setdefault(key, {"embedded": 0, "first_used": time.time()})
+            entry["embedded"] += int(embedded)
+            entry["last_used"] = time.time()
+            conn.execute(insert(Meta).prefix_with("OR REPLACE").values(key=RUNTIMES_KEY, value=json.dumps(runtimes)))
 
     def pending_count(self) -> int:
         with self.read() as conn:

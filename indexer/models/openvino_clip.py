@@ -1,0 +1,216 @@
+"""The OpenVINO runtime of the ``Embedder`` protocol: open_clip models on the CPU, without torch.
+
+The first use of a model converts its two towers from torch (``convert_model``: loads the torch model,
+exports both towers, checks that the converted towers and the torch-free tokenizer agree with torch,
+and caches the result in the user's cache folder, keyed by the model identity and the OpenVINO
+version). Every later use imports only ``openvino``, numpy, Pillow and the tokenizer: a search with a new
+text, a classification with new labels, and ingestion never import torch.
+
+Precision: ``auto`` computes in bf16 where the CPU has the units (AVX512-BF16, AMX), fp32 elsewhere;
+``fp32`` and ``bf16`` force one; ``int8`` quantises the image tower with NNCF, calibrated on pictures of
+the collection being ingested (``calibrate``), with its agreement to the float tower measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from . import bundled
+from .embedder import FeatureMatrix, ImageBatch
+from .openvino_runtime import IMAGE_INT8_IR, OpenVinoTowers, convert, is_converted, model_folder
+from .preprocess import PreprocessConfig, Preprocessor
+from .spec import ModelSpec
+from .tokenizer import ClipTokenizer, default_bpe_path
+
+log = logging.getLogger(__name__)
+
+AGREEMENT = 0.999  # the least cosine between a converted embedding and torch fp32's, per embedding
+PROBE_TEXTS = ("a photo of a dog", "a red star on a blue background", "", "Ünïcode — émoji 🦊 and CJK 漢字",
+               "a very long caption " * 12)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+class RuntimeUnsupported(ModelError):
+    """This model cannot run on OpenVINO here (its tokenizer, or its towers disagree after conversion)."""
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: ``$INDEXER_CACHE``, else the user's cache folder."""
+    configured = os.environ.get("INDEXER_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "indexer"
+
+
+def openvino_cache() -> Path:
+    return cache_root() / "openvino"
+
+
+def identity_key(spec: ModelSpec) -> str:
+    """The converted model's name in the cache: the identity a catalog records (weights sha256 included)."""
+    return json.dumps(spec.identity(), sort_keys=True)
+
+
+def _model_config(spec: ModelSpec) -> dict[str, Any]:
+    """The open_clip config of ``spec`` (its ``model_cfg``), read from the folder or open_clip's registry."""
+    if spec.is_bundled or spec.name.startswith("local-dir:"):
+        folder = bundled.folder(spec.name) if spec.is_bundled else Path(spec.name[len("local-dir:"):])
+        config = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+        return config.get("model_cfg", config)
+    import open_clip
+
+    return open_clip.get_model_config(spec.name) or {}
+
+
+def _bpe_source(spec: ModelSpec) -> dict[str, Any]:
+    """Where the tokenizer's merge list is, as stored beside the converted model (a bundled model's
+    file is found again in the installed package, wherever that is)."""
+    if spec.is_bundled:
+        return {"bundled": spec.name}
+    if spec.name.startswith("local-dir:"):
+        found = sorted(Path(spec.name[len("local-dir:"):]).glob("*.txt.gz"))
+        if found:
+            return {"path": str(found[0].resolve())}
+    return {"default": True}
+
+
+def _bpe_path(source: dict[str, Any]) -> Path:
+    if "bundled" in source:
+        return next(bundled.folder(source["bundled"]).glob("*.txt.gz"))
+    if "path" in source:
+        return Path(source["path"])
+    return default_bpe_path()
+
+
+def _tokenizer(meta: dict[str, Any]) -> ClipTokenizer:
+    settings = meta["tokenizer"]
+    return ClipTokenizer(bpe_path=_bpe_path(settings["bpe"]), context_length=settings["context_length"],
+                         clean=settings["clean"], additional_special_tokens=settings.get("special_tokens"))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def convert_model(spec: ModelSpec, threads: Optional[int] = None) -> float:
+    """Converts ``spec`` for OpenVINO into the cache (needs torch, once per model); returns the seconds.
+    Refuses (``RuntimeUnsupported``) a model whose tokenizer is not CLIP's, or whose converted towers or
+    tokenizer disagree with torch on probe inputs; nothing is cached then."""
+    from .torch_clip import TorchClipEmbedder
+
+    started = time.time()
+    config = _model_config(spec)
+    text_cfg = dict(config.get("text_cfg") or {})
+    if text_cfg.get("hf_tokenizer_name") or (text_cfg.get("tokenizer_kwargs") or {}).get("reduction_mask"):
+        raise RuntimeUnsupported(f"{spec.describe()} uses a tokenizer indexer does not reproduce without torch")
+    reference = TorchClipEmbedder(spec, device="cpu", threads=threads)
+    kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+    meta = {
+        "preprocess": reference.preprocess_config.to_dict(),
+        "logit_scale": reference.logit_scale,
+        "tokenizer": {"bpe": _bpe_source(spec), "context_length": int(reference.model.context_length),
+                      "clean": kwargs.get("clean", "lower"),
+                      "special_tokens": kwargs.get("additional_special_tokens")},
+    }
+    tokenizer = _tokenizer(meta)
+    probe = list(PROBE_TEXTS)
+    if not np.array_equal(tokenizer(probe), reference.tokenizer(probe).numpy()):
+        raise RuntimeUnsupported(f"the tokenizer of {spec.describe()} is not reproduced without torch")
+    key, cache = identity_key(spec), openvino_cache()
+    cfg = reference.preprocess_config
+    # Weights stored as fp16: half the file and the memory, within 1e-5 of fp32 embeddings (tested).
+    convert(reference.model, cache, key, cfg.size, int(reference.model.context_length), extra_meta=meta,
+            compress_to_fp16=True)
+    towers = OpenVinoTowers(cache, key, precision="fp32", threads=threads)
+    images = np.random.default_rng(0).normal(0, 1, (2, 3, *cfg.size)).astype(np.float32)
+    worst = min(float(_cosines(towers.embed_images(images), reference.embed_images(images)).min()),
+                float(_cosines(towers.embed_texts(tokenizer(probe)), reference.embed_texts(probe)).min()))
+    if worst < AGREEMENT:
+        import shutil
+
+        shutil.rmtree(model_folder(cache, key), ignore_errors=True)
+        raise RuntimeUnsupported(f"{spec.describe()} converted for OpenVINO disagrees with torch (cosine {worst:.5f})")
+    return time.time() - started
+
+
+class OpenVinoClipEmbedder:
+    """A converted open_clip model on OpenVINO: the ``Embedder`` protocol, on the CPU, without torch."""
+
+    runtime = "openvino"
+    device = "cpu"
+
+    def __init__(self, spec: ModelSpec, precision: str = "auto", threads: Optional[int] = None) -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        self.spec = spec
+        key, cache = identity_key(spec), openvino_cache()
+        if not is_converted(cache, key):
+            log.warning("converting %s for OpenVINO, once (it is cached in %s)", spec.describe(), cache)
+            seconds = convert_model(spec, threads)
+            log.warning("converted in %.0f s", seconds)
+        self._int8_wanted = precision == "int8"
+        int8_ready = (model_folder(cache, key) / IMAGE_INT8_IR).is_file()
+        float_precision = "auto" if precision == "int8" else precision
+        try:
+            self.towers = OpenVinoTowers(cache, key, precision=float_precision, threads=threads,
+                                         int8_image=self._int8_wanted and int8_ready)
+        except ValueError as exc:  # bf16 asked for on a CPU without it
+            raise ModelError(f"--precision {precision}: {exc}") from None
+        self.threads = threads
+        meta = self.towers.meta["extra"]
+        self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
+        self.preprocess = Preprocessor(self.preprocess_config)
+        self.tokenizer = _tokenizer(meta)
+        self.logit_scale = float(meta["logit_scale"])
+        self.image_size = self.preprocess_config.side
+        self.dim = self.towers.embed_dim
+
+    @property
+    def precision(self) -> str:
+        return ("int8+" if self.towers.int8_image else "") + self.towers.precision
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True when int8 was asked for and the image tower has not been quantised yet."""
+        return self._int8_wanted and not self.towers.int8_image
+
+    def identity(self) -> dict[str, Any]:
+        identity = self.spec.identity()
+        identity.update(embed_dim=self.dim, image_size=self.image_size, logit_scale=self.logit_scale)
+        return identity
+
+    def embed_images(self, batch: ImageBatch) -> FeatureMatrix:
+        return self.towers.embed_images(batch)
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> FeatureMatrix:
+        out = [self.towers.embed_texts(self.tokenizer(list(texts[start:start + batch_size])))
+               for start in range(0, len(texts), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def calibrate(self, pictures: np.ndarray) -> dict[str, float]:
+        """Quantises the image tower to int8 on ``pictures`` (preprocessed, from the collection being
+        ingested), switches to it, and returns its agreement with the float tower on pictures it was not
+        calibrated on: cosine min and mean (needs the ``nncf`` package: ``pip install 'indexer[int8]'``)."""
+        try:
+            from .openvino_quantize import quantize_image_tower
+        except ImportError:
+            raise ModelError("--precision int8 needs NNCF: pip install 'indexer[int8]'") from None
+        held_out = pictures[-min(64, len(pictures) // 4):] if len(pictures) >= 8 else pictures
+        reference = self.towers.embed_images(held_out)
+        key, cache = identity_key(self.spec), openvino_cache()
+        started = time.time()
+        quantize_image_tower(cache, key, [pictures], subset_size=min(300, len(pictures)))
+        self.towers = OpenVinoTowers(cache, key, precision=self.towers.precision, threads=self.threads,
+                                     int8_image=True)
+        cosines = _cosines(self.towers.embed_images(held_out), reference)
+        return {"pictures": int(len(pictures)), "seconds": round(time.time() - started, 1),
+                "cosine_min": round(float(cosines.min()), 5), "cosine_mean": round(float(cosines.mean()), 5)}

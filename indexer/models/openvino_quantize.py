@@ -1,0 +1,57 @@
+"""Optional int8 post-training quantisation of a converted image tower with NNCF.
+
+Reads the float IR that ``openvino_runtime.convert`` wrote, calibrates activation ranges on the caller's
+preprocessed images, and writes ``image-int8.xml`` beside it; ``OpenVinoTowers(..., int8_image=True)`` then
+uses it. Needs the ``nncf`` package (not torch). Quantisation changes the embeddings: measure agreement
+with the float tower on the caller's own pictures before trusting it for search.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+
+from .openvino_runtime import IMAGE_INT8_IR, IMAGE_IR, OpenVinoUnavailable, is_converted, model_folder
+
+
+def quantize_image_tower(
+    cache_dir: Union[str, Path],
+    identity: str,
+    calibration_batches: Iterable[np.ndarray],
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+) -> float:
+    """Quantises the image tower of a converted model to int8; returns the seconds it took.
+
+    ``calibration_batches`` yields preprocessed ``N×3×H×W`` float32 batches (a few hundred pictures
+    like those the model will embed); ``subset_size`` caps how many pictures NNCF calibrates on.
+    """
+    import nncf
+    import openvino
+
+    if not is_converted(cache_dir, identity):
+        raise OpenVinoUnavailable(f"no OpenVINO model for {identity!r} in {cache_dir}; run convert() first")
+    started = time.perf_counter()
+    folder = model_folder(cache_dir, identity)
+    model = openvino.Core().read_model(folder / IMAGE_IR)
+    # One picture per item: NNCF's subset_size counts items, so batches would calibrate on too few pictures.
+    samples = [
+        np.ascontiguousarray(picture[None], dtype=np.float32) for batch in calibration_batches for picture in batch
+    ]
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        # Transformer mode keeps softmax / layer norm inputs in float: quantising them costs much accuracy.
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=subset_size,
+        fast_bias_correction=fast_bias_correction,
+    )
+    staging = folder / ("tmp-" + IMAGE_INT8_IR)
+    openvino.save_model(quantized, staging, compress_to_fp16=False)
+    # Rename the pair last (weights first) so a reader never finds an xml without its weights.
+    staging.with_suffix(".bin").replace((folder / IMAGE_INT8_IR).with_suffix(".bin"))
+    staging.replace(folder / IMAGE_INT8_IR)
+    return time.perf_counter() - started

@@ -1,0 +1,360 @@
+"""CPU inference of open_clip models with OpenVINO, converted once and cached as OpenVINO IR.
+
+Two halves:
+
+* :func:`convert` (needs torch and the loaded open_clip model; run once per model) exports the image tower
+  ``encode_image(x, normalize=True)`` and the text tower ``encode_text(tokens, normalize=True)`` with
+  ``torch.export`` and a dynamic batch dimension, converts them with ``openvino.convert_model`` and saves
+  them as IR files in a folder of the caller's cache directory, keyed by a model identity string and the
+  OpenVINO version.
+* :class:`OpenVinoTowers` (needs only ``openvino`` and numpy) loads that folder, compiles each tower on first
+  use with OpenVINO's own compiled-model cache, and embeds numpy batches.
+
+Layout of ``cache_dir``::
+
+    <slug>-<key>/image.xml, image.bin, text.xml, text.bin, meta.json   (one folder per model identity)
+    compiled/                                                           (OpenVINO's CACHE_DIR blobs)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # only for annotations: importing torch here would defeat the module's purpose
+    import openvino
+    import torch
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Bumped whenever what convert() writes changes meaning, so that old folders are not reused.
+IR_FORMAT_VERSION = 1
+IMAGE_IR = "image.xml"
+# Written by openvino_quantize.quantize_image_tower, optional.
+IMAGE_INT8_IR = "image-int8.xml"
+TEXT_IR = "text.xml"
+META_FILE = "meta.json"
+COMPILED_CACHE = "compiled"
+
+
+class OpenVinoUnavailable(RuntimeError):
+    """No usable converted model: not converted yet, converted by another OpenVINO version, or broken."""
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    # "2026.4.1-22982-e213a147257-releases/2026/4" -> "2026.4.1": IR written by one release reads in the
+    # same release; the build suffix adds nothing to that.
+    return openvino.__version__.split("-")[0]
+
+
+def model_folder(cache_dir: Union[str, Path], identity: str) -> Path:
+    """The folder holding the IR of the model named by ``identity`` for the installed OpenVINO."""
+    key = hashlib.sha256(
+        json.dumps([identity, _openvino_version(), IR_FORMAT_VERSION]).encode("utf-8")
+    ).hexdigest()[:16]
+    # A readable prefix helps whoever looks in the cache; the hash makes it unique.
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", identity).strip("-")[:48] or "model"
+    return Path(cache_dir) / f"{slug}-{key}"
+
+
+def is_converted(cache_dir: Union[str, Path], identity: str) -> bool:
+    """Whether :func:`convert` has completed for this identity and OpenVINO version."""
+    folder = model_folder(cache_dir, identity)
+    return all((folder / name).is_file() for name in (IMAGE_IR, TEXT_IR, META_FILE))
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What :func:`convert` did: where the IR went, how long it took, which export route worked."""
+
+    folder: Path
+    seconds: float
+    image_route: str
+    text_route: str
+
+
+def _tower_modules(model: "torch.nn.Module") -> tuple["torch.nn.Module", "torch.nn.Module"]:
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        """``encode_image(x, normalize=True)`` as a module of its own, for export."""
+
+        def __init__(self, clip: torch.nn.Module) -> None:
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_image(images, normalize=True)
+
+    class TextTower(torch.nn.Module):
+        """``encode_text(tokens, normalize=True)`` as a module of its own, for export."""
+
+        def __init__(self, clip: torch.nn.Module) -> None:
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_text(tokens, normalize=True)
+
+    return ImageTower(model).eval(), TextTower(model).eval()
+
+
+def _to_openvino(module: "torch.nn.Module", example: "torch.Tensor") -> tuple["openvino.Model", str]:
+    """Converts one tower, trying ``torch.export`` first and TorchScript tracing as the fallback."""
+    import openvino
+    import torch
+
+    try:
+        # A batch of 2 as the example: with 1, export would specialise the batch dimension to a constant.
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        return openvino.convert_model(exported), "torch.export"
+    except Exception as export_error:  # noqa: BLE001 - any export failure falls back to tracing
+        try:
+            return openvino.convert_model(module, example_input=example), "torchscript"
+        except Exception as trace_error:
+            raise RuntimeError(
+                f"cannot convert {type(module).__name__}: torch.export failed ({export_error}); "
+                f"tracing failed ({trace_error})"
+            ) from trace_error
+
+
+def convert(
+    model: "torch.nn.Module",
+    cache_dir: Union[str, Path],
+    identity: str,
+    image_size: Union[int, tuple[int, int]],
+    context_length: int,
+    *,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+    compress_to_fp16: bool = False,
+) -> ConversionReport:
+    """Converts an open_clip model's two towers to OpenVINO IR under ``cache_dir``; needs torch.
+
+    ``image_size`` is the model input's side (or ``(height, width)``), ``context_length`` its token count;
+    ``extra_meta`` (JSON-serialisable, e.g. the preprocessing config and tokenizer settings) is stored in
+    ``meta.json`` for the torch-free side to read back. Weights stay float32 unless ``compress_to_fp16``:
+    fp16 storage halves the files but costs agreement with torch.
+    The folder is written under a temporary name and renamed at the end, so a crash or a concurrent
+    conversion never leaves a half-written folder that would look complete.
+    """
+    import openvino
+    import torch
+
+    started = time.perf_counter()
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    folder = model_folder(cache_dir, identity)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    image_tower, text_tower = _tower_modules(model)
+    with torch.no_grad():
+        image_model, image_route = _to_openvino(image_tower, torch.zeros(2, 3, height, width))
+        # Token id 1 everywhere but an end-of-text-like maximum: the text tower pools at argmax(tokens).
+        tokens = torch.ones(2, context_length, dtype=torch.long)
+        tokens[:, -1] = 2
+        text_model, text_route = _to_openvino(text_tower, tokens)
+        with torch.inference_mode():
+            embed_dim = int(model.encode_text(tokens[:1], normalize=True).shape[-1])
+
+    # Only the batch is dynamic: static spatial / token dimensions let OpenVINO plan its kernels once.
+    image_model.reshape({image_model.input(0): openvino.PartialShape([-1, 3, height, width])})
+    text_model.reshape({text_model.input(0): openvino.PartialShape([-1, context_length])})
+
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        openvino.save_model(image_model, staging / IMAGE_IR, compress_to_fp16=compress_to_fp16)
+        openvino.save_model(text_model, staging / TEXT_IR, compress_to_fp16=compress_to_fp16)
+        meta = {
+            "identity": identity,
+            "openvino_version": _openvino_version(),
+            "format_version": IR_FORMAT_VERSION,
+            "image_size": [height, width],
+            "context_length": int(context_length),
+            "embed_dim": embed_dim,
+            "weights": "fp16" if compress_to_fp16 else "fp32",
+            "routes": {"image": image_route, "text": text_route},
+            "extra": dict(extra_meta or {}),
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            # Another process finished the same conversion first; its result is as good as ours.
+            if not is_converted(cache_dir, identity):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConversionReport(folder, time.perf_counter() - started, image_route, text_route)
+
+
+def supports_bf16(core: Optional["openvino.Core"] = None, device: str = "CPU") -> bool:
+    """Whether the device computes natively in bfloat16 (e.g. AVX512_BF16 or AMX on x86)."""
+    import openvino
+
+    core = core or openvino.Core()
+    try:
+        return "BF16" in core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(precision: str, core: Optional["openvino.Core"] = None, device: str = "CPU") -> str:
+    """``auto`` becomes ``bf16`` where the device supports it and ``fp32`` elsewhere; ``bf16`` asked for on a
+    device without it is refused rather than silently emulated (emulation is slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return "fp32"
+    native = supports_bf16(core, device)
+    if precision == "bf16" and not native:
+        raise ValueError(f"{device} has no native bfloat16 support; use precision 'fp32' or 'auto'")
+    return "bf16" if native else "fp32"
+
+
+def _l2_normalise(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, np.float32(1e-12))
+
+
+class _Tower:
+    """One compiled tower with its reusable inference request; compiled on first use."""
+
+    def __init__(self, owner: "OpenVinoTowers", ir_name: str) -> None:
+        self._owner = owner
+        self._path = owner.folder / ir_name
+        self._lock = threading.Lock()
+        self._request: Any = None
+        self.compile_seconds: Optional[float] = None
+
+    def _ensure(self) -> Any:
+        if self._request is None:
+            started = time.perf_counter()
+            compiled = self._owner.core.compile_model(str(self._path), self._owner.device, self._owner.config)
+            self._request = compiled.create_infer_request()
+            self.compile_seconds = time.perf_counter() - started
+        return self._request
+
+    def compile(self) -> None:
+        with self._lock:
+            self._ensure()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # One request per tower, serialised: an InferRequest must not run twice at once.
+        with self._lock:
+            request = self._ensure()
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+
+class OpenVinoTowers:
+    """A converted open_clip model ready to embed on CPU with OpenVINO; needs no torch.
+
+    ``cache_dir`` and ``identity`` name the folder :func:`convert` wrote. ``precision`` is ``auto`` (bf16
+    where the CPU has it, else fp32), ``fp32`` or ``bf16``; ``threads`` caps OpenVINO's inference threads
+    (``None``: OpenVINO's choice). ``int8_image`` uses the int8-quantised image tower written by
+    ``openvino_quantize.quantize_image_tower`` (its float parts still follow ``precision``). Each tower compiles on first use, so a text-only query never pays for
+    the image tower; compiled blobs are cached in ``cache_dir/compiled`` to make later compiles fast.
+    Instances may be shared between threads (calls on one tower are serialised).
+    """
+
+    def __init__(
+        self,
+        cache_dir: Union[str, Path],
+        identity: str,
+        precision: str = "auto",
+        threads: Optional[int] = None,
+        device: str = "CPU",
+        int8_image: bool = False,
+    ) -> None:
+        import openvino
+
+        self.cache_dir = Path(cache_dir)
+        self.identity = identity
+        self.folder = model_folder(cache_dir, identity)
+        meta_path = self.folder / META_FILE
+        if not is_converted(cache_dir, identity):
+            raise OpenVinoUnavailable(f"no OpenVINO model for {identity!r} in {self.cache_dir}; run convert() first")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        if self.meta.get("identity") != identity:
+            raise OpenVinoUnavailable(f"{self.folder} holds {self.meta.get('identity')!r}, not {identity!r}")
+        self.device = device
+        self.core = openvino.Core()
+        self.precision = resolve_precision(precision, self.core, device)
+        self.threads = threads
+        compiled_dir = self.cache_dir / COMPILED_CACHE
+        compiled_dir.mkdir(parents=True, exist_ok=True)
+        self.config: dict[str, Any] = {
+            "CACHE_DIR": str(compiled_dir),
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            # One stream, all threads on each request: ingest sends large batches one after another and a
+            # query sends one text, so latency mode suits both.
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if int8_image and not (self.folder / IMAGE_INT8_IR).is_file():
+            raise OpenVinoUnavailable(f"no int8 image tower in {self.folder}; run quantize_image_tower() first")
+        self.int8_image = int8_image
+        self._image = _Tower(self, IMAGE_INT8_IR if int8_image else IMAGE_IR)
+        self._text = _Tower(self, TEXT_IR)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        height, width = self.meta["image_size"]
+        return int(height), int(width)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.meta["context_length"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.meta["embed_dim"])
+
+    @property
+    def compile_seconds(self) -> dict[str, Optional[float]]:
+        """How long each tower took to compile (``None``: not compiled yet); small when cached."""
+        return {"image": self._image.compile_seconds, "text": self._text.compile_seconds}
+
+    def warm_up(self, image: bool = True, text: bool = True) -> None:
+        """Compiles the towers now rather than on first use."""
+        if image:
+            self._image.compile()
+        if text:
+            self._text.compile()
+
+    def embed_images(self, batch: np.ndarray) -> np.ndarray:
+        """Embeds preprocessed images (``N×3×H×W`` float32); returns L2-normalised float32 rows."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        expected = (3, *self.image_size)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"expected images of shape N×{'×'.join(map(str, expected))}, got {batch.shape}")
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        # The towers normalise already; again here because bf16 arithmetic leaves norms slightly off 1.
+        return _l2_normalise(self._image.run(batch))
+
+    def embed_texts(self, tokens: np.ndarray) -> np.ndarray:
+        """Embeds token ids (``N×context_length`` integers); returns L2-normalised float32 rows."""
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
+            raise ValueError(f"expected token ids of shape N×{self.context_length}, got {tokens.shape}")
+        if tokens.shape[0] == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return _l2_normalise(self._text.run(tokens))

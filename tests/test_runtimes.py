@@ -1,0 +1,159 @@
+"""The two runtimes: OpenVINO (the CPU default) agrees with torch fp32, and, once a model is converted,
+queries and ingestion run without importing torch or open_clip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexer import open_index, synthetic
+from indexer.cli import main
+from indexer.errors import ModelError
+from indexer.media.decode import decode_image
+from indexer.models import ModelSpec, load_model
+from indexer.models.openvino_runtime import supports_bf16
+
+from .conftest import render_folder
+
+BF16 = pytest.param("bf16", marks=pytest.mark.skipif(not supports_bf16(), reason="this CPU has no native bf16"))
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory) -> ModelSpec:
+    """A random-weight ViT in an open_clip folder: patch embedding, attention, class token, as real ViTs."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    config = {"model_cfg": {"embed_dim": 64,
+                            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                                           "patch_size": 16},
+                            "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2,
+                                         "layers": 2}},
+              "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(7)
+    model = open_clip.create_model(f"local-dir:{folder}")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return ModelSpec(f"local-dir:{folder}")
+
+
+def pictures(size: int, count: int = 6) -> list:
+    rng = np.random.default_rng(5)
+    return [synthetic.render(rng, colour, shape, size)[0]
+            for colour, shape in (("red", "star"), ("blue", "circle"), ("green", "cross"))] * (count // 3)
+
+
+@pytest.mark.parametrize("model", ["tiny-shapes", "tiny-vit"])
+@pytest.mark.parametrize("precision", ["fp32", BF16])
+def test_openvino_agrees_with_torch_fp32_on_every_embedding(model, precision, tiny_vit):
+    spec = ModelSpec("tiny-shapes") if model == "tiny-shapes" else tiny_vit
+    reference = load_model(spec, runtime="torch")
+    converted = load_model(spec, runtime="openvino", precision=precision)
+    assert (reference.runtime, converted.runtime, converted.precision) == ("torch", "openvino", precision)
+    assert converted.identity() == reference.identity()
+    batch = np.stack([reference.preprocess(decode_image(_jpeg(p), reference.image_size).image)
+                      for p in pictures(reference.image_size)])
+    assert np.array_equal(batch, np.stack([converted.preprocess(decode_image(_jpeg(p), 64).image)
+                                           for p in pictures(reference.image_size)]))
+    texts = ["a red star", "two blue circles on grass", "", "ünïcode 🦊 漢字", "a long caption " * 20]
+    for ours, theirs in ((converted.embed_images(batch), reference.embed_images(batch)),
+                         (converted.embed_texts(texts), reference.embed_texts(texts))):
+        cosines = np.sum(ours * theirs, axis=1)
+        assert cosines.min() >= 0.999, cosines
+
+
+def _jpeg(picture) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+NO_TORCH = """
+import sys
+from indexer.cli import main
+try:
+    main({args!r}, standalone_mode=False)
+finally:
+    heavy = sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)
+    print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH.format(args=list(args))], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_queries_and_cpu_ingestion_never_import_torch_once_converted(tmp_path, photos):
+    load_model(ModelSpec("tiny-shapes"), runtime="openvino")  # converted (with torch) here if not cached yet
+    index = tmp_path / "index"
+    for args in (("ingest", str(photos / "red_star"), "--index", str(index), "--model", "tiny-shapes", "--workers",
+                  "1", "--no-progress"),
+                 ("ingest", str(photos), "--index", str(index), "--workers", "0", "--no-progress"),("search", "a small green square never asked before", "--index", str(index)),
+                 ("classify", "--labels", "red star,green square,blue circle", "--index", str(index), "--no-store")):
+        done = run_without_torch(*args)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.rstrip().endswith("HEAVY="), done.stderr
+    with open_index(index) as opened:
+        assert opened.status()["runtimes"]["openvino/" + ("bf16" if supports_bf16() else "fp32")]["embedded"] == 48
+
+
+def test_decode_workers_import_no_model_runtime():
+    # A spawned decode worker imports the module of its target and what its arguments need, nothing else.
+    code = ("import sys, indexer.ingest.pipeline, indexer.ingest.read, indexer.models.preprocess, indexer.store.items;"
+            "print(sorted(m for m in ('torch', 'open_clip', 'openvino', 'faiss') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_runtimes_within_the_agreement_may_share_an_index_and_status_shows_them(tmp_path):
+    photos = tmp_path / "photos"
+    render_folder(photos)
+    index = tmp_path / "index"
+    runner = CliRunner()
+    for folder, runtime in (("red_star", "torch"), ("blue_circle", "openvino")):
+        result = runner.invoke(main, ["ingest", str(photos / folder), "--index", str(index), "--model", "tiny-shapes",
+                                      "--runtime", runtime, "--precision", "fp32", "--no-progress"])
+        assert result.exit_code == 0, result.output
+    status = runner.invoke(main, ["status", "--index", str(index)])
+    assert "openvino/fp32 (4)" in status.output and "torch/fp32 (4)" in status.output
+    with open_index(index) as opened:
+        hits = opened.search("a red star", k=4)
+    assert all("red_star" in hit.path for hit in hits)
+
+
+def test_precision_and_runtime_mistakes_are_clear_errors(tmp_path, photos):
+    with pytest.raises(ModelError, match="needs the OpenVINO runtime"):
+        load_model(ModelSpec("tiny-shapes"), runtime="torch", precision="bf16")
+    with pytest.raises(ModelError, match="runs on the CPU"):
+        load_model(ModelSpec("tiny-shapes"), runtime="openvino", device="cuda")
+    result = CliRunner().invoke(main, ["ingest", str(photos / "red_star"), "--index", str(tmp_path / "i"),
+                                       "--model", "tiny-shapes", "--runtime", "torch", "--precision", "int8"])
+    assert result.exit_code == 1 and "needs the OpenVINO runtime" in result.output
+
+
+def test_int8_is_calibrated_on_the_collection_and_its_agreement_is_told(tmp_path, monkeypatch):
+    pytest.importorskip("nncf", reason="int8 needs NNCF (pip install 'indexer[int8]'; part of the test extra)")
+    monkeypatch.setenv("INDEXER_CACHE", str(tmp_path / "cache"))  # a fresh cache: calibration happens here
+    photos = tmp_path / "photos"
+    render_folder(photos, per_class=3)
+    result = CliRunner().invoke(main, ["ingest", str(photos), "--index", str(tmp_path / "index"), "--model",
+                                       "tiny-shapes", "--precision", "int8", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "converting tiny-shapes (bundled) for OpenVINO, once" in result.output  # the first use says so
+    line = next(line for line in result.output.splitlines() if "int8 image tower calibrated" in line)
+    cosine_min = float(line.split("cosine min ")[1].split(",")[0])
+    assert 0.9 <= cosine_min <= 1.0
+    with open_index(tmp_path / "index") as opened:
+        assert any(name.startswith("openvino/int8") for name in opened.status()["runtimes"])
+        assert all("red_star" in hit.path for hit in opened.search("a red star", k=2))
