@@ -150,6 +150,20 @@ class ClipTokenizer:
         )
         self._cache: dict[str, tuple[int, ...]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_pattern")  # rebuilt on load: the same special tokens give the same pattern
+        state["_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        specials = "|".join(regex.escape(token) for token in self.special_tokens)
+        self._pattern = regex.compile(
+            specials + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE,
+        )
+
     @classmethod
     def from_open_clip_config(
         cls,
