@@ -141,7 +141,7 @@ class Index:
         from .media.sources import read_bytes
 
         try:
-            data = read_bytes(str(path))
+            data = read_bytes(str(path), max_bytes=self.settings.max_file_size)
         except DecodeError as exc:
             raise QueryError(f"cannot read query image {path}: {exc.detail or exc.reason}") from None
         return self.embed_image_bytes(data, str(path))

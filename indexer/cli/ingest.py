@@ -24,12 +24,26 @@ ingest_options = options(
     click.option("--threads", type=click.IntRange(1), help="Threads for the model on CPU (default: torch's choice)."),
     click.option("--max-pixels", type=click.IntRange(1), help="Refuse pictures larger than this many pixels "
                                                                  "(default 100 million; decompression bombs)."),
+    click.option("--max-file-size", metavar="SIZE", callback=lambda ctx, param, value: _size(value),
+                 help="Refuse files and archive members larger than this (e.g. 512MB; default 256MB), from "
+                      "their size, before reading them. Also from $INDEXER_MAX_FILE_SIZE."),
     click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
     click.option("--index-memory", metavar="SIZE", help="Memory budget of the vectors (e.g. 4GB): above it, "
                  "large indexes use compressed IVF-PQ codes. Remembered by the index."),
     progress_option,
     json_option,
 )
+
+
+def _size(value: Optional[str]) -> Optional[int]:
+    from ..config import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-file-size") from None
 
 
 def summary_line(summary: IngestSummary) -> str:
@@ -56,7 +70,7 @@ def _warner(show_progress: bool) -> Callable[[str], None]:
 def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path, model: Optional[str],
                        pretrained: Optional[str], weights: Optional[str], device: Optional[str],
                        batch_size: Optional[int], workers: Optional[int], threads: Optional[int],
-                       max_pixels: Optional[int], retry_failed: bool, index_memory: Optional[str],
+                       max_pixels: Optional[int], max_file_size: Optional[int], retry_failed: bool, index_memory: Optional[str],
                        progress: Optional[bool], as_json: bool, purge: bool = False) -> None:
     from ..media.sources import read_list
 
@@ -64,7 +78,8 @@ def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], inde
         raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
     show = progress_enabled(progress)
     index = open_from_cli(index_dir, model, pretrained, weights, device, create=True, batch_size=batch_size,
-                          workers=workers, threads=threads, max_pixels=max_pixels)
+                          workers=workers, threads=threads, max_pixels=max_pixels,
+                          max_file_size=max_file_size)
     with index, progress_bars(show) as bars:
         if index_memory:
             index.set_memory_budget(index_memory)
