@@ -59,6 +59,7 @@ class Index:
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
         self._vectors: Optional["VectorIndex"] = None  # once needed (FAISS is imported only then), then kept
+        self._texts_in_memory: dict[str, bytes] = {}  # text embeddings of a read-only index
         recorded = self.recorded_model
         if recorded and self._requested is not None:
             identity = self._requested.identity()
@@ -127,9 +128,14 @@ class Index:
         key, dim = self.model_key(), self.dim
         blobs = self.catalog.cached_texts(key, texts)
         missing = [t for t in dict.fromkeys(texts) if t not in blobs]
+        blobs.update({t: self._texts_in_memory[t] for t in missing if t in self._texts_in_memory})
+        missing = [t for t in missing if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.embedder().embed_texts(missing))}
-            self.catalog.cache_texts(key, new)
+            if self.catalog.readonly:
+                self._texts_in_memory.update(new)  # read-only media: cached for this process only
+            else:
+                self.catalog.cache_texts(key, new)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
         return blobs_to_matrix([blobs[t] for t in texts], dim)
