@@ -81,6 +81,8 @@ class Index:
         recorded = self.recorded_model
         if recorded:
             weights = self._requested.weights if self._requested and self._requested.weights else recorded.get("weights")
+            if weights and bundled.is_bundled(recorded["name"]):
+                raise ModelError(f"the index's model {recorded['name']} comes with its own weights: leave out --weights")
             if weights and not Path(weights).is_file():
                 raise ModelError(f"the index's model weights {weights} are gone; pass --weights PATH to the same file")
             return ModelSpec(name=recorded["name"], pretrained=recorded.get("pretrained"), weights=weights)

@@ -143,13 +143,18 @@ def now() -> float:
 def open_catalog(index_dir: Path, create: bool = True) -> Catalog:
     """Opens (and, when ``create``, creates) the catalog of the index in ``index_dir``."""
     path = index_dir / CATALOG_FILE
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # a path longer than the system allows, a NUL byte
+        raise CatalogError(f"cannot use {index_dir} as an index folder: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not exists:
         if not create:
             raise CatalogError(f"no index at {index_dir} (no {CATALOG_FILE}); run `indexer ingest` first")
         try:
             index_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CatalogError(f"cannot create index folder {index_dir}: {exc.strerror}") from exc
-    elif path.is_dir():
+    elif is_dir:
         raise CatalogError(f"{path} is a folder, not a catalog file")
     return Catalog(path, readonly=not is_writable(path))
