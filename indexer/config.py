@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .errors import ConfigError
 from .media.decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
 
 # The default model for real use (see the README for the measurements behind the choice).
@@ -19,9 +20,37 @@ DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 BUNDLED_MODEL = "tiny-shapes"
 
 
+DEFAULT_MAX_FILE_SIZE = 256 << 20  # 256 MiB: far above any photo, far below what would exhaust memory
+
+
 def _env_int(name: str) -> Optional[int]:
     value = os.environ.get(name)
-    return int(value) if value else None
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"${name} is {value[:40]!r}, not a whole number; fix or unset it") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"${name} is {value[:40]!r}, not a number; fix or unset it") from None
+
+
+def _env_size(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"${name}: {exc}; fix or unset it") from None
 
 
 @dataclass
@@ -35,8 +64,9 @@ class Settings:
     workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
     threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))
     max_pixels: int = field(default_factory=lambda: _env_int("INDEXER_MAX_PIXELS") or DEFAULT_MAX_PIXELS)
-    decode_seconds: float = field(default_factory=lambda: float(os.environ.get("INDEXER_DECODE_SECONDS") or
-                                                                DEFAULT_DECODE_SECONDS))
+    decode_seconds: float = field(default_factory=lambda: _env_float("INDEXER_DECODE_SECONDS", DEFAULT_DECODE_SECONDS))
+    # Files and archive members larger than this fail as too_large, from their size, before any read.
+    max_file_size: int = field(default_factory=lambda: _env_size("INDEXER_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or (256 if device.startswith("cuda") else 32)

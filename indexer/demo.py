@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import synthetic
+from .errors import IndexerError
 from .config import BUNDLED_MODEL
 from .index import open_index
 
@@ -21,13 +22,17 @@ def run_demo(folder: Path, say: Callable[[str], None], per_class: int = 5, seed:
              progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Builds ``folder/photos`` and ``folder/index``, and tells ``say`` what a newcomer should see."""
     photos, index_dir = folder / "photos", folder / "index"
-    for old in (photos, index_dir):  # a demo starts from scratch
-        if old.exists():
-            shutil.rmtree(old)
     say(f"1. Drawing {per_class * len(synthetic.ALL_CLASSES)} pictures of 48 (colour, shape) classes into {photos}")
-    synthetic.write_labelled_folder(photos, per_class, synthetic.ALL_CLASSES, seed=seed, size=128, image_format="jpg")
-    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this JPEG stops here")
-    (photos / "notes.png").write_text("a text file with an image name")
+    try:
+        for old in (photos, index_dir):  # a demo starts from scratch
+            if old.exists():
+                shutil.rmtree(old)
+        synthetic.write_labelled_folder(photos, per_class, synthetic.ALL_CLASSES, seed=seed, size=128,
+                                        image_format="jpg")
+        (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this JPEG stops here")
+        (photos / "notes.png").write_text("a text file with an image name")
+    except OSError as exc:
+        raise IndexerError(f"cannot write the demo into {folder}: {exc.strerror or exc}; choose another --dir") from None
 
     say(f"\n2. Ingesting them with the bundled model '{BUNDLED_MODEL}' (offline) into {index_dir}")
     with open_index(index_dir, model=BUNDLED_MODEL) as index:

@@ -10,6 +10,10 @@ class IndexerError(Exception):
     """Base class of every error indexer raises on purpose."""
 
 
+class ConfigError(IndexerError):
+    """A setting (an ``INDEXER_*`` environment variable) holds a value that cannot be used."""
+
+
 class CatalogError(IndexerError):
     """The catalog (SQLite) cannot be opened, read or written."""
 

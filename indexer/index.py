@@ -59,6 +59,7 @@ class Index:
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
         self._vectors: Optional["VectorIndex"] = None  # once needed (FAISS is imported only then), then kept
+        self._texts_in_memory: dict[str, bytes] = {}  # text embeddings of a read-only index
         recorded = self.recorded_model
         if recorded and self._requested is not None:
             identity = self._requested.identity()
@@ -80,6 +81,8 @@ class Index:
         recorded = self.recorded_model
         if recorded:
             weights = self._requested.weights if self._requested and self._requested.weights else recorded.get("weights")
+            if weights and bundled.is_bundled(recorded["name"]):
+                raise ModelError(f"the index's model {recorded['name']} comes with its own weights: leave out --weights")
             if weights and not Path(weights).is_file():
                 raise ModelError(f"the index's model weights {weights} are gone; pass --weights PATH to the same file")
             return ModelSpec(name=recorded["name"], pretrained=recorded.get("pretrained"), weights=weights)
@@ -128,9 +131,14 @@ class Index:
         key, dim = self.model_key(), self.dim
         blobs = self.catalog.cached_texts(key, texts)
         missing = [t for t in dict.fromkeys(texts) if t not in blobs]
+        blobs.update({t: self._texts_in_memory[t] for t in missing if t in self._texts_in_memory})
+        missing = [t for t in missing if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.embedder().embed_texts(missing))}
-            self.catalog.cache_texts(key, new)
+            if self.catalog.readonly:
+                self._texts_in_memory.update(new)  # read-only media: cached for this process only
+            else:
+                self.catalog.cache_texts(key, new)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
         return blobs_to_matrix([blobs[t] for t in texts], dim)
@@ -142,7 +150,7 @@ class Index:
         from .media.sources import read_bytes
 
         try:
-            data = read_bytes(str(path))
+            data = read_bytes(str(path), max_bytes=self.settings.max_file_size)
         except DecodeError as exc:
             raise QueryError(f"cannot read query image {path}: {exc.detail or exc.reason}") from None
         return self.embed_image_bytes(data, str(path))

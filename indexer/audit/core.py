@@ -11,9 +11,10 @@ How each finding is made:
   (the mean probability of the given label over the items given it). An item is flagged when the most
   probable of the labels that reach their own threshold is another label, more probable than the given
   one; that label is suggested, and the score is the margin ``ln(p_suggested / p_given)``.
-- **Duplicates**: exact (same content hash, one embedding) and near (cosine >= ``near_threshold``,
-  from the same k-NN search), merged into groups; groups whose labels differ or that straddle splits
-  rank first.
+- **Duplicates**: exact (same content hash, one embedding: always their own group) and near (cosine
+  >= ``near_threshold``, from the same k-NN search), grouped so that every two members of a near group
+  are near (no chaining, ``duplicates.py``); groups whose labels differ or that straddle splits rank
+  first.
 - **Outliers**: pictures unlike the rest of their class. The k-NN distance (mean cosine distance to
   the ``neighbours`` nearest other pictures, from the same search) is compared with its class's median,
   in robust standard deviations (1.4826 x the pooled median absolute deviation); ``outlier_z`` or more

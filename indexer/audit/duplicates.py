@@ -1,8 +1,12 @@
 """Duplicate groups of a dataset: exact (the same content hash, hence the same embedding id) and near
 (cosine similarity at or above a threshold, found with the FAISS index's k-NN search chunk by chunk).
 
-Near-duplicate pairs are merged as they arrive into a union-find over the dataset's distinct contents,
-so memory is one integer and one float per content, whatever the number of pairs found.
+Exact duplicates are always their own groups: a byte-identical copy is never hidden in a near group.
+Near groups are built over distinct contents without chaining: a picture joins a group only when it
+is near every picture already in it (complete linkage), seeded greedily from the contents with the most
+near neighbours. Single linkage (union-find) would chain A~B~C~D into one group although A and D
+look nothing alike. Only pairs the k-NN search found count as near, so the near pairs are kept: at
+most one per (item, neighbour), and in practice a few per duplicated picture.
 """
 
 from __future__ import annotations
@@ -17,61 +21,74 @@ class DuplicateGroup:
     """Items (positions in the dataset arrays) that hold the same or nearly the same picture."""
 
     positions: np.ndarray
-    score: float  # 1.0 for exact duplicates; else the weakest similarity that links the group
+    score: float  # 1.0 for exact duplicates; else the lowest similarity between two members
     exact: bool  # True when every member has the same content
 
 
 class DuplicateLinks:
-    """A union-find over distinct contents (sorted embedding ids), linked by near-duplicate pairs."""
+    """Near-duplicate pairs between distinct contents (sorted embedding ids), as the k-NN search finds them."""
 
     def __init__(self, contents: np.ndarray) -> None:
         self.contents = contents
-        self.parent = np.arange(len(contents), dtype=np.int64)
-        self.weakest = np.ones(len(contents), dtype=np.float32)  # per root: the weakest link inside
-
-    def _find(self, i: int) -> int:
-        parent = self.parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
+        self._pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def link(self, content_a: np.ndarray, content_b: np.ndarray, similarity: np.ndarray) -> None:
-        """Merges the groups of each pair (content ids of the dataset) with its similarity."""
+        """Records near pairs (content ids of the dataset) with their similarity."""
         a = np.searchsorted(self.contents, content_a)
         b = np.searchsorted(self.contents, content_b)
-        for i, j, s in zip(a.tolist(), b.tolist(), similarity.tolist()):
-            root_i, root_j = self._find(i), self._find(j)
-            weakest = min(float(self.weakest[root_i]), float(self.weakest[root_j]), s)
-            if root_i != root_j:
-                self.parent[root_j] = root_i
-            self.weakest[root_i] = weakest
+        keep = a != b
+        if keep.any():
+            self._pairs.append((a[keep], b[keep], np.asarray(similarity, dtype=np.float32)[keep]))
 
-    def roots(self) -> np.ndarray:
-        """The group (root position) of every content."""
-        roots = self.parent.copy()
-        while True:  # pointer jumping until every entry points at a root
-            parents = roots[roots]
-            if np.array_equal(parents, roots):
-                return roots
-            roots = parents
+    def neighbours(self) -> dict[int, dict[int, float]]:
+        """content position -> {near content position: similarity}, both ways."""
+        near: dict[int, dict[int, float]] = {}
+        for a, b, s in self._pairs:
+            for i, j, sim in zip(a.tolist(), b.tolist(), s.tolist()):
+                for x, y in ((i, j), (j, i)):
+                    row = near.setdefault(x, {})
+                    row[y] = max(row.get(y, -1.0), sim)
+        return near
+
+    def near_groups(self) -> list[tuple[list[int], float]]:
+        """Groups of content positions in which every two members are near, with the lowest similarity
+        between two of them. Greedy: the content with the most unassigned near neighbours first."""
+        near = self.neighbours()
+        assigned: set[int] = set()
+        groups = []
+        for centre in sorted(near, key=lambda c: (-len(near[c]), c)):
+            if centre in assigned:
+                continue
+            members, weakest = [centre], 1.0
+            for candidate, sim in sorted(near[centre].items(), key=lambda kv: (-kv[1], kv[0])):
+                if candidate in assigned:
+                    continue
+                links = [near[candidate].get(m) for m in members]
+                if all(link is not None for link in links):
+                    members.append(candidate)
+                    weakest = min([weakest] + links)  # type: ignore[operator]
+            if len(members) > 1:
+                assigned.update(members)
+                groups.append((members, round(float(min(weakest, 1.0)), 6)))
+        return groups
 
 
 def duplicate_groups(content_ids: np.ndarray, links: DuplicateLinks) -> list[DuplicateGroup]:
-    """Groups of two or more items: items sharing a content, merged along the near-duplicate links."""
+    """Exact groups (two or more items sharing a content), then near groups (items whose contents are
+    all near one another; an exact group's items are all in the near group of their content)."""
     if not len(content_ids):
         return []
     content_position = np.searchsorted(links.contents, content_ids)
-    roots = links.roots()
-    group_of_item = roots[content_position]
-    order = np.argsort(group_of_item, kind="stable")
-    boundaries = np.flatnonzero(np.diff(group_of_item[order])) + 1
+    order = np.argsort(content_position, kind="stable")
+    boundaries = np.flatnonzero(np.diff(content_position[order])) + 1
+    items_of: dict[int, np.ndarray] = {}
     groups = []
     for members in np.split(order, boundaries):
-        if len(members) < 2:
-            continue
-        root = int(group_of_item[members[0]])
-        exact = bool(np.all(content_ids[members] == content_ids[members[0]]))
-        score = 1.0 if exact else round(float(links.weakest[root]), 6)
-        groups.append(DuplicateGroup(positions=members, score=score, exact=exact))
+        items_of[int(content_position[members[0]])] = members
+        if len(members) > 1:
+            groups.append(DuplicateGroup(positions=np.sort(members), score=1.0, exact=True))
+    for contents, score in links.near_groups():
+        present = [items_of[c] for c in contents if c in items_of]
+        if len(present) > 1:
+            groups.append(DuplicateGroup(positions=np.sort(np.concatenate(present)), score=score, exact=False))
     return groups

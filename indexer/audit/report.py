@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from ..errors import IndexerError
 from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents, split_member_uri
+from ..config import DEFAULT_MAX_FILE_SIZE
 from ..media.sources import read_bytes
 from ..media.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
 from ..query.output import spreadsheet_safe
@@ -106,7 +107,7 @@ def write_report(result: AuditResult, folder: Path, max_rows: int = 500, thumbna
 def thumbnail_uri(uri: str, size: int = THUMBNAIL_PX) -> Optional[str]:
     """A small JPEG data URI of the image file at ``uri``; None when it cannot be read."""
     try:
-        data = read_bytes(uri)
+        data = read_bytes(uri, max_bytes=DEFAULT_MAX_FILE_SIZE)
     except IndexerError:
         return None
     return thumbnail_data_uri(data, size)
@@ -130,7 +131,7 @@ class _Thumbnails:
             if container and uri not in self.cache:
                 members.setdefault(container, set()).add(uri[len(container) + len(MEMBER_SEPARATOR):])
         for container, wanted in members.items():
-            for member, data in iter_archive_contents(container, wanted):
+            for member, data in iter_archive_contents(container, wanted, DEFAULT_MAX_FILE_SIZE):
                 uri = container + MEMBER_SEPARATOR + member
                 self.cache[uri] = None if isinstance(data, IndexerError) else thumbnail_data_uri(data)
 

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import click
 
 from ..errors import IndexerError
-from .common import CONTEXT, setup_logging
+from .common import CONTEXT, safe, setup_logging
 
 # command name -> (module, function)
 COMMANDS = {
@@ -47,7 +47,7 @@ class IndexerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except IndexerError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(safe(str(exc))) from None
 
 
 @click.group(cls=IndexerGroup, context_settings=CONTEXT)

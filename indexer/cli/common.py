@@ -22,11 +22,12 @@ from ..config import Settings
 from ..models.templates import TEMPLATE_SETS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def safe(text: Any) -> str:
-    """``text`` with control characters (escape sequences included) shown as ``\\xNN``."""
+    """``text`` with control characters (escape sequences, tabs and line breaks included) shown as
+    ``\\xNN``: a file name can neither drive the terminal nor break one line of output into two."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
@@ -115,6 +116,11 @@ def echo_json(data: Any) -> None:
 
 def err(message: str) -> None:
     click.echo(safe(message), err=True)
+
+
+def echo_lines(text: str, err: bool = False) -> None:
+    """Text of several lines, each made safe: line breaks kept, nothing else."""
+    click.echo("\n".join(safe(line) for line in text.split("\n")), err=err)
 
 
 class _StderrHandler(logging.Handler):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .common import CONTEXT, echo_json, err, index_option, json_option, open_from_cli, progress_bars, \
+from .common import CONTEXT, echo_json, echo_lines, err, index_option, json_option, open_from_cli, progress_bars, \
     progress_enabled, progress_option, safe
 
 
@@ -32,8 +32,8 @@ def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> N
             info["failure_list"] = failures
         echo_json(info)
         return
-    click.echo(f"index:     {info['index']}")
-    click.echo(f"model:     {info['model_description'] or '(none yet)'}"
+    click.echo(f"index:     {safe(info['index'])}")
+    click.echo(f"model:     {safe(info['model_description'] or '(none yet)')}"
                + (f", {info['model']['embed_dim']}-d" if info["model"] else ""))
     click.echo(f"items:     {info['items']} ({info['embedded']} embedded, {info['pending']} pending, "
                f"{info['failed']} failed; {info['deleted']} deleted kept as history)")
@@ -42,7 +42,7 @@ def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> N
         click.echo("embedded by: " + ", ".join(f"{name} ({entry['embedded']})"
                                              for name, entry in sorted(info["runtimes"].items())))
     for reason, n in sorted(info["failures_by_reason"].items(), key=lambda kv: -kv[1]):
-        click.echo(f"  failed: {n:>7}  {reason}")
+        click.echo(f"  failed: {n:>7}  {safe(reason)}")
     vectors = info["vectors"]
     if vectors.get("exists"):
         click.echo(f"vectors:   {vectors.get('count', '?')} in {vectors.get('kind', '?')}, "
@@ -52,7 +52,7 @@ def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> N
     click.echo(f"catalog:   {info['catalog_bytes'] / 1e6:.1f} MB")
     for failure in failures or []:
         detail = f" ({failure['detail']})" if failure["detail"] else ""
-        click.echo(f"  {failure['reason']:<18} {safe(failure['path'])}{safe(detail)}")
+        click.echo(f"  {safe(failure['reason']):<18} {safe(failure['path'])}{safe(detail)}")
 
 
 @click.command(context_settings=CONTEXT)
@@ -100,7 +100,7 @@ def demo(folder: Path, per_class: int, seed: int, progress: Optional[bool], as_j
     """
     from ..demo import run_demo
 
-    say = err if as_json else click.echo
+    say = (lambda text: echo_lines(text, err=True)) if as_json else echo_lines
     with progress_bars(progress_enabled(progress)) as bars:
         figures = run_demo(folder, say, per_class=per_class, seed=seed, progress=bars)
     if as_json:

@@ -24,12 +24,26 @@ ingest_options = options(
     click.option("--threads", type=click.IntRange(1), help="Threads for the model on CPU (default: torch's choice)."),
     click.option("--max-pixels", type=click.IntRange(1), help="Refuse pictures larger than this many pixels "
                                                                  "(default 100 million; decompression bombs)."),
+    click.option("--max-file-size", metavar="SIZE", callback=lambda ctx, param, value: _size(value),
+                 help="Refuse files and archive members larger than this (e.g. 512MB; default 256MB), from "
+                      "their size, before reading them. Also from $INDEXER_MAX_FILE_SIZE."),
     click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
     click.option("--index-memory", metavar="SIZE", help="Memory budget of the vectors (e.g. 4GB): above it, "
                  "large indexes use compressed IVF-PQ codes. Remembered by the index."),
     progress_option,
     json_option,
 )
+
+
+def _size(value: Optional[str]) -> Optional[int]:
+    from ..config import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-file-size") from None
 
 
 def summary_line(summary: IngestSummary) -> str:

@@ -7,8 +7,9 @@ model, and shares no memory with the model's process), reads its share of the pe
 ``prefetch`` batches per worker wait in memory. Workers run at a lower priority than the model: on a
 CPU the model is the bottleneck, and a worker needs only a sliver of a core to keep the queue full.
 
-A worker that dies (killed, out of memory) ends its share: the items it had not sent stay pending for
-the next run, and the loader says so through ``on_lost_worker``.
+A worker that dies (killed by its decode watchdog, out of memory, crashed) stops the loader with
+``WorkerLost``: the items not committed yet are still pending in the catalog, so the caller records the
+item that killed it and starts a fresh loader on what is left (``run._embed_pending``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import queue
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -28,6 +29,10 @@ from .read import ItemRecord, ReadOptions, iter_pending
 PREFETCH = 4  # batches per worker waiting in the queue
 POLL_SECONDS = 1.0
 _DONE = "done"
+
+
+class WorkerLost(Exception):
+    """A decode worker died before finishing its share."""
 
 
 @dataclass
@@ -64,11 +69,9 @@ def _worker(reader: PendingReader, options: ReadOptions, shard: int, shards: int
 class BatchLoader:
     """Iterates batches of the catalog's pending items; see the module docstring."""
 
-    def __init__(self, reader: PendingReader, options: ReadOptions, batch_size: int, workers: int,
-                 on_lost_worker: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, reader: PendingReader, options: ReadOptions, batch_size: int, workers: int) -> None:
         self.reader, self.options = reader, options
         self.batch_size, self.workers = batch_size, workers
-        self.on_lost_worker = on_lost_worker
 
     def __iter__(self) -> Iterator[Batch]:
         if self.workers <= 0:
@@ -87,13 +90,9 @@ class BatchLoader:
                 try:
                     item = out.get(timeout=POLL_SECONDS)
                 except queue.Empty:
-                    for shard in list(running):
+                    for shard in running:
                         if not processes[shard].is_alive() and out.empty():
-                            running.discard(shard)
-                            if self.on_lost_worker:
-                                self.on_lost_worker(f"decode worker {shard} stopped (exit code "
-                                                    f"{processes[shard].exitcode}); its remaining items stay "
-                                                    "pending for the next run")
+                            raise WorkerLost(f"decode worker {shard} stopped (exit code {processes[shard].exitcode})")
                     continue
                 if isinstance(item, tuple) and item[0] == _DONE:
                     running.discard(item[1])

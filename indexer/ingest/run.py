@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
@@ -96,28 +98,75 @@ def _calibrated(embedder: Any, batches: Iterator[Any], warn: Warn, wanted: int =
 
 def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: Optional[Progress],
                    warn: Warn) -> None:
-    from .pipeline import BatchLoader
+    from .pipeline import BatchLoader, WorkerLost
     from .read import ReadOptions
 
     embedder = index.embedder()
     settings = index.settings
-    options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
-                          crop_long_sides=embedder.preprocess_config.crops_centre)
-    loader = BatchLoader(index.catalog.pending_reader(), options, settings.resolved_batch_size(embedder.device),
-                         settings.resolved_workers(embedder.device), on_lost_worker=warn)
     warned = 0
-    for batch in _calibrated(embedder, iter(loader), warn):
-        fault_point("batch")
-        for r in commit_batch(index.catalog, batch, embedder, summary):
+
+    def report(failed: Iterable[Any]) -> None:
+        nonlocal warned
+        for r in failed:
             if warned < MAX_WARNINGS:
                 warn(f"skipping {r.uri}: {r.reason}" + (f" ({r.detail})" if r.detail else ""))
                 warned += 1
-        if progress:
-            progress("embedding", len(batch.records), todo)
+
+    with tempfile.TemporaryDirectory(prefix="indexer-decode-") as notes:
+        options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
+                              crop_long_sides=embedder.preprocess_config.crops_centre,
+                              max_file_size=settings.max_file_size, watchdog_dir=notes)
+        while True:
+            # The work list is the catalog: after a decode worker dies, fresh workers take up what is pending.
+            loader = BatchLoader(index.catalog.pending_reader(), options,
+                                 settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device))
+            try:
+                for batch in _calibrated(embedder, iter(loader), warn):
+                    fault_point("batch")
+                    report(commit_batch(index.catalog, batch, embedder, summary))
+                    if progress:
+                        progress("embedding", len(batch.records), todo)
+                break
+            except WorkerLost as exc:  # a decode worker died: a decoder hung (killed by its watchdog) or crashed
+                error = str(exc)
+            if not _fail_stuck(index, notes, error, summary, report):
+                break
     if summary.failed > warned:
         warn(f"... and {summary.failed - warned} more unreadable files (`indexer status` counts them by reason)")
     if summary.embedded:
         index.catalog.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
+
+
+def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
+                report: Callable[[Iterable[Any]], None]) -> bool:
+    """Records the items a dead worker was reading as failed; True when the run can go on. When no item
+    is to blame, every item still pending is failed with the error, so that a run always ends."""
+    from ..media.guard import stuck_items
+
+    stuck = stuck_items(notes)
+    log.debug("decode worker died: %s", error)
+    if stuck:
+        details = {"timeout": "the decoder did not stop within the time limit; killed",
+                   "worker_crashed": "the decode worker died while reading it; --retry-failed tries again"}
+        records = [FailedRecord(item_id, reason, details.get(reason)) for item_id, reason in stuck.items()]
+        index.catalog.commit_batch({}, [], records)
+        uris = index.catalog.item_uris(list(stuck))
+        for record in records:
+            summary.count_failure(record.reason)
+        report(_Failed(uris.get(r.item_id, f"item {r.item_id}"), r.reason, r.detail) for r in records)
+        return True
+    failed = index.catalog.fail_pending("read_error", error)
+    for _ in range(failed):
+        summary.count_failure("read_error")
+    report([_Failed(f"{failed} pending items", "read_error", error[:200])])
+    return False
+
+
+@dataclass
+class _Failed:
+    uri: str
+    reason: str
+    detail: Optional[str]
 
 
 def purge_deleted(index: "Index") -> int:

@@ -4,10 +4,13 @@ streamed, without extracting anything to disk. A member is addressed as ``ARCHIV
 
 from __future__ import annotations
 
+import lzma
+import struct
 import tarfile
 import time
 import zipfile
-from typing import Iterator, Optional
+import zlib
+from typing import IO, Iterator, Optional
 
 from ..errors import DecodeError
 from .entries import ArchiveSource, SourceEntry, is_image_name
@@ -16,6 +19,11 @@ from .entries import ArchiveSource, SourceEntry, is_image_name
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
 MEMBER_SEPARATOR = "::"
+# Zip compression methods Python reads: stored, deflate, bzip2, lzma. Others (Deflate64 = 9,
+# AES = 99, ...) are reported as unsupported instead of raising NotImplementedError.
+_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+_ARCHIVE_ERRORS = (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError,
+                   NotImplementedError, KeyError, IndexError, OverflowError, struct.error, zlib.error, lzma.LZMAError)
 
 
 def archive_kind(name: str) -> Optional[str]:
@@ -41,12 +49,21 @@ def member_uri(archive: str, member: str) -> str:
 
 
 def split_member_uri(uri: str) -> tuple[Optional[str], str]:
-    """(archive, member) of a member's uri; (None, uri) for a plain file."""
-    if MEMBER_SEPARATOR in uri:
-        archive, member = uri.split(MEMBER_SEPARATOR, 1)
+    """(archive, member) of a member's uri; (None, uri) for a plain file. The archive is the shortest
+    prefix before a ``::`` that has an archive's name (an archive's own path may hold ``::`` too)."""
+    start = 0
+    while (at := uri.find(MEMBER_SEPARATOR, start)) >= 0:
+        archive = uri[:at]
         if archive_kind(archive):
-            return archive, member
+            return archive, uri[at + len(MEMBER_SEPARATOR):]
+        start = at + 1
     return None, uri
+
+
+def reads_as_member(path: str) -> bool:
+    """True for a plain file whose path would read as ``ARCHIVE::MEMBER`` (``/d/x.tar::y.png``): it
+    would share its address with member ``y.png`` of ``/d/x.tar``, so ingestion refuses it."""
+    return split_member_uri(path)[0] is not None
 
 
 def _hidden_member(name: str) -> bool:
@@ -72,44 +89,95 @@ def iter_archive_members(archive: ArchiveSource) -> Iterator[SourceEntry]:
                         continue
                     yield SourceEntry(member_uri(archive.uri, member.name), member.size, int(member.mtime * 1e9),
                                       archive.uri)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except _ARCHIVE_ERRORS as exc:
         raise DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
-def iter_archive_contents(container: str, wanted: set[str]) -> Iterator[tuple[str, bytes | DecodeError]]:
-    """(member name, bytes or the error) for each wanted member, in archive order, as a stream.
-    Members the archive no longer holds come last, as ``missing`` errors."""
+def too_large(size: int, limit: Optional[int]) -> Optional[DecodeError]:
+    if limit is not None and size > limit:
+        return DecodeError("too_large", f"{size:,} bytes exceeds the {limit:,}-byte limit (--max-file-size)")
+    return None
+
+
+def read_bounded(handle: IO[bytes], limit: Optional[int]) -> bytes:
+    """At most ``limit`` bytes of ``handle`` (never more than ``limit + 1`` read): a member or file
+    whose declared size lies cannot make a read unbounded. Raises ``DecodeError('too_large')``."""
+    if limit is None:
+        return handle.read()
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise DecodeError("too_large", f"more than the {limit:,}-byte limit (--max-file-size)")
+    return data
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: Optional[int]) -> bytes | DecodeError:
+    if info.flag_bits & 0x1:
+        return DecodeError("encrypted", "an encrypted zip member")
+    if info.compress_type not in _ZIP_METHODS:
+        return DecodeError("unsupported_compression", f"zip compression method {info.compress_type}")
+    error = too_large(info.file_size, limit)
+    if error is not None:
+        return error
+    with zf.open(info) as handle:
+        return read_bounded(handle, limit)
+
+
+def _tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: Optional[int]) -> bytes | DecodeError:
+    error = too_large(member.size, limit)
+    if error is not None:
+        return error
+    handle = tf.extractfile(member)
+    if handle is None:
+        return DecodeError("not_a_file", "the member is not a regular file")
+    return read_bounded(handle, limit)
+
+
+def _member_error(exc: BaseException) -> DecodeError:
+    if isinstance(exc, DecodeError):
+        return exc
+    return DecodeError("bad_member", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def iter_archive_contents(container: str, wanted: set[str],
+                          max_bytes: Optional[int] = None) -> Iterator[tuple[str, bytes | DecodeError]]:
+    """(member name, bytes or the error) for each wanted member, in archive order, as a stream; each
+    wanted name comes exactly once. A member that cannot be read (encrypted, an unsupported compression,
+    larger than ``max_bytes``, corrupt) gives its error and the others go on; members the archive no
+    longer holds come last, as ``missing`` errors, and those left when the archive breaks off as
+    ``bad_archive`` errors."""
     remaining = set(wanted)
     try:
         if archive_kind(container) == "zip":
             with zipfile.ZipFile(container) as zf:
-                for name in sorted(remaining):
+                infos = {}
+                for info in zf.infolist():  # the last entry of a name wins, as when listing members
+                    if info.filename in remaining and not info.is_dir():
+                        infos[info.filename] = info
+                for name in sorted(infos):
                     try:
-                        yield name, zf.read(name)
-                    except KeyError:
-                        continue
-                    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:  # also CRC errors
-                        yield name, DecodeError("bad_archive_member", str(exc)[:200])
+                        data: bytes | DecodeError = _zip_member(zf, infos[name], max_bytes)
+                    except _ARCHIVE_ERRORS + (DecodeError,) as exc:  # also CRC errors
+                        data = _member_error(exc)
                     remaining.discard(name)
+                    yield name, data
         else:
             with tarfile.open(container, "r:*") as tf:
                 for member in tf:
-                    if member.name not in remaining:
+                    # Only regular files: a link (or folder) of the same name as a wanted file is not it.
+                    if member.name not in remaining or not member.isfile():
                         continue
                     remaining.discard(member.name)
                     try:
-                        handle = tf.extractfile(member)
-                        yield member.name, handle.read() if handle else DecodeError("not_a_file")
-                    except (OSError, tarfile.TarError, EOFError) as exc:
-                        yield member.name, DecodeError("bad_archive_member", str(exc)[:200])
+                        data = _tar_member(tf, member, max_bytes)
+                    except _ARCHIVE_ERRORS + (DecodeError,) as exc:
+                        data = _member_error(exc)
+                    yield member.name, data
                     if not remaining:
                         break
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except _ARCHIVE_ERRORS as exc:
         error = DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200])
         for name in sorted(remaining):
             yield name, error
         return
     for name in sorted(remaining):
         yield name, DecodeError("missing", "the archive no longer holds this member")
-
-

@@ -12,6 +12,7 @@ content: deciding what is unchanged costs a ``stat``. ``read_bytes`` fetches one
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat as stat_module
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Optional
 
 from ..errors import DecodeError, SourceError
-from .archives import archive_kind, iter_archive_contents, split_member_uri
+from .archives import archive_kind, iter_archive_contents, read_bounded, reads_as_member, \
+    split_member_uri, too_large
 from .entries import ArchiveSource, SourceEntry, is_image_name, storable_path
 
 def _entry(path: str, st: os.stat_result) -> SourceEntry:
@@ -70,6 +72,9 @@ def scan_folder(root: Path, warn: Optional[Callable[[str], None]] = None) -> Ite
             except OSError:
                 continue
             path = os.path.abspath(entry.path)
+            if reads_as_member(path):
+                _refuse_member_like(path, warn)
+                continue
             yield ArchiveSource(storable_path(path)[0], st.st_size, st.st_mtime_ns) if kind else _entry(path, st)
         stack.extend(reversed(subfolders))
 
@@ -112,53 +117,85 @@ def read_list(list_file: str) -> Iterator[Path]:
             handle.close()
 
 
+def _source_entries(path: Path, folders: Optional[list[Path]],
+                    warn: Optional[Callable[[str], None]]) -> Iterator[SourceEntry | ArchiveSource]:
+    """The entries of one existing source; nothing (and False from the caller's view) when it is not there."""
+    if path.is_dir():
+        if folders is not None:
+            folders.append(path.resolve())
+        yield from scan_folder(path.resolve(), warn)
+        return
+    resolved = str(path.resolve())
+    if reads_as_member(resolved):
+        _refuse_member_like(resolved, warn)
+    elif archive_kind(path.name):
+        st = path.stat()
+        yield ArchiveSource(storable_path(resolved)[0], st.st_size, st.st_mtime_ns)
+    else:
+        yield _entry(resolved, path.stat())
+
+
+def _refuse_member_like(path: str, warn: Optional[Callable[[str], None]]) -> None:
+    if warn is not None:
+        warn(f"skipping {path}: its name reads as an archive member (ARCHIVE::MEMBER); rename it to ingest it")
+
+
 def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Path]] = None,
          warn: Optional[Callable[[str], None]] = None) -> Iterator[SourceEntry | ArchiveSource]:
     """Entries of every source: folders are scanned, files and archives taken as they are.
 
-    With ``strict`` a missing source is an error (a typo on the command line); without (a list of
-    files, some of which may have gone), it is skipped. Scanned folders are appended to ``folders``."""
+    With ``strict`` a missing or unusable source is an error (a typo on the command line); without (a
+    list of files, some of which may have gone), it is skipped with a warning. Scanned folders are
+    appended to ``folders``. A file whose path reads as ``ARCHIVE::MEMBER`` is skipped with a warning:
+    it would share its address with that member."""
     for source in sources:
         for name in expand_braces(str(source)):
             path = Path(name).expanduser()
-            if path.is_dir():
-                if folders is not None:
-                    folders.append(path.resolve())
-                yield from scan_folder(path.resolve(), warn)
-            elif path.is_file():
-                resolved = str(path.resolve())
-                if archive_kind(path.name):
-                    st = path.stat()
-                    yield ArchiveSource(storable_path(resolved)[0], st.st_size, st.st_mtime_ns)
-                else:
-                    yield _entry(resolved, path.stat())
-            elif not strict:
-                continue
-            elif not path.exists():
-                raise SourceError(f"no such file or folder: {source}")
-            else:
-                raise SourceError(f"not a file or folder: {source}")
+            try:
+                usable = path.is_dir() or path.is_file()
+                problem = None if usable else ("no such file or folder" if not path.exists()
+                                               else "not a file or folder")
+            except (OSError, ValueError) as exc:  # a name longer than the system allows, a NUL byte
+                usable, problem = False, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+            if usable:
+                try:
+                    yield from _source_entries(path, folders, warn)
+                    continue
+                except (OSError, ValueError) as exc:
+                    problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if strict:
+                raise SourceError(f"{problem}: {source}")
+            if warn is not None and problem != "no such file or folder":
+                warn(f"skipping {name}: {problem}")
 
 
-def read_bytes(uri: str, raw_path: Optional[bytes] = None) -> bytes:
-    """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8)."""
+def read_bytes(uri: str, raw_path: Optional[bytes] = None, max_bytes: Optional[int] = None) -> bytes:
+    """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8); a file larger
+    than ``max_bytes`` is refused from its size, and never read past ``max_bytes + 1`` bytes."""
     try:
         with open(raw_path if raw_path is not None else uri, "rb") as f:
-            return f.read()
+            error = too_large(os.fstat(f.fileno()).st_size, max_bytes)
+            if error is not None:
+                raise error
+            return read_bounded(f, max_bytes)
     except FileNotFoundError:
         raise DecodeError("missing", "the file disappeared before it was read") from None
     except IsADirectoryError:
         raise DecodeError("not_a_file", "a folder with an image name") from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise DecodeError("name_too_long", "the path is longer than the system allows") from None
         raise DecodeError("unreadable", exc.strerror or str(exc)) from None
+    except (ValueError, MemoryError) as exc:  # a NUL in the name; a file too large for memory
+        raise DecodeError("unreadable", f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
-def read_uri(uri: str, raw_path: Optional[bytes] = None) -> bytes:
+def read_uri(uri: str, raw_path: Optional[bytes] = None, max_bytes: Optional[int] = None) -> bytes:
     """The content of the item at ``uri``: a file, or a member (``ARCHIVE::MEMBER``) of an archive."""
     archive, member = split_member_uri(uri)
     if archive is None:
-        return read_bytes(uri, raw_path)
-    for _, data in iter_archive_contents(archive, {member}):
+        return read_bytes(uri, raw_path, max_bytes)
+    for _, data in iter_archive_contents(archive, {member}, max_bytes):
         if isinstance(data, DecodeError):
             raise data
         return data

@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -172,6 +173,9 @@ class OpenVinoClipEmbedder:
         if precision not in PRECISIONS:
             raise ModelError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
         self.spec = spec
+        if spec.is_random:
+            warnings.warn(f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests "
+                          "only (converted once: every load gives the same random weights)", stacklevel=3)
         key, cache = identity_key(spec), openvino_cache()
         if not is_converted(cache, key):
             log.warning("converting %s for OpenVINO, once (it is cached in %s)", spec.describe(), cache)

@@ -31,9 +31,14 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.weights and self.pretrained:
             raise ModelError("give either --pretrained TAG or --weights PATH, not both")
-        if self.weights and not Path(self.weights).is_file():
+        if self.weights and (self.is_bundled or self.name.startswith("local-dir:")):
+            # The model's own weights come with it: a checkpoint beside them would be ignored, yet
+            # recorded as the index's identity. Refused, so that nothing is recorded that was not used.
+            raise ModelError(f"{self.name} comes with its own weights: leave out --weights, or name the "
+                             "architecture the checkpoint is for with --model")
+        if self.weights and not _exists(Path(self.weights), "file"):
             raise ModelError(f"weights file not found: {self.weights}")
-        if self.name.startswith("local-dir:") and not Path(self.name[len("local-dir:"):]).is_dir():
+        if self.name.startswith("local-dir:") and not _exists(Path(self.name[len("local-dir:"):]), "dir"):
             raise ModelError(f"model folder not found: {self.name[len('local-dir:'):]}")
 
     @property
@@ -73,6 +78,14 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
         return cls(name=data["name"], pretrained=data.get("pretrained"), weights=data.get("weights"))
+
+
+def _exists(path: Path, kind: str) -> bool:
+    """``path.is_file()`` / ``is_dir()``, False for a path the system cannot even look up (too long, NUL)."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def same_model(recorded: dict[str, Any], identity: dict[str, Any]) -> bool:

@@ -164,7 +164,7 @@ class TorchClipEmbedder:
             model, _, tokenizer = load_open_clip(spec, self.device, self.precision)
         except ModelError:
             raise
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # a checkpoint that fails to load can raise anything (unpickling, EOF, keys)
             raise load_error(exc, spec, offline) from exc
         model.eval()  # BatchNorm in ResNet towers, dropout everywhere
         model = reparameterize(model)

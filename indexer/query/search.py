@@ -64,11 +64,19 @@ def parse_query(query: str) -> list[QueryTerm]:
         if sign == "-":
             weight = -weight
         path = Path(raw).expanduser()
-        if is_image_name(raw) and path.is_file():
+        if is_image_name(raw) and _is_file(path):
             terms.append(QueryTerm(weight, image=path))
         else:
             terms.append(QueryTerm(weight, text=raw))
     return terms
+
+
+def _is_file(path: Path) -> bool:
+    """Whether a query term names a file; a term too long to be a path is text."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def query_vector(index: "Index", terms: Sequence[QueryTerm]) -> np.ndarray:
@@ -165,7 +173,7 @@ def search(index: "Index", query: Optional[str] = None, images: Sequence[Path] =
     terms = parse_query(query) if query and query.strip() else []
     for image in images:
         path = Path(image).expanduser()
-        if not path.is_file():
+        if not _is_file(path):
             raise QueryError(f"--image {image}: no such file")
         terms.append(QueryTerm(1.0, image=path))
     return search_vector(index, query_vector(index, terms), k, path_filter, min_score)

@@ -29,7 +29,7 @@ from .items import CatalogItems
 from .reads import CatalogReads
 from .runs import CatalogRuns
 from .schema import Meta
-from .sqlite import set_pragmas, sqlite_url
+from .sqlite import is_writable, readonly_connection, set_pragmas, sqlite_url
 
 CATALOG_FILE = "catalog.sqlite"
 
@@ -46,22 +46,30 @@ def translate_errors(exc: Exception, path: Path) -> CatalogError:
     if "file is not a database" in message or "malformed" in message:
         return CatalogError(f"{path} is not a readable SQLite catalog ({message})")
     if "readonly" in message:
-        return CatalogError(f"{path} is read-only here; open a writable copy")
+        return CatalogError(f"{path} is read-only here: reading commands work (classify with --no-store, audit "
+                            "with --no-report); to change the index, work on a writable copy")
     return CatalogError(f"catalog error on {path}: {message}")
 
 
 class Catalog(CatalogReads, CatalogItems, CatalogRuns):
     """An open catalog: an engine, schema checks done, and the query API of its mixins."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        self.engine: Engine = create_engine(sqlite_url(path))
+        # A catalog on read-only media (a mounted archive disk, a shared folder) is opened immutable:
+        # everything that only reads works; the caches that would be written stay in memory.
+        self.readonly = readonly
+        if readonly:
+            self.engine: Engine = create_engine("sqlite://", creator=lambda: readonly_connection(path, immutable=True))
+        else:
+            self.engine = create_engine(sqlite_url(path))
         event.listen(self.engine, "connect", set_pragmas)
         try:
-            with self.engine.connect() as conn:
-                mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
-                if str(mode).lower() != "wal":
-                    raise CatalogError(f"cannot switch {path} to WAL mode (got {mode})")
+            if not readonly:
+                with self.engine.connect() as conn:
+                    mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
+                    if str(mode).lower() != "wal":
+                        raise CatalogError(f"cannot switch {path} to WAL mode (got {mode})")
             from .migrate import ensure_schema
 
             ensure_schema(self)
@@ -97,7 +105,13 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns):
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self.read() as conn:
             value = conn.execute(select(Meta.value).where(Meta.key == key)).scalar()
-        return json.loads(value) if value is not None else default
+        if value is None:
+            return default
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError):
+            raise CatalogError(f"{self.path} is damaged: its {key!r} setting is not JSON; restore the catalog from "
+                               "a backup or rebuild the index") from None
 
     def set_meta(self, key: str, value: Any, conn: Optional[Connection] = None) -> None:
         statement = text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = :v")
@@ -112,6 +126,8 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns):
         value = self.get_meta("catalog_id")
         if value is None:
             value = uuid.uuid4().hex
+            if self.readonly:
+                return value  # nothing derived from it is written on read-only media
             self.set_meta("catalog_id", value)
         return value
 
@@ -127,13 +143,18 @@ def now() -> float:
 def open_catalog(index_dir: Path, create: bool = True) -> Catalog:
     """Opens (and, when ``create``, creates) the catalog of the index in ``index_dir``."""
     path = index_dir / CATALOG_FILE
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # a path longer than the system allows, a NUL byte
+        raise CatalogError(f"cannot use {index_dir} as an index folder: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not exists:
         if not create:
             raise CatalogError(f"no index at {index_dir} (no {CATALOG_FILE}); run `indexer ingest` first")
         try:
             index_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CatalogError(f"cannot create index folder {index_dir}: {exc.strerror}") from exc
-    elif path.is_dir():
+    elif is_dir:
         raise CatalogError(f"{path} is a folder, not a catalog file")
-    return Catalog(path)
+    return Catalog(path, readonly=not is_writable(path))

@@ -58,6 +58,8 @@ def ensure_schema(catalog: "Catalog") -> None:
     if version == SCHEMA_HEAD:
         return
     if not tables:
+        if getattr(catalog, "readonly", False):
+            raise CatalogError(f"{catalog.path} is an empty file on read-only media; point --index at an index")
         _create_at_head(catalog)
         return
     if version is None:
@@ -96,6 +98,9 @@ def _upgrade(catalog: "Catalog", version: str) -> None:
             f"{catalog.path} has schema version {version!r}, written by a newer indexer than this one "
             f"(which knows up to {SCHEMA_HEAD!r}). Upgrade indexer (pip install -U indexer) to open it"
         )
+    if getattr(catalog, "readonly", False):
+        raise CatalogError(f"{catalog.path} has the older schema {version!r} and is read-only here: open it once "
+                           "where it is writable (indexer upgrades it), or copy the index folder")
     backup = backup_catalog(catalog.path, version)
     with catalog.engine.begin() as conn:
         if conn.dialect.name == "sqlite":

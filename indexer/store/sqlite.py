@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,17 @@ def sqlite_url(path: Path) -> URL:
     return URL.create("sqlite", database=str(path))
 
 
-def readonly_connection(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the SQLite file at ``path`` (a ``file:`` URI with the path quoted)."""
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+def readonly_connection(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path`` (a ``file:`` URI with the path quoted).
+    ``immutable``: the file is on media nobody writes (a read-only folder), so SQLite takes no locks and
+    needs no ``-shm`` file beside it (which it could not create there)."""
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+
+def is_writable(path: Path) -> bool:
+    """Whether SQLite can write the catalog at ``path``: the file and its folder (journal, WAL) writable."""
+    folder_writable = os.access(path.parent, os.W_OK | os.X_OK)
+    return folder_writable and (not path.exists() or os.access(path, os.W_OK))
 
 

@@ -272,6 +272,8 @@ class VectorIndex:
 
     def save(self) -> None:
         assert self.index is not None
+        if self.catalog.readonly:
+            return  # read-only media: the index lives in memory for this process only
         index = self.index
         atomic_write(self.path, lambda tmp: faiss.write_index(index, str(tmp)))
         meta = {
