@@ -275,7 +275,8 @@ class Index:
         """Top-``k`` hits for a query vector, after the ``offset`` best."""
         from .query.search import search_vector
 
-        if self.count_embedded() == 0:
+        # The loaded vectors say whether there is anything to search (counting items costs a scan).
+        if self.vectors().ntotal == 0:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         return search_vector(self, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset)
 

@@ -10,7 +10,7 @@ from ..schemas import MAX_RESULTS, ClassifyRequest, ClassifyRun, LabelItem, Labe
 from ..state import ClassifyJob, ServedIndex
 from .common import BAD_REQUEST, NOT_FOUND, registry, served_index
 
-router = APIRouter(prefix="/api/classify", tags=["classify"])
+router = APIRouter(prefix="/api/classify", tags=["classify"], responses=NOT_FOUND)
 RunId = Path(..., max_length=64, pattern=r"^[0-9a-f]+$")
 
 

@@ -8,9 +8,14 @@ similarity (``deduplicate`` is always in effect: one hit per content). ``image_u
 from __future__ import annotations
 
 import base64
+import json
+from typing import TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from ...errors import QueryError
 from ..schemas import KnnRequest, KnnResult, MetadataEntry, MetadataRequest
@@ -18,6 +23,26 @@ from .common import BAD_REQUEST, NOT_FOUND, decode_base64, registry, timed
 
 router = APIRouter(tags=["clip-retrieval"])
 THUMBNAIL_PX = 256
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    """The JSON body whatever its content type says: ClipClient posts a JSON string with none (its
+    Flask back-end reads it with ``get_json(force=True)``)."""
+    try:
+        return model.model_validate(json.loads(await request.body()))
+    except ValueError as exc:  # not JSON (ValidationError is a ValueError too: its errors are kept)
+        errors = exc.errors() if isinstance(exc, ValidationError) else [
+            {"type": "json_invalid", "loc": ("body",), "msg": f"the body is not JSON: {exc}", "input": None}]
+        raise RequestValidationError(errors) from None
+
+
+INVALID = {422: {"description": "The body is not JSON, or does not fit the schema."},
+           413: {"description": "The body is over the size limit."}}
+
+
+def _documented(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 @router.get("/indices-list", response_model=list[str])
@@ -35,10 +60,14 @@ def _thumbnail_b64(served, item_id: int) -> str | None:
 
 
 @router.post("/knn-service", response_model=list[KnnResult], response_model_exclude_unset=True,
-             responses={**BAD_REQUEST, **NOT_FOUND})
-def knn_service(body: KnnRequest, request: Request) -> list[KnnResult]:
+             responses={**BAD_REQUEST, **NOT_FOUND, **INVALID}, openapi_extra=_documented(KnnRequest))
+async def knn_service(request: Request) -> list[KnnResult]:
     """Nearest pictures to a text, a base64 picture or an embedding; the first ``num_images`` with their
     path and a base64 JPEG thumbnail, up to ``num_result_ids`` in all."""
+    return await run_in_threadpool(_knn, await _body(request, KnnRequest), request)
+
+
+def _knn(body: KnnRequest, request: Request) -> list[KnnResult]:
     served = registry(request).get(body.indice_name)
     if body.image_url:
         raise QueryError("image_url is not supported: this service never fetches anything; send the picture "
@@ -75,9 +104,14 @@ def knn_service(body: KnnRequest, request: Request) -> list[KnnResult]:
     return results
 
 
-@router.post("/metadata", response_model=list[MetadataEntry], responses=NOT_FOUND)
-def metadata(body: MetadataRequest, request: Request) -> list[MetadataEntry]:
+@router.post("/metadata", response_model=list[MetadataEntry], responses={**NOT_FOUND, **INVALID},
+             openapi_extra=_documented(MetadataRequest))
+async def metadata(request: Request) -> list[MetadataEntry]:
     """Path, caption (none) and a base64 JPEG thumbnail of each id; an unknown id gets empty metadata."""
+    return await run_in_threadpool(_metadata, await _body(request, MetadataRequest), request)
+
+
+def _metadata(body: MetadataRequest, request: Request) -> list[MetadataEntry]:
     served = registry(request).get(body.indice_name)
     paths = served.index.item_paths(body.ids)
     return [MetadataEntry(id=i, metadata={"image_path": paths[i], "caption": None,

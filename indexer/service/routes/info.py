@@ -11,7 +11,7 @@ from ..schemas import AuditFindings, Health, IndexInfo, IngestState
 from ..state import NotFound, ServedIndex
 from .common import BAD_REQUEST, NOT_FOUND, registry, served_index
 
-router = APIRouter(tags=["info"])
+router = APIRouter(tags=["info"], responses=NOT_FOUND)
 
 
 @router.get("/api/healthz", response_model=Health)

@@ -16,7 +16,7 @@ from ..schemas import MAX_ID, Item, ItemRef
 from ..state import NotFound, ServedIndex
 from .common import NOT_FOUND, as_hits, served_index
 
-router = APIRouter(prefix="/api/items", tags=["items"])
+router = APIRouter(prefix="/api/items", tags=["items"], responses=NOT_FOUND)
 ItemIdPath = Path(..., ge=0, le=MAX_ID, description="The item's catalog id.")
 IMAGE = {200: {"content": {"image/jpeg": {}}, "description": "The picture."}, **NOT_FOUND}
 

@@ -12,7 +12,7 @@ from ..schemas import MAX_RESULTS, ItemId, SearchResponse
 from ..state import ServedIndex
 from .common import BAD_REQUEST, NOT_FOUND, as_hits, served_index, timed
 
-router = APIRouter(prefix="/api", tags=["search"])
+router = APIRouter(prefix="/api", tags=["search"], responses=NOT_FOUND)
 
 Q_HELP = ("Terms joined by ' + ' and ' - ', each optionally weighted as 'W:term': 'dog + beach - people', "
           "'2:red fox + snow'. Every term is text.")
