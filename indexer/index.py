@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from .store.vectors import VectorIndex
 
 ModelArg = Union[ModelSpec, str, None]
+
+TEXT_MEMORY = 4096  # text embeddings kept in memory by an open Index (beside the catalog's cache)
 
 
 def as_spec(model: ModelArg, pretrained: Optional[str] = None, weights: Optional[str] = None) -> Optional[ModelSpec]:
@@ -59,7 +63,9 @@ class Index:
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
         self._vectors: Optional["VectorIndex"] = None  # once needed (FAISS is imported only then), then kept
-        self._texts_in_memory: dict[str, bytes] = {}  # text embeddings of a read-only index
+        # Texts asked again (a resident service, a notebook) skip the catalog: text -> float32 vector.
+        self._texts: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self._texts_lock = threading.Lock()
         recorded = self.recorded_model
         if recorded and self._requested is not None:
             identity = self._requested.identity()
@@ -127,21 +133,31 @@ class Index:
     # -- embeddings -------------------------------------------------------------------------------
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised embeddings of ``texts``, from the cache or encoded (and cached) now."""
+        """Normalised embeddings of ``texts``, from memory, the catalog's cache, or encoded (and cached) now."""
+        with self._texts_lock:
+            known = {t: self._texts[t] for t in texts if t in self._texts}
+            for t in known:
+                self._texts.move_to_end(t)
+        if len(known) == len(set(texts)):
+            return np.stack([known[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
         key, dim = self.model_key(), self.dim
-        blobs = self.catalog.cached_texts(key, texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in blobs]
-        blobs.update({t: self._texts_in_memory[t] for t in missing if t in self._texts_in_memory})
-        missing = [t for t in missing if t not in blobs]
+        wanted = [t for t in dict.fromkeys(texts) if t not in known]
+        blobs = self.catalog.cached_texts(key, wanted)
+        missing = [t for t in wanted if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.embedder().embed_texts(missing))}
-            if self.catalog.readonly:
-                self._texts_in_memory.update(new)  # read-only media: cached for this process only
-            else:
+            if not self.catalog.readonly:  # on read-only media they stay in this process's memory only
                 self.catalog.cache_texts(key, new)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
-        return blobs_to_matrix([blobs[t] for t in texts], dim)
+        fresh = dict(zip(wanted, blobs_to_matrix([blobs[t] for t in wanted], dim)))
+        with self._texts_lock:
+            for t, vector in fresh.items():
+                self._texts[t] = vector
+            while len(self._texts) > TEXT_MEMORY:
+                self._texts.popitem(last=False)
+        fresh.update(known)
+        return np.stack([fresh[t] for t in texts])
 
     def image_embedding(self, path: Union[str, Path]) -> np.ndarray:
         """The embedding of an image file: the stored one when its content is in the catalog."""
@@ -246,6 +262,76 @@ class Index:
         from .audit import audit
 
         return audit(self, dataset, options, progress)
+
+    def query_vector(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (),
+                     vectors: Sequence[tuple[float, np.ndarray]] = (), read_paths: bool = True) -> np.ndarray:
+        """The normalised vector of a text / image / combined query (``indexer.query.search`` has the
+        syntax), plus ``vectors`` ((weight, embedding) pairs: an uploaded picture, a stored item). Without
+        ``read_paths`` no query term is read as a file (queries from a network client)."""
+        from .query.search import QueryTerm, parse_query, query_vector
+
+        terms = parse_query(query, read_paths) if query and query.strip() else []
+        terms += [QueryTerm(1.0, image=Path(i)) for i in images]
+        return query_vector(self, terms, vectors)
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
+                      min_score: Optional[float] = None, offset: int = 0) -> list["SearchHit"]:
+        """Top-``k`` hits for a query vector, after the ``offset`` best."""
+        from .query.search import search_vector
+
+        # The loaded vectors say whether there is anything to search (counting items costs a scan).
+        if self.vectors().ntotal == 0:
+            raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
+        return search_vector(self, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset)
+
+    # -- items --------------------------------------------------------------------------------------
+
+    def item(self, item_id: int) -> Optional[dict]:
+        """What the catalog holds about one item (path, state, size, sha256, ...), or None."""
+        return self.catalog.item(item_id)
+
+    def item_paths(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """item id -> path."""
+        return self.catalog.item_uris(item_ids)
+
+    def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
+        """The stored embedding of an embedded item, or None."""
+        item = self.catalog.item(item_id)
+        if item is None or item["state"] != ItemState.EMBEDDED.value or item["embedding_id"] is None:
+            return None
+        ids, matrix = self.catalog.embeddings_by_id([item["embedding_id"]])
+        return matrix[0] if len(ids) else None
+
+    def same_content(self, item_id: int) -> list[tuple[int, str]]:
+        """(item id, path) of the other embedded items holding the same content as ``item_id``."""
+        item = self.catalog.item(item_id)
+        if item is None or item["embedding_id"] is None:
+            return []
+        return [(other, uri) for other, uri, _ in self.catalog.items_for_embeddings([item["embedding_id"]])
+                if other != item_id]
+
+    def item_bytes(self, item_id: int) -> bytes:
+        """The content of an item, read from where the catalog says it is (a file, an archive member)."""
+        from .errors import DecodeError
+        from .media.sources import read_uri
+
+        item = self.catalog.item(item_id)
+        if item is None:
+            raise QueryError(f"no item {item_id} in {self.path}")
+        try:
+            return read_uri(item["path"])
+        except DecodeError as exc:
+            raise QueryError(f"item {item_id} ({item['path']}) cannot be read: {exc.detail or exc.reason}") from None
+
+    def audit_findings(self, folder: Union[str, Path, None] = None) -> list[dict]:
+        """The findings of a stored audit (``findings.json`` in ``folder``, by default INDEX/audit)."""
+        from .audit.report import read_findings
+
+        return read_findings(Path(folder) if folder else self.path / "audit")
+
+    def ingest_sources(self) -> list[str]:
+        """The sources named by the last finished ingest run (to ingest them again)."""
+        return self.catalog.last_ingest_sources()
 
     def count_embedded(self) -> int:
         return self.catalog.count_embedded()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import IndexerError
+from ..errors import IndexerError, QueryError
 from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents, split_member_uri
 from ..config import DEFAULT_MAX_FILE_SIZE
 from ..media.sources import read_bytes
@@ -66,6 +66,20 @@ def write_json(result: AuditResult, path: Path) -> None:
     """The findings as one JSON array (what ``audit --json`` prints)."""
     data = [f.to_dict() for f in result.findings]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8"))
+
+
+def read_findings(folder: Path) -> list[dict]:
+    """The findings a stored audit wrote (``findings.json`` in ``folder``)."""
+    path = folder / JSON_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QueryError(f"no audit findings at {path}; run `indexer audit --index INDEX` first") from None
+    except (OSError, ValueError) as exc:
+        raise QueryError(f"cannot read the audit findings {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise QueryError(f"{path} is not a list of findings")
+    return data
 
 
 def write_csv(result: AuditResult, path: Path) -> None:

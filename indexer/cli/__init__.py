@@ -26,6 +26,7 @@ COMMANDS = {
     "status": ("info", "status"),
     "models": ("info", "models"),
     "demo": ("info", "demo"),
+    "serve": ("serve", "serve"),
 }
 
 

@@ -47,8 +47,9 @@ class SearchHit:
         return asdict(self)
 
 
-def parse_query(query: str) -> list[QueryTerm]:
-    """``"2:dog + beach - people"`` -> weighted terms; image paths become image terms."""
+def parse_query(query: str, read_paths: bool = True) -> list[QueryTerm]:
+    """``"2:dog + beach - people"`` -> weighted terms; image paths become image terms (with
+    ``read_paths``; without, as for a query from a network client, every term is text)."""
     parts = _SPLIT.split(" " + query.strip() + " ")
     # parts: [first, sign, term, sign, term, ...]
     signed = [("+", parts[0])] + list(zip(parts[1::2], parts[2::2]))
@@ -64,7 +65,7 @@ def parse_query(query: str) -> list[QueryTerm]:
         if sign == "-":
             weight = -weight
         path = Path(raw).expanduser()
-        if is_image_name(raw) and _is_file(path):
+        if read_paths and is_image_name(raw) and _is_file(path):
             terms.append(QueryTerm(weight, image=path))
         else:
             terms.append(QueryTerm(weight, text=raw))
@@ -79,10 +80,13 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def query_vector(index: "Index", terms: Sequence[QueryTerm]) -> np.ndarray:
-    if not terms:
+def query_vector(index: "Index", terms: Sequence[QueryTerm],
+                 vectors: Sequence[tuple[float, np.ndarray]] = ()) -> np.ndarray:
+    """The normalised weighted sum of the terms' embeddings and of ``vectors`` ((weight, embedding)
+    pairs already computed: an uploaded picture, a stored item)."""
+    if not terms and not vectors:
         raise QueryError("give a query text, an --image, or both")
-    if all(t.weight <= 0 for t in terms):
+    if all(t.weight <= 0 for t in terms) and all(w <= 0 for w, _ in vectors):
         raise QueryError("a query needs at least one positive term")
     texts = [t.text for t in terms if t.text is not None]
     text_vectors = dict(zip(texts, index.text_embeddings(texts))) if texts else {}
@@ -90,6 +94,8 @@ def query_vector(index: "Index", terms: Sequence[QueryTerm]) -> np.ndarray:
     for term in terms:
         vector = text_vectors[term.text] if term.text is not None else index.image_embedding(term.image)
         total += term.weight * vector
+    for weight, vector in vectors:
+        total += weight * np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:
         raise QueryError("the query terms cancel out; change their weights")
@@ -134,10 +140,15 @@ def _search_filtered(index: "Index", vector: np.ndarray, k: int, path_filter: st
 
 
 def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
-                  min_score: Optional[float] = None) -> list[SearchHit]:
-    """The top ``k`` live items for ``vector``, best first, one hit per distinct content."""
+                  min_score: Optional[float] = None, offset: int = 0) -> list[SearchHit]:
+    """The top ``k`` live items for ``vector``, best first, one hit per distinct content, after
+    skipping the ``offset`` best (pages of results)."""
     if k < 1:
         raise QueryError("-k must be at least 1")
+    if offset < 0:
+        raise QueryError("the offset must be at least 0")
+    if offset:
+        return search_vector(index, vector, k + offset, path_filter, min_score)[offset:]
     if path_filter:
         exact = _search_filtered(index, vector, k, path_filter, min_score)
         if exact is not None:

@@ -127,6 +127,15 @@ class CatalogReads:
         return {"started_at": run.started_at, "finished_at": run.finished_at,
                 "counts": json.loads(run.counts) if run.counts else None}
 
+    def last_ingest_sources(self) -> list[str]:
+        """The sources the last finished ingest run named."""
+        import json
+
+        with self.read() as conn:
+            sources = conn.execute(select(IngestRun.sources).where(IngestRun.finished_at.is_not(None))
+                                   .order_by(IngestRun.id.desc()).limit(1)).scalar()
+        return list(json.loads(sources)) if sources else []
+
     # -- embeddings -----------------------------------------------------------------------------
 
     def iter_embeddings(self, after_id: int = 0, page: int = PAGE) -> Iterator[tuple[np.ndarray, FeatureMatrix]]:

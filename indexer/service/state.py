@@ -1,0 +1,281 @@
+"""What the service holds while it runs: the open indexes, their caches, and background jobs.
+
+Each served index is one ``Index`` opened once: its vectors stay loaded (caught up with what an ingest
+running beside the service commits, at the next query), its model is loaded at the first query that
+needs it, and texts asked before are answered from memory. Requests run on worker threads; the FAISS
+index and the model are used under one lock per index (a search holds it for milliseconds), while a
+classification reads stored embeddings in a job thread of its own and never holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import QueryError
+from ..index import Index, open_index
+
+class NotFound(Exception):
+    """An index, item or run the request names does not exist (HTTP 404)."""
+
+
+THUMBNAILS_KEPT = 4096  # JPEG thumbnails kept in memory per index
+JOBS_KEPT = 16  # classification runs kept in memory per index (the oldest finished ones go first)
+
+
+@dataclass
+class ServiceConfig:
+    """How ``indexer serve`` was started."""
+
+    indexes: dict[str, Path]
+    host: str = "127.0.0.1"
+    port: int = 1234
+    token: Optional[str] = None
+    allow_ingest: bool = False
+    max_upload_bytes: int = 20 * 2**20
+    model: Optional[str] = None
+    device: Optional[str] = None
+
+
+class LRU:
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: "OrderedDict[Any, Any]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+@dataclass
+class ClassifyJob:
+    """One classification of a whole index over a label set, run in the background and kept in memory
+    (the service never writes runs into the catalog): per item, its best label and that label's score."""
+
+    id: str
+    labels: list[str]
+    templates: str
+    total: int
+    state: str = "running"  # running, done, failed
+    done: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    error: Optional[str] = None
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    _item_ids: list[np.ndarray] = field(default_factory=list, repr=False)
+    _labels: list[np.ndarray] = field(default_factory=list, repr=False)
+    _scores: list[np.ndarray] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, predictions: Sequence[Any]) -> None:
+        position = {label: i for i, label in enumerate(self.labels)}
+        ids = np.fromiter((p.item_id for p in predictions), dtype=np.int64, count=len(predictions))
+        best = np.fromiter((position[p.labels[0][0]] for p in predictions), dtype=np.int32, count=len(predictions))
+        scores = np.fromiter((p.labels[0][1] for p in predictions), dtype=np.float32, count=len(predictions))
+        with self._lock:
+            self._item_ids.append(ids)
+            self._labels.append(best)
+            self._scores.append(scores)
+            self.done += len(predictions)
+            for i, n in zip(*np.unique(best, return_counts=True)):
+                self.counts[self.labels[int(i)]] = self.counts.get(self.labels[int(i)], 0) + int(n)
+
+    def page(self, label: str, offset: int, limit: int) -> tuple[int, list[tuple[int, float]]]:
+        """(items with ``label`` as best label so far, the page of them by descending score)."""
+        if label not in self.labels:
+            raise QueryError(f"{label!r} is not one of this run's labels")
+        with self._lock:
+            if self._item_ids and len(self._item_ids) > 1:  # one array per chunk: merge them once
+                self._item_ids = [np.concatenate(self._item_ids)]
+                self._labels = [np.concatenate(self._labels)]
+                self._scores = [np.concatenate(self._scores)]
+            if not self._item_ids:
+                return 0, []
+            ids, best, scores = self._item_ids[0], self._labels[0], self._scores[0]
+        mask = best == self.labels.index(label)
+        chosen_ids, chosen_scores = ids[mask], scores[mask]
+        order = np.argsort(-chosen_scores, kind="stable")[offset:offset + limit]
+        return int(mask.sum()), [(int(chosen_ids[i]), float(chosen_scores[i])) for i in order]
+
+
+@dataclass
+class IngestJob:
+    """An ingest of the index's recorded sources, started through the API (``--allow-ingest`` only)."""
+
+    sources: list[str]
+    state: str = "running"
+    embedded: int = 0
+    summary: Optional[dict] = None
+    error: Optional[str] = None
+
+
+class ServedIndex:
+    """One index as the service holds it."""
+
+    def __init__(self, name: str, path: Path, config: ServiceConfig) -> None:
+        from ..config import Settings
+
+        settings = Settings()
+        if config.device:
+            settings.device = config.device
+        self.name = name
+        self.path = path
+        self.index: Index = open_index(path, config.model, settings=settings, create=False)
+        self.lock = threading.RLock()  # the FAISS index and the model: one user at a time
+        self.thumbnails = LRU(THUMBNAILS_KEPT)
+        self.jobs: "OrderedDict[str, ClassifyJob]" = OrderedDict()
+        self.ingest_job: Optional[IngestJob] = None
+        self._jobs_lock = threading.Lock()
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def query_vector(self, text: Optional[str], vectors: Sequence[tuple[float, np.ndarray]] = ()) -> np.ndarray:
+        """A query's vector; a text is never read as a file name (the client's paths are not ours)."""
+        with self.lock:
+            return self.index.query_vector(text, vectors=vectors, read_paths=False)
+
+    def search(self, vector: np.ndarray, k: int, offset: int = 0, path_filter: Optional[str] = None,
+               min_score: Optional[float] = None) -> list:
+        with self.lock:
+            return self.index.search_vector(vector, k, path_filter, min_score, offset)
+
+    def image_vector(self, data: bytes, name: str = "the uploaded image") -> np.ndarray:
+        """An uploaded picture's embedding, decoded under the index's pixel and time limits."""
+        with self.lock:
+            return self.index.embed_image_bytes(data, name)
+
+    def item_vector(self, item_id: int) -> np.ndarray:
+        vector = self.index.item_embedding(item_id)
+        if vector is None:
+            raise NotFound(f"no embedded item {item_id} in index {self.name!r}")
+        return vector
+
+    def thumbnail(self, item_id: int, size: int) -> Optional[bytes]:
+        """A JPEG thumbnail of an item (None when its content cannot be decoded)."""
+        from ..media.thumbnails import thumbnail_jpeg
+
+        cached = self.thumbnails.get((item_id, size))
+        if cached is not None:
+            return cached
+        jpeg = thumbnail_jpeg(self.index.item_bytes(item_id), size)
+        if jpeg is not None:
+            self.thumbnails.put((item_id, size), jpeg)
+        return jpeg
+
+    # -- classification jobs ----------------------------------------------------------------------
+
+    def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor) -> ClassifyJob:
+        from ..query.classify import label_embeddings
+
+        # The labels' embeddings first, under the lock (they may need the model); the pass over the
+        # stored embeddings then finds them in memory and runs beside the searches.
+        with self.lock:
+            label_embeddings(self.index, labels, templates)
+        job = ClassifyJob(id=uuid.uuid4().hex[:12], labels=labels, templates=templates,
+                          total=self.index.count_embedded(), counts={label: 0 for label in labels})
+        with self._jobs_lock:
+            self.jobs[job.id] = job
+            finished = [key for key, old in self.jobs.items() if old.state != "running"]
+            while len(self.jobs) > JOBS_KEPT and finished:
+                del self.jobs[finished.pop(0)]
+        pool.submit(self._classify, job)
+        return job
+
+    def _classify(self, job: ClassifyJob) -> None:
+        try:
+            result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False)
+            job.total = result.items
+            job.state = "done"
+        except Exception as exc:  # reported to the client through the job's state, never lost
+            job.state, job.error = "failed", str(exc)
+        job.seconds = round(time.time() - job.started, 3)
+
+    def job(self, job_id: str) -> ClassifyJob:
+        with self._jobs_lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no classification run {job_id!r} in index {self.name!r} (runs are kept in memory)")
+        return job
+
+    # -- ingest (only with --allow-ingest) ---------------------------------------------------------
+
+    def start_ingest(self, pool: ThreadPoolExecutor) -> IngestJob:
+        if self.ingest_job is not None and self.ingest_job.state == "running":
+            return self.ingest_job
+        sources = self.index.ingest_sources()
+        if not sources:
+            raise QueryError(f"index {self.name!r} records no finished ingest to repeat; run `indexer ingest` first")
+        job = IngestJob(sources)
+        self.ingest_job = job
+        pool.submit(self._ingest, job)
+        return job
+
+    def _ingest(self, job: IngestJob) -> None:
+        def progress(_stage: str, done: int, _total: int) -> None:
+            job.embedded += done
+
+        try:
+            # Its own Index: the served one keeps answering and catches up with each commit.
+            with open_index(self.path, create=False) as index:
+                summary = index.ingest(job.sources, progress=progress, warn=lambda message: None, strict=False)
+            job.summary = {"embedded": summary.embedded, "unchanged": summary.unchanged,
+                           "reused": summary.reused, "failed": summary.failed}
+            job.state = "done"
+        except Exception as exc:
+            job.state, job.error = "failed", str(exc)
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class Registry:
+    """The served indexes by name, and the threads their background jobs run on."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.indexes: dict[str, ServedIndex] = {}
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="indexer-job")
+        try:
+            for name, path in config.indexes.items():
+                self.indexes[name] = ServedIndex(name, path, config)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.indexes)
+
+    def get(self, name: Optional[str]) -> ServedIndex:
+        if not name:
+            return next(iter(self.indexes.values()))
+        served = self.indexes.get(name)
+        if served is None:
+            raise NotFound(f"no index named {name!r}; this service has {', '.join(self.indexes)}")
+        return served
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for served in self.indexes.values():
+            served.close()
