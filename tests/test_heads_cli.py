@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,11 @@ def test_delete(trained, tmp_path):
     assert catalog_rows(index, "SELECT COUNT(*) FROM heads") == [(0,)]
     gone = invoke("heads", "delete", "shapes", "--index", index)
     assert gone.exit_code == 1 and "no head named" in gone.output
+
+
+def test_classifying_with_a_head_never_imports_torch(trained):
+    from .test_e2e import PROBE
+
+    args = ["classify", "--head", "shapes", "--no-store", "--index", str(trained["index"])]
+    probe = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True)
+    assert "HEAVY: []" in probe.stderr, probe.stderr
