@@ -57,3 +57,7 @@ class QueryError(IndexerError):
 
 class EmptyIndexError(IndexerError):
     """The index holds no embedded items yet."""
+
+
+class HeadError(IndexerError):
+    """A zero-shot head cannot be trained, found or used here (unknown name, another model, bad input)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, U
 
 import numpy as np
 from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, parse_size
-from .errors import EmptyIndexError, ModelError, ModelMismatchError, QueryError
+from .errors import EmptyIndexError, HeadError, ModelError, ModelMismatchError, QueryError
 from .models import Embedder, ModelSpec, bundled, load_model, same_model
 from .store.catalog import open_catalog
 from .store.codec import blobs_to_matrix, vector_to_blob
@@ -29,6 +29,7 @@ from .store.schema import ItemState
 
 if TYPE_CHECKING:
     from .audit import AuditOptions, AuditResult, DatasetLabels
+    from .heads import Head
     from .ingest import IngestSummary
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
@@ -249,12 +250,14 @@ class Index:
 
     def evaluate(self, dataset: Union[str, Path], templates: str = "default",
                  unseen: Optional[Sequence[str]] = None, calibration: Union[float, str, None] = None,
-                 mapping: Optional[dict[str, str]] = None) -> "EvalReport":
-        """Zero-shot accuracy (and GZSL figures with ``unseen``) on a labelled dataset this index holds;
-        see ``indexer.query.evaluate``."""
+                 mapping: Optional[dict[str, str]] = None, head: Optional[str] = None,
+                 compare: bool = False) -> "EvalReport":
+        """Zero-shot accuracy (and GZSL figures with ``unseen``) on a labelled dataset this index holds,
+        by plain cosine or a stored ``head``; ``compare`` adds every method's GZSL figures side by side.
+        See ``indexer.query.evaluate``."""
         from .query.evaluate import evaluate
 
-        return evaluate(self, Path(dataset), templates, unseen, calibration, mapping)
+        return evaluate(self, Path(dataset), templates, unseen, calibration, mapping, head, compare)
 
     def audit(self, dataset: Optional["DatasetLabels"] = None, options: Optional["AuditOptions"] = None,
               progress: Optional[Callable[[str, int, int], None]] = None) -> "AuditResult":
@@ -332,6 +335,34 @@ class Index:
     def ingest_sources(self) -> list[str]:
         """The sources named by the last finished ingest run (to ingest them again)."""
         return self.catalog.last_ingest_sources()
+    # -- trained heads (indexer.heads) -------------------------------------------------------------
+
+    def train_head(self, name: str, labels_csv: Union[str, Path], classes: Sequence[str], method: str = "generative",
+                   **options: Any) -> "Head":
+        """Trains a zero-shot head on the stored embeddings of the items labelled in ``labels_csv`` and
+        stores it; see ``indexer.heads.train.train_head``."""
+        from .heads.train import train_head
+
+        return train_head(self, name, labels_csv, classes, method, **options)
+
+    def head(self, name: str) -> "Head":
+        """The stored head ``name`` (refused when trained for another model)."""
+        from .heads.train import load_head
+
+        return load_head(self, name)
+
+    def heads(self) -> list[dict[str, Any]]:
+        """Every stored head, without weights; ``usable`` is False for a head of another model."""
+        key = self.model_key() if self.recorded_model else None
+        return [{"name": r.name, "method": r.method, "classes": len(r.classes),
+                 "unseen_classes": r.figures.get("unseen_classes"), "items": r.figures.get("items"),
+                 "descriptions": r.hparams.get("descriptions"), "calibration": r.hparams.get("calibration"),
+                 "created_at": r.created_at, "weights_bytes": r.weights_bytes, "usable": r.model_key == key}
+                for r in self.catalog.head_rows()]
+
+    def delete_head(self, name: str) -> None:
+        if not self.catalog.delete_head(name):
+            raise HeadError(f"no head named {name!r} in the index at {self.path}")
 
     def count_embedded(self) -> int:
         return self.catalog.count_embedded()

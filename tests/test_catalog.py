@@ -248,3 +248,19 @@ def test_an_initial_catalog_in_a_folder_named_like_a_url_is_upgraded_in_place(tm
     assert catalog_rows(backups[0], "SELECT value FROM meta WHERE key = 'catalog_id'") == [('"odd-folder"',)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cwd", URL_LIKE_NAME])
     assert files_outside(tmp_path, index_dir) == []
+
+
+def test_a_0003_catalog_is_upgraded_with_an_empty_heads_table_that_works(tmp_path):
+    index_dir = tmp_path / "index"
+    create_at_revision(index_dir, "0003_runs_complete")
+    assert "heads" not in {r[0] for r in catalog_rows(index_dir, "SELECT name FROM sqlite_master")}
+    catalog = open_catalog(index_dir)  # upgrades to head on opening
+    try:
+        catalog.save_head("h", "projection", ["a", "b", "c"], {"calibration": 0.0}, "key", {}, b"blob")
+        assert catalog.head_row("h").classes == ["a", "b", "c"]
+    finally:
+        catalog.close()
+    assert catalog_rows(index_dir, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+    assert columns_of(index_dir, "heads") == ["id", "name", "method", "classes", "hparams", "model_key", "figures",
+                                              "weights", "created_at"]
+    assert list((index_dir / "backups").iterdir())  # backed up before the upgrade

@@ -116,3 +116,22 @@ def test_eval_command_on_rendered_pictures(tmp_path, photos):
     human = CliRunner().invoke(main, ["eval", str(photos), "--index", str(tmp_path / "index")])
     assert human.exit_code == 0, human.output
     assert "top-1" in human.output and "per class" in human.output
+
+
+def test_gzsl_figures_are_per_class_means_on_an_unbalanced_set():
+    """Worked by hand. Seen: cat 8 pictures (6 right), dog 2 (0 right). Unseen: fox 4 (3 right; the wrong
+    one taken for owl), owl 1 (right). The protocol averages classes: S = (6/8 + 0/2) / 2 = 0.375 and
+    U = (3/4 + 1/1) / 2 = 0.875, H = 2·0.375·0.875 / 1.25 = 0.525; per picture S = 6/10, U = 4/5,
+    H = 2·0.6·0.8 / 1.4 = 0.6857. ZSL (fox and owl only): fox 3/4, owl 1/1, so 0.875 per class, 0.8 per
+    picture."""
+    truth = np.array([0] * 8 + [1] * 2 + [2] * 4 + [3])
+    predicted = [0] * 6 + [1, 2] + [0, 0] + [2, 2, 2, 3] + [3]
+    scores = np.full((len(truth), 4), 0.1)
+    scores[np.arange(len(truth)), predicted] = 0.9
+    g = compute_report(scores, truth, CLASSES, "none", unseen={"fox", "owl"}).gzsl
+    figures = g["uncalibrated"]
+    assert figures["seen_accuracy"] == 0.375 and figures["unseen_accuracy"] == 0.875
+    assert figures["harmonic_mean"] == 0.525
+    assert figures["seen_accuracy_per_picture"] == 0.6 and figures["unseen_accuracy_per_picture"] == 0.8
+    assert figures["harmonic_mean_per_picture"] == pytest.approx(0.6857, abs=1e-4)
+    assert g["zsl_unseen_accuracy"] == 0.875 and g["zsl_unseen_accuracy_per_picture"] == 0.8

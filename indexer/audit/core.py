@@ -5,6 +5,7 @@ How each finding is made:
 
 - **Label probabilities.** Every item gets probabilities over the dataset's label set: the zero-shot
   softmax of its cosine scores against the labels' prompt embeddings (``logit_scale`` of the model),
+  or of a stored head's scores over those labels (``AuditOptions.head``),
   mixed with the labels of its ``neighbours`` nearest other pictures (a k-NN vote through the FAISS
   index) by ``neighbour_weight``; weight 0 is pure zero-shot.
 - **Mislabels** follow confident learning: a label's threshold is its class's average self-confidence
@@ -44,9 +45,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 from ..errors import EmptyIndexError, QueryError
-from ..query.classify import label_embeddings, softmax
 from .dataset import DatasetLabels, folder_labels
 from .duplicates import DuplicateLinks, duplicate_groups
+from .scoring import LabelScorer, label_scorer
 
 if TYPE_CHECKING:
     from ..index import Index
@@ -72,6 +73,7 @@ class AuditOptions:
     confusion_rate: float = 0.25  # share of a label pair's items the zero-shot model swaps (2 at least) that flags it
     min_class_size: int = 5  # classes with fewer items are flagged
     chunk: int = 4096  # items per pass chunk
+    head: Optional[str] = None  # a stored head (indexer heads) giving the zero-shot probabilities
 
     def check(self) -> None:
         if self.neighbours < 1:
@@ -134,26 +136,6 @@ class AuditResult:
         return data
 
 
-class _Scorer:
-    """Label probabilities of a chunk: zero-shot softmax mixed with the neighbours' label vote."""
-
-    def __init__(self, text: np.ndarray, scale: float, weight: float) -> None:
-        self.text, self.scale, self.weight = text, scale, weight
-
-    def __call__(self, vectors: np.ndarray, neighbour_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zero_shot = softmax((vectors @ self.text.T) * self.scale)
-        if self.weight == 0.0:
-            return zero_shot, zero_shot
-        votes = np.zeros_like(zero_shot)
-        rows, slots = np.nonzero(neighbour_labels >= 0)
-        np.add.at(votes, (rows, neighbour_labels[rows, slots]), 1.0)
-        total = votes.sum(axis=1, keepdims=True)
-        voted = total[:, 0] > 0
-        mixed = zero_shot.copy()  # an item without labelled neighbours keeps its zero-shot probabilities
-        mixed[voted] = (1 - self.weight) * zero_shot[voted] + self.weight * votes[voted] / total[voted]
-        return zero_shot, mixed
-
-
 def _dataset_chunks(index: "Index", dataset: DatasetLabels, chunk: int
                     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(positions in the dataset arrays, paths, embeddings) of the labelled items, chunk by chunk."""
@@ -176,7 +158,7 @@ class _Neighbourhood:
     centroids: np.ndarray  # per label: normalised mean embedding
 
 
-def _neighbour_pass(index: "Index", dataset: DatasetLabels, scorer: _Scorer, options: AuditOptions, chunk: int,
+def _neighbour_pass(index: "Index", dataset: DatasetLabels, scorer: LabelScorer, options: AuditOptions, chunk: int,
                     progress: Optional[Progress]) -> _Neighbourhood:
     """Pass 1: k-NN search (label votes, near-duplicate links, k-NN distance), self-confidence, centroids."""
     n_items, n_labels, k = dataset.size, len(dataset.labels), options.neighbours
@@ -230,7 +212,7 @@ class _Swaps:
         return self.counts.get((a, b), 0) + self.counts.get((b, a), 0)
 
 
-def _mislabel_pass(index: "Index", dataset: DatasetLabels, scorer: _Scorer, near: _Neighbourhood, chunk: int,
+def _mislabel_pass(index: "Index", dataset: DatasetLabels, scorer: LabelScorer, near: _Neighbourhood, chunk: int,
                    progress: Optional[Progress]) -> tuple[list[Finding], np.ndarray, _Swaps]:
     """Pass 2: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
     labels = dataset.labels
@@ -284,7 +266,7 @@ def audit(index: "Index", dataset: Optional[DatasetLabels] = None, options: Opti
         raise QueryError(f"the dataset has fewer than two labels ({dataset.source}); an audit needs a label set")
     labels = dataset.labels
     chunk = max(1, min(options.chunk, (1 << 24) // len(labels)))  # keeps a chunk's items x labels bounded
-    scorer = _Scorer(label_embeddings(index, labels, options.templates), index.logit_scale, options.neighbour_weight)
+    scorer = label_scorer(index, labels, options.templates, options.neighbour_weight, options.head)
     near = _neighbour_pass(index, dataset, scorer, options, chunk, progress)
     mislabels, distance, swaps = _mislabel_pass(index, dataset, scorer, near, chunk, progress)
 

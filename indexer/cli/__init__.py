@@ -1,6 +1,6 @@
 """The ``indexer`` command: the face of the library. Each command parses, makes one library call, formats.
 
-One module per command group (``ingest``, ``query``, ``audit``, ``info``), shared options and output in
+One module per command group (``ingest``, ``query``, ``audit``, ``heads``, ``info``), shared options and output in
 ``common``. Command modules are imported when their command runs, so ``indexer status`` pays for
 nothing it does not use. Library errors become one line and exit code 1; usage errors exit with 2.
 """
@@ -23,6 +23,7 @@ COMMANDS = {
     "classify": ("query", "classify"),
     "eval": ("query", "evaluate_command"),
     "audit": ("audit", "audit"),
+    "heads": ("heads", "heads"),
     "status": ("info", "status"),
     "models": ("info", "models"),
     "demo": ("info", "demo"),

@@ -46,13 +46,15 @@ _DEFAULTS = AuditOptions()
 @click.option("--max-rows", type=click.IntRange(1), default=500, show_default=True,
               help="Findings shown per section of the HTML report (the CSV and JSON hold all of them).")
 @click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out of the HTML report (faster, smaller).")
+@click.option("--head", help="Take the zero-shot probabilities from this stored head (indexer heads list) instead "
+                             "of plain cosine; it must know every label.")
 @model_options
 @progress_option
 @json_option
 def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
           neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
-          no_thumbnails: bool, progress: Optional[bool], as_json: bool, **model: Any) -> None:
+          no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
 
     The dataset must be ingested first. Labels come from class folder names (ImageFolder layout,
@@ -79,7 +81,8 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
         _run(index_dir, labels_file, from_run is not None, run_id, root, templates, output, no_report, max_rows,
              not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
                                              near_threshold=near_threshold, outlier_z=outlier_z,
-                                             confusable_threshold=confusable_threshold, min_class_size=min_class_size),
+                                             confusable_threshold=confusable_threshold, min_class_size=min_class_size,
+                                             head=head),
              model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group

@@ -59,12 +59,15 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write predictions to a .csv (path,label,score,label_2,score_2,...) or .jsonl file.")
 @click.option("--no-store", is_flag=True, help="Do not keep the predictions in the catalog.")
+@click.option("--head", help="Score with this stored head (indexer heads list) instead of plain cosine; the labels "
+                             "default to the head's classes.")
 @index_option
 @model_options
 @progress_option
 @json_option
 def classify(labels: Optional[str], labels_file: Optional[Path], templates: str, top_k: int, output: Optional[Path],
-             no_store: bool, index_dir: Path, progress: Optional[bool], as_json: bool, **model: Any) -> None:
+             no_store: bool, head: Optional[str], index_dir: Path, progress: Optional[bool], as_json: bool,
+             **model: Any) -> None:
     """Classify every image of the index into one of a set of labels (zero-shot).
 
     Uses the stored embeddings only: no image is read again, and label embeddings are cached, so
@@ -74,17 +77,20 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
     Examples:
       indexer classify --index ./photos-index --labels "cat,dog,bird" --output labels.csv
       indexer classify --index ./photos-index --labels-file species.txt --templates ensemble --top-k 3 --json
+      indexer classify --index ./photos-index --head shapes --output labels.csv
     """
     from contextlib import ExitStack
 
     from ..query.labels import read_labels
     from ..query.output import Fanout, JsonArrayStream, PredictionWriter, TsvStream, output_format
 
-    label_list = read_labels(labels, labels_file)
+    label_list = read_labels(labels, labels_file) if labels or labels_file or head is None else None
     if output is not None:
         output_format(output)  # refuse a bad extension before any work
     with open_from_cli(index_dir, **model) as index, ExitStack() as stack:
         sinks: list[Any] = []
+        if label_list is None:
+            label_list = index.head(head).classes
         if output is not None:
             sinks.append(stack.enter_context(PredictionWriter(output, min(top_k, len(label_list)))))
         stream = JsonArrayStream(sys.stdout) if as_json else None
@@ -95,11 +101,12 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
         bars = stack.enter_context(progress_bars(progress_enabled(progress)))
         total = index.count_embedded()
         result = index.classify(label_list, templates, top_k, on_predictions=Fanout(sinks), store=not no_store,
-                                progress=lambda n: bars("classifying", n, total))
+                                progress=lambda n: bars("classifying", n, total), head=head)
         if stream is not None:
             stream.close()
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.counts.items(), key=lambda kv: -kv[1]))
-    err(f"classified {result.items} images over {len(label_list)} labels in {result.seconds:.2f} s ({counts})"
+    err(f"classified {result.items} images over {len(label_list)} labels" + (f" with head {head!r}" if head else "")
+        + f" in {result.seconds:.2f} s ({counts})"
         + (f"; wrote {output}" if output else ""))
 
 
@@ -122,13 +129,17 @@ def _calibration(value: Optional[str]) -> Any:
               help="A file of class names (one per line) the model never saw in training: adds GZSL figures.")
 @click.option("--calibration", help="Calibrated stacking for GZSL: a constant subtracted from seen-class scores, "
                                     "or 'auto' (two-fold cross-validated).")
+@click.option("--head", help="Score with this stored head instead of plain cosine; --unseen defaults to its unseen "
+                             "classes.")
+@click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking and every stored head, "
+                                              "on the same pictures (GZSL figures).")
 @index_option
 @model_options
 @progress_option
 @json_option
 def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], unseen_file: Optional[Path],
-                     calibration: Optional[str], index_dir: Path, progress: Optional[bool], as_json: bool,
-                     **model: Any) -> None:
+                     calibration: Optional[str], head: Optional[str], compare: bool, index_dir: Path,
+                     progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Measure zero-shot accuracy of the index's model on a labelled dataset.
 
     DATASET is a folder with one sub-folder per class (class name = folder name with _ as spaces) or
@@ -136,11 +147,12 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
     read twice), then classified over all the class names at once. Reports top-1/top-5 accuracy, mean
     per-class recall, a per-class table and the costliest confusions; with --unseen, the generalized
     zero-shot figures S, U and H = 2SU/(S+U), with and without calibrated stacking, and classic ZSL
-    accuracy.
+    accuracy. S and U are average per-class accuracies (the protocol's); per-picture ones are in --json.
 
     \b
-    Example:
+    Examples:
       indexer eval ./heldout --index ./eval-index --model tiny-shapes --unseen unseen.txt --calibration auto
+      indexer eval ./heldout --index ./eval-index --head shapes --compare
     """
     from ..query.evaluate import dataset_sources, load_dataset
     from ..query.labels import read_class_list, read_mapping
@@ -154,11 +166,12 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
         err(f"ingesting {dataset} into {index.path} first (only what the index does not hold yet)")
         with progress_bars(progress_enabled(progress)) as bars:
             err("  " + summary_line(index.ingest(sources, progress=bars, warn=lambda message: None)))
-        report = index.evaluate(dataset, templates, unseen, calibration_value, names)
+        report = index.evaluate(dataset, templates, unseen, calibration_value, names, head=head, compare=compare)
     if as_json:
         echo_json(report.to_dict())
         return
-    click.echo(f"{report.images} images, {report.classes} classes, templates '{report.templates}'"
+    scorer = f"head '{safe(head)}'" if head else f"templates '{report.templates}'"
+    click.echo(f"{report.images} images, {report.classes} classes, {scorer}"
                + (f", {report.unreadable} unreadable" if report.unreadable else ""))
     click.echo(f"top-1 {report.top1:.1%}   top-5 {report.top5:.1%}   mean per-class recall "
                f"{report.mean_per_class_recall:.1%}")
@@ -173,6 +186,8 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
             constant = c.get("constant", c.get("constants"))
             click.echo(f"calibrated stacking ({c['method']}, constant {constant}): S {c['seen_accuracy']:.1%}  "
                        f"U {c['unseen_accuracy']:.1%}  H {c['harmonic_mean']:.3f}")
+    if compare:
+        _print_comparison(report.to_dict()["comparison"])
     click.echo("\nper class (recall, most confused with):")
     for row in sorted(report.per_class, key=lambda r: r["recall"]):
         click.echo(f"  {row['recall']:>6.1%}  {safe(row['class']):<28} {safe(row['most_confused_with'] or '')}")
@@ -180,3 +195,16 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
         click.echo("\ncostliest confusions:")
         for c in report.confusions:
             click.echo(f"  {c['images']:>4}  {safe(c['true'])} -> {safe(c['predicted'])}")
+
+
+def _print_comparison(rows: list[dict[str, Any]]) -> None:
+    click.echo("\nmethods on the same pictures (S, U: average per-class accuracy; H = 2SU/(S+U)):")
+    click.echo(f"  {'method':<22} {'head':<16} {'S':>6} {'U':>6} {'H':>6} {'ZSL':>6}")
+    for row in rows:
+        name = safe(row["head"] or "")
+        if "skipped" in row:
+            click.echo(f"  {row['method']:<22} {name:<16} skipped: {safe(row['skipped'])}")
+            continue
+        click.echo(f"  {row['method']:<22} {name:<16} {row['seen_accuracy']:>6.3f} {row['unseen_accuracy']:>6.3f} "
+                   f"{row['harmonic_mean']:>6.3f} {row['zsl_unseen_accuracy']:>6.3f}"
+                   + (f"  ({safe(row['warning'])})" if "warning" in row else ""))

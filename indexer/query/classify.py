@@ -24,7 +24,8 @@ CHUNK = 8192
 
 @dataclass
 class Prediction:
-    """An item's best labels, best first: (label, cosine score, softmax probability)."""
+    """An item's best labels, best first: (label, score, softmax probability); the score is a cosine, or a
+    head's calibrated score when classified with a head."""
 
     path: str
     item_id: int
@@ -44,6 +45,7 @@ class ClassifyResult:
     items: int
     counts: dict[str, int] = field(default_factory=dict)  # items per top-1 label
     seconds: float = 0.0
+    head: Optional[str] = None  # the stored head that scored, if any
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,27 +76,44 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classify(index: "Index", labels: Sequence[str], templates: str = "default", top_k: int = 1,
+def classify(index: "Index", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
              on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
-             progress: Optional[Callable[[int], None]] = None) -> ClassifyResult:
+             progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None) -> ClassifyResult:
     """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
-    chunk and, when ``store``, into the catalog as a classification run."""
+    chunk and, when ``store``, into the catalog as a classification run.
+
+    With ``head`` (a stored head's name) the scores are the head's calibrated scores and the
+    probabilities their softmax, over ``labels`` (default: all the head's classes); otherwise cosine
+    scores and the softmax of the model's logit scale times them."""
     if top_k < 1:
         raise QueryError("--top-k must be at least 1")
     started = time.time()
-    labels = list(labels)
     if index.count_embedded() == 0:
         raise EmptyIndexError(f"no embedded items in {index.path}; run `indexer ingest` first")
-    matrix = label_embeddings(index, labels, templates)
-    scale = index.logit_scale
+    if head is not None:
+        trained = index.head(head)
+        labels = list(labels) if labels else list(trained.classes)
+        columns = trained.columns(labels)
+
+        def score_chunk(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores = trained.scores(embeddings)[:, columns]
+            return scores, softmax(scores)
+    else:
+        if not labels:
+            raise QueryError("give labels to classify into (or --head NAME, whose classes are used)")
+        labels = list(labels)
+        matrix, scale = label_embeddings(index, labels, templates), index.logit_scale
+
+        def score_chunk(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores = embeddings @ matrix.T
+            return scores, softmax(scores * scale)
     k = min(top_k, len(labels))
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
-                            counts={label: 0 for label in labels})
+                            counts={label: 0 for label in labels}, head=head)
     if store:
         result.run_id = index.catalog.start_classification_run(labels, templates, k)
     for item_ids, paths, embeddings in index.catalog.iter_embedded_items(CHUNK):
-        scores = embeddings @ matrix.T
-        probabilities = softmax(scores * scale)
+        scores, probabilities = score_chunk(embeddings)
         best = top_labels(scores, k)
         predictions = []
         for row, (item_id, path) in enumerate(zip(item_ids, paths)):

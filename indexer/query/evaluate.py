@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import QueryError
 from ..media.entries import is_image_name
 from .classify import label_embeddings
+from .gzsl import cross_validated_calibration, gzsl_figures, zsl_accuracy
 from .labels import label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
@@ -95,10 +96,6 @@ class EvalReport:
         return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
 
 
-def harmonic_mean(s: float, u: float) -> float:
-    return 2 * s * u / (s + u) if s + u > 0 else 0.0
-
-
 def top_k_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
     k = min(k, scores.shape[1])
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -124,44 +121,6 @@ def costliest_confusions(predicted: np.ndarray, truth: np.ndarray, classes: Sequ
     return [{"true": classes[t], "predicted": classes[p], "images": n} for (t, p), n in pairs.most_common(top)]
 
 
-def gzsl_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray, calibration: float = 0.0
-                 ) -> dict[str, float]:
-    """S, U, H over all labels at once; ``calibration`` is subtracted from the seen labels' scores."""
-    adjusted = scores - calibration * (~unseen_mask)[None, :]
-    predicted = adjusted.argmax(axis=1)
-    on_unseen = unseen_mask[truth]
-    s = float(np.mean(predicted[~on_unseen] == truth[~on_unseen])) if (~on_unseen).any() else 0.0
-    u = float(np.mean(predicted[on_unseen] == truth[on_unseen])) if on_unseen.any() else 0.0
-    return {"seen_accuracy": round(s, 4), "unseen_accuracy": round(u, 4), "harmonic_mean": round(harmonic_mean(s, u), 4)}
-
-
-def tune_calibration(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray) -> float:
-    """The constant (on a grid over the score range) that maximises H on these pictures."""
-    spread = float(np.ptp(scores)) or 1.0
-    grid = np.linspace(-0.25 * spread, 0.5 * spread, 151)
-    values = [gzsl_figures(scores, truth, unseen_mask, g)["harmonic_mean"] for g in grid]
-    return float(grid[int(np.argmax(values))])
-
-
-def cross_validated_calibration(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray, seed: int = 0
-                                ) -> dict[str, Any]:
-    """Two-fold: tune on one half, measure on the other; the pooled figures and both constants."""
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(truth)) % 2
-    predicted = np.empty(len(truth), dtype=np.int64)
-    constants = []
-    for k in (0, 1):
-        tune, test = fold != k, fold == k
-        gamma = tune_calibration(scores[tune], truth[tune], unseen_mask)
-        constants.append(round(gamma, 4))
-        predicted[test] = (scores[test] - gamma * (~unseen_mask)[None, :]).argmax(axis=1)
-    on_unseen = unseen_mask[truth]
-    s = float(np.mean(predicted[~on_unseen] == truth[~on_unseen])) if (~on_unseen).any() else 0.0
-    u = float(np.mean(predicted[on_unseen] == truth[on_unseen])) if on_unseen.any() else 0.0
-    return {"seen_accuracy": round(s, 4), "unseen_accuracy": round(u, 4),
-            "harmonic_mean": round(harmonic_mean(s, u), 4), "constants": constants}
-
-
 def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str], templates: str,
                    unseen: Optional[set[str]] = None, calibration: Union[float, str, None] = None) -> EvalReport:
     """All figures from a (pictures x classes) score matrix and the true class indices."""
@@ -181,12 +140,12 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
         if unseen_mask.all():
             raise QueryError("--unseen lists every class; GZSL needs seen classes too")
         on_unseen = unseen_mask[truth]
-        unseen_ids = np.flatnonzero(unseen_mask)
-        zsl_pred = unseen_ids[scores[on_unseen][:, unseen_ids].argmax(axis=1)]
+        zsl, zsl_per_picture = zsl_accuracy(scores, truth, unseen_mask)
         gzsl: dict[str, Any] = {
             "unseen_classes": int(unseen_mask.sum()), "seen_classes": int((~unseen_mask).sum()),
             "uncalibrated": gzsl_figures(scores, truth, unseen_mask),
-            "zsl_unseen_accuracy": round(float(np.mean(zsl_pred == truth[on_unseen])), 4) if on_unseen.any() else None,
+            "zsl_unseen_accuracy": zsl if on_unseen.any() else None,
+            "zsl_unseen_accuracy_per_picture": zsl_per_picture if on_unseen.any() else None,
             "unseen_predicted_as_seen": round(float(np.mean(~unseen_mask[predicted[on_unseen]])), 4)
             if on_unseen.any() else None,
         }
@@ -204,9 +163,15 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
 
 
 def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
-             calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None) -> EvalReport:
+             calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None,
+             head: Optional[str] = None, compare: bool = False) -> EvalReport:
     """Evaluates the index's model on ``dataset``, whose pictures the index must hold (ingest it first).
-    Pictures that could not be read are counted as ``unreadable`` and left out."""
+    Pictures that could not be read are counted as ``unreadable`` and left out.
+
+    With ``head`` the scores are the stored head's over the dataset's classes (every one must be among
+    the head's), and ``unseen`` defaults to the head's unseen classes. With ``compare`` the report gets
+    a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
+    same pictures and the same unseen classes."""
     pairs = load_dataset(dataset, mapping)
     found, embeddings = index.catalog.embeddings_for_uris([p for p, _ in pairs])
     if not found.any():
@@ -219,7 +184,62 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
                          "first (`indexer eval` does)")
     classes = sorted({label for _, label in pairs})
     truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok], dtype=np.int64)
-    scores = embeddings @ label_embeddings(index, classes, templates).T
+    plain = embeddings @ label_embeddings(index, classes, templates).T
+    scores = plain
+    extra: dict[str, Any] = {}
+    if head is not None:
+        trained = index.head(head)
+        scores = trained.scores_over(classes, embeddings)
+        if unseen is None:
+            unseen = [c for c in classes if c in set(trained.unseen_classes)] or None
+        extra["head"] = {"name": trained.name, "method": trained.method, "calibration": round(trained.calibration, 6)}
     report = compute_report(scores, truth, classes, templates, set(unseen) if unseen else None, calibration)
     report.unreadable = len(failed)
+    if compare:
+        if not unseen:
+            raise QueryError("--compare needs the unseen classes: give --unseen FILE (or --head NAME, whose unseen "
+                             "classes are then used)")
+        unseen_mask = np.array([c in set(unseen) for c in classes])
+        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask)
+    report.extra.update(extra)
     return report
+
+
+def comparison_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray) -> dict[str, Any]:
+    """The protocol's S, U, H and ZSL of one scorer (per class), with the per-picture figures beside."""
+    zsl, zsl_per_picture = zsl_accuracy(scores, truth, unseen_mask)
+    return {**gzsl_figures(scores, truth, unseen_mask), "zsl_unseen_accuracy": zsl,
+            "zsl_unseen_accuracy_per_picture": zsl_per_picture}
+
+
+def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classes: Sequence[str], plain: np.ndarray,
+               unseen_mask: np.ndarray) -> list[dict[str, Any]]:
+    """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
+    cross-validated on these pictures: a per-set calibration), and each stored head that covers the
+    classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
+    cross_validated = cross_validated_calibration(plain, truth, unseen_mask)
+    constants = cross_validated.pop("constants")
+    rows: list[dict[str, Any]] = [
+        {"method": "plain cosine", "head": None, "calibration": 0.0, **comparison_figures(plain, truth, unseen_mask)},
+        {"method": "calibrated stacking", "head": None, "calibration": f"per-set, two-fold cross-validated {constants}",
+         **cross_validated, **dict(zip(("zsl_unseen_accuracy", "zsl_unseen_accuracy_per_picture"),
+                                       zsl_accuracy(plain, truth, unseen_mask)))},
+    ]
+    unseen = {c for c, u in zip(classes, unseen_mask) if u}
+    for listed in index.heads():
+        name = listed["name"]
+        if not listed["usable"]:
+            rows.append({"method": listed["method"], "head": name, "skipped": "trained for another model"})
+            continue
+        head = index.head(name)
+        missing = [c for c in classes if c not in set(head.classes)]
+        if missing:
+            rows.append({"method": head.method, "head": name, "skipped": f"does not know the class {missing[0]!r}"})
+            continue
+        row = {"method": head.method, "head": name, "calibration": round(head.calibration, 4),
+               **comparison_figures(head.scores_over(classes, embeddings), truth, unseen_mask)}
+        leaked = sorted(unseen & set(head.seen_classes))
+        if leaked:
+            row["warning"] = f"trained on items of {len(leaked)} classes counted unseen here, e.g. {leaked[0]!r}"
+        rows.append(row)
+    return rows

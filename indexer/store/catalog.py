@@ -6,9 +6,9 @@ classification results (tables in ``schema.py``). The FAISS file beside it is de
 (``vectors.py``).
 
 ``Catalog`` is the only object that talks to the database. Its query API is split by concern into
-mixins: ``reads.py`` (items and embeddings, paged and by ids), ``items.py`` (what ingestion writes)
-and ``runs.py`` (text cache, classification runs); this module holds the connection, transactions,
-error translation and the key/value facts.
+mixins: ``reads.py`` (items and embeddings, paged and by ids), ``items.py`` (what ingestion writes),
+``runs.py`` (text cache, classification runs) and ``heads.py`` (trained zero-shot heads); this module
+holds the connection, transactions, error translation and the key/value facts.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ..errors import CatalogError, DiskFullError
+from .heads import CatalogHeads
 from .items import CatalogItems
 from .reads import CatalogReads
 from .runs import CatalogRuns
@@ -51,7 +52,7 @@ def translate_errors(exc: Exception, path: Path) -> CatalogError:
     return CatalogError(f"catalog error on {path}: {message}")
 
 
-class Catalog(CatalogReads, CatalogItems, CatalogRuns):
+class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads):
     """An open catalog: an engine, schema checks done, and the query API of its mixins."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:

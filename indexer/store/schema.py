@@ -139,3 +139,17 @@ class Classification(Base):
     score: Mapped[float] = mapped_column(Float)
 
 
+class TrainedHead(Base):
+    """A zero-shot head trained on stored embeddings (``indexer.heads``): its classes, how it was made,
+    and its weights (an ``.npz`` blob: no pickles). It belongs to one model, by ``Index.model_key()``."""
+
+    __tablename__ = "heads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    method: Mapped[str] = mapped_column(String(32))
+    classes: Mapped[str] = mapped_column(Text)  # JSON list, in the weights' row order
+    hparams: Mapped[str] = mapped_column(Text)  # JSON: chosen hyper-parameters, calibration, seed, descriptions
+    model_key: Mapped[str] = mapped_column(String(64))
+    figures: Mapped[str] = mapped_column(Text)  # JSON: training items, seconds, validation table
+    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,152 @@
+"""Heads against an index: training from labelled items already in it (stored embeddings only, never an
+image), and loading a stored head, refused when it belongs to another model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import HeadError
+from ..query.labels import read_label_csv, read_text
+from .head import METHODS, Head, arrays_from_blob
+
+if TYPE_CHECKING:
+    from ..index import Index
+
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+
+
+def read_attributes(path: Union[str, Path], classes: Sequence[str]) -> np.ndarray:
+    """(classes, k) vectors from a ``class,number,number,...`` CSV naming every class once (a header row
+    whose numbers do not parse is skipped)."""
+    rows: dict[str, list[float]] = {}
+    try:
+        for number, row in enumerate(csv.reader(io.StringIO(read_text(path, "attributes file"))), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            try:
+                values = [float(c) for c in cells[1:]]
+            except ValueError:
+                if number == 1 and not rows:
+                    continue  # a header row
+                raise HeadError(f"{path}:{number}: expected 'class,number,number,...', got {row!r}") from None
+            if not values:
+                raise HeadError(f"{path}:{number}: class {cells[0]!r} has no numbers")
+            rows[cells[0]] = values
+    except csv.Error as exc:
+        raise HeadError(f"attributes file {path} is not valid CSV: {exc}") from None
+    missing = [c for c in classes if c not in rows]
+    if missing:
+        raise HeadError(f"attributes file {path} has no row for {len(missing)} classes, e.g. {missing[0]!r}")
+    sizes = {len(rows[c]) for c in classes}
+    if len(sizes) != 1:
+        raise HeadError(f"attributes file {path}: every class needs the same number of values (got {sorted(sizes)})")
+    matrix = np.array([rows[c] for c in classes], dtype=np.float32)
+    if not np.isfinite(matrix).all() or (np.linalg.norm(matrix, axis=1) == 0).any():
+        raise HeadError(f"attributes file {path}: every class needs finite values, not all zero")
+    return matrix
+
+
+def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequence[str]
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(stored embeddings, class positions, unreadable items left out) of a ``path,label`` CSV's items;
+    relative paths are taken below the CSV's folder. Every item must be in the index."""
+    labels_csv = Path(labels_csv)
+    position = {c: i for i, c in enumerate(classes)}
+    given: dict[str, str] = {}
+    for number, item_path, label, _ in read_label_csv(labels_csv):
+        if label not in position:
+            raise HeadError(f"{labels_csv}:{number}: label {label!r} is not in the class list; add it there")
+        path = item_path if "::" in item_path or os.path.isabs(item_path) else str(labels_csv.parent / item_path)
+        uri = path if "::" in path else os.path.abspath(os.path.expanduser(path))
+        if given.setdefault(uri, label) != label:
+            raise HeadError(f"{labels_csv}:{number}: {item_path} is labelled both {given[uri]!r} and {label!r}")
+    if not given:
+        raise HeadError(f"{labels_csv} labels no item")
+    uris = list(given)
+    found, embeddings = index.catalog.embeddings_for_uris(uris)
+    failed = set(index.catalog.failed_uris([u for u, ok in zip(uris, found) if not ok]))
+    absent = [u for u, ok in zip(uris, found) if not ok and u not in failed]
+    if absent:
+        raise HeadError(f"{len(absent)} labelled items are not in the index at {index.path}, e.g. {absent[0]}; "
+                        f"ingest them first (indexer ingest ... --index {index.path})")
+    if not found.any():
+        raise HeadError(f"none of the items of {labels_csv} could be read; nothing to train on")
+    labels = np.array([position[given[u]] for u, ok in zip(uris, found) if ok], dtype=np.int64)
+    return embeddings, labels, len(failed)
+
+
+def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes: Sequence[str],
+               method: str = "generative", attributes: Optional[Union[str, Path]] = None,
+               templates: str = "default", seed: int = 0, generator: str = "gaussian", replace: bool = False,
+               grid: Optional[Sequence[Mapping[str, Any]]] = None) -> Head:
+    """Trains a head named ``name`` over ``classes`` (those without labelled items are its unseen ones)
+    from the stored embeddings of the items labelled in ``labels_csv``, and stores it in the catalog.
+
+    Classes are described by their prompts' text embeddings (``templates``), or by the vectors of an
+    ``attributes`` CSV. Hyper-parameters and the calibration constant are chosen on held-out seen
+    classes (``select.fit_head``); ``grid`` replaces the default candidates."""
+    from .select import fit_head  # imports torch
+
+    if not _NAME.match(name or ""):
+        raise HeadError("a head's name is 1 to 128 printable characters")
+    if method not in METHODS:
+        raise HeadError(f"unknown head method {method!r}: {' or '.join(METHODS)}")
+    classes = list(dict.fromkeys(classes))
+    if len(classes) < 3:
+        raise HeadError("a head needs at least three classes")
+    if not replace and index.catalog.head_row(name) is not None:
+        raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
+                        f"(indexer heads delete {name}) or pass --replace")
+    features, labels, unreadable = labelled_items(index, labels_csv, classes)
+    seen = np.zeros(len(classes), dtype=bool)
+    seen[np.unique(labels)] = True
+    if seen.all():
+        raise HeadError("every class has labelled items; list the unseen classes in the class list too")
+    if attributes is not None:
+        descriptions = read_attributes(attributes, classes)
+    else:
+        from ..query.classify import label_embeddings
+
+        descriptions = label_embeddings(index, classes, templates)
+    fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator)
+    hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed,
+               "descriptions": "attributes" if attributes is not None else "text",
+               "templates": None if attributes is not None else templates}
+    figures = {"items": int(len(labels)), "unreadable_items_left_out": unreadable, "seen_classes": int(seen.sum()),
+               "unseen_classes": int((~seen).sum()), "train_seconds": fitted.seconds,
+               "validation": fitted.selection}
+    head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
+                seen_mask=seen, model_key=index.model_key(), calibration=fitted.calibration, hparams=hparams,
+                figures=figures)
+    index.catalog.save_head(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
+                            replace=replace)
+    return load_head(index, name)
+
+
+def load_head(index: "Index", name: str) -> Head:
+    """The stored head ``name``, refused when it was trained for another model than the index's."""
+    row = index.catalog.head_row(name)
+    if row is None:
+        known = [r.name for r in index.catalog.head_rows()]
+        hint = f"stored heads: {', '.join(known)}" if known else "there is none yet (indexer heads train)"
+        raise HeadError(f"no head named {name!r} in the index at {index.path}; {hint}")
+    key = index.model_key()
+    if row.model_key != key:
+        raise HeadError(f"head {name!r} was trained for another model (key {row.model_key[:12]}) than this index's "
+                        f"(key {key[:12]}): its weights score another model's embeddings. Train it again on this "
+                        f"index: indexer heads train {name} --replace --index {index.path} ...")
+    weight, bias, seen = arrays_from_blob(row.weights, name)
+    if len(weight) != len(row.classes) or weight.shape[1] != index.dim:
+        raise HeadError(f"head {name!r} does not fit this index ({weight.shape} weights, {len(row.classes)} "
+                        f"classes, {index.dim}-d embeddings); train it again")
+    return Head(name=row.name, method=row.method, classes=row.classes, weight=weight, bias=bias, seen_mask=seen,
+                model_key=row.model_key, calibration=float(row.hparams.get("calibration", 0.0)),
+                hparams=row.hparams, figures=row.figures, created_at=row.created_at)
