@@ -157,3 +157,15 @@ def test_int8_is_calibrated_on_the_collection_and_its_agreement_is_told(tmp_path
     with open_index(tmp_path / "index") as opened:
         assert any(name.startswith("openvino/int8") for name in opened.status()["runtimes"])
         assert all("red_star" in hit.path for hit in opened.search("a red star", k=2))
+
+
+def test_an_unwritable_cache_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch, photos, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("INDEXER_CACHE", str(blocked))
+    with caplog.at_level("WARNING"):
+        embedder = load_model(ModelSpec("tiny-shapes"))
+    assert embedder.runtime == "torch"
+    assert "cannot write the OpenVINO cache" in caplog.text and "running it on torch instead" in caplog.text
+    with pytest.raises(ModelError, match="INDEXER_CACHE"):
+        load_model(ModelSpec("tiny-shapes"), runtime="openvino")

@@ -149,8 +149,12 @@ def convert_model(spec: ModelSpec, threads: Optional[int] = None) -> float:
     key, cache = identity_key(spec), openvino_cache()
     cfg = reference.preprocess_config
     # Weights stored as fp16: half the file and the memory, within 1e-5 of fp32 embeddings (tested).
-    convert(reference.model, cache, key, cfg.size, int(reference.model.context_length), extra_meta=meta,
-            compress_to_fp16=True)
+    try:
+        convert(reference.model, cache, key, cfg.size, int(reference.model.context_length), extra_meta=meta,
+                compress_to_fp16=True)
+    except OSError as exc:
+        raise RuntimeUnsupported(f"cannot write the OpenVINO cache at {cache} ({exc.strerror or exc}); "
+                                 "point INDEXER_CACHE at a writable folder") from None
     towers = OpenVinoTowers(cache, key, precision="fp32", threads=threads)
     images = np.random.default_rng(0).normal(0, 1, (2, 3, *cfg.size)).astype(np.float32)
     worst = min(float(_cosines(towers.embed_images(images), reference.embed_images(images)).min()),
