@@ -29,6 +29,8 @@ class Settings:
     """How an index does its work. ``None`` means: choose from the machine."""
 
     device: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_DEVICE"))
+    # The catalog's database URL (postgresql+psycopg://…); None: the SQLite file in the index folder.
+    catalog: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_CATALOG") or None)
     batch_size: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_BATCH_SIZE"))
     workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
     threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))

@@ -54,7 +54,7 @@ class Index:
                  create: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.settings = settings or Settings()
-        self.catalog = open_catalog(self.path, create=create)
+        self.catalog = open_catalog(self.path, create=create, url=self.settings.catalog)
         self._requested = as_spec(model)
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
@@ -304,10 +304,15 @@ def _describe(recorded: dict) -> str:
 
 
 def open_index(path: Union[str, Path], model: ModelArg = None, *, pretrained: Optional[str] = None,
-               weights: Optional[str] = None, settings: Optional[Settings] = None, create: bool = True) -> Index:
+               weights: Optional[str] = None, settings: Optional[Settings] = None, create: bool = True,
+               catalog: Optional[str] = None) -> Index:
     """Opens (or creates) the index in folder ``path``. ``model`` may be a name (``"tiny-shapes"``,
     ``"ViT-B-32"``) with ``pretrained``/``weights``, or a ``ModelSpec``; leave it out to use the
-    model the index was built with."""
+    model the index was built with. ``catalog`` is a database URL (``postgresql+psycopg://…``) for a
+    catalog on a server; the FAISS files stay in ``path``."""
+    if catalog:
+        settings = settings or Settings()
+        settings.catalog = catalog
     if isinstance(model, str) or pretrained or weights:
         model = as_spec(model if isinstance(model, str) else None, pretrained, weights)
     return Index(path, model=model, settings=settings, create=create)

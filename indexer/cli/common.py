@@ -39,9 +39,20 @@ def options(*decorators: Callable) -> Callable:
     return apply
 
 
-index_option = click.option(
-    "--index", "index_dir", envvar="INDEXER_INDEX", required=True, type=click.Path(file_okay=False, path_type=Path),
-    help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX.")
+def _remember_catalog(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value:
+        ctx.meta["indexer.catalog"] = value
+
+
+index_option = options(
+    click.option("--index", "index_dir", envvar="INDEXER_INDEX", required=True,
+                 type=click.Path(file_okay=False, path_type=Path),
+                 help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX."),
+    click.option("--catalog", envvar="INDEXER_CATALOG", expose_value=False, callback=_remember_catalog,
+                 metavar="URL", help="Keep the catalog in this database instead of the index folder's SQLite "
+                 "file, e.g. postgresql+psycopg://user@host/db (needs indexer[cluster]); the FAISS files stay "
+                 "in --index. Also from $INDEXER_CATALOG."),
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Progress bar on stderr (default: when a terminal).")
@@ -66,6 +77,9 @@ def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Opti
     from ..index import open_index
 
     config = Settings()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().meta.get("indexer.catalog"):
+        config.catalog = ctx.find_root().meta["indexer.catalog"]
     if device:
         config.device = device
     for key, value in settings.items():
