@@ -90,16 +90,21 @@ class Index:
         if self._embedder is None:
             spec = self.model_spec
             embedder = load_model(spec, device=self.settings.device, threads=self.settings.threads)
-            identity = embedder.identity()
-            identity["weights"] = str(Path(spec.weights).resolve()) if spec.weights else None
-            recorded = self.recorded_model
-            if recorded is None:
-                self.catalog.set_meta("model", identity)
-                self._recorded = identity
-            elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != embedder.dim:
-                raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
+            self.record_model(embedder.identity())
             self._embedder = embedder
         return self._embedder
+
+    def record_model(self, identity: dict) -> None:
+        """Records a loaded model's ``identity`` in a new index; refuses one other than the index's own
+        (also used for the models that distributed workers load)."""
+        spec = self.model_spec
+        identity = dict(identity, weights=str(Path(spec.weights).resolve()) if spec.weights else None)
+        recorded = self.recorded_model
+        if recorded is None:
+            self.catalog.set_meta("model", identity)
+            self._recorded = identity
+        elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != int(identity["embed_dim"]):
+            raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
 
     @property
     def dim(self) -> int:
@@ -200,8 +205,14 @@ class Index:
 
     # -- the things users do ----------------------------------------------------------------------
 
-    def ingest(self, sources: Iterable[Union[str, Path]], **options: Any) -> "IngestSummary":
-        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run.run_ingest``."""
+    def ingest(self, sources: Iterable[Union[str, Path]], ray: Optional[str] = None, **options: Any) -> "IngestSummary":
+        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run.run_ingest``.
+        With ``ray`` (``"local"``, ``"auto"`` or ``"ray://HOST:PORT"``) on a Ray cluster instead; see
+        ``indexer.distributed.run_distributed_ingest`` for its options."""
+        if ray:
+            from .distributed import run_distributed_ingest
+
+            return run_distributed_ingest(self, (Path(s) for s in sources), ray_address=ray, **options)
         from .ingest.run import run_ingest
 
         return run_ingest(self, (Path(s) for s in sources), **options)

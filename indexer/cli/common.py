@@ -93,8 +93,10 @@ def progress_enabled(flag: Optional[bool]) -> bool:
 
 
 @contextmanager
-def progress_bars(enabled: bool, unit: str = "img") -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(stage, done_now, total)`` callback drawing one tqdm bar per stage on stderr."""
+def progress_bars(enabled: bool, unit: str = "img", together: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done_now, total)`` callback drawing one tqdm bar per stage on stderr; a new
+    stage closes the bar of the one before, unless ``together`` (stages that advance side by side, as
+    the shards and the images of a distributed run: their rate is images/s across the cluster)."""
     bars: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -103,10 +105,11 @@ def progress_bars(enabled: bool, unit: str = "img") -> Iterator[Callable[[str, i
         if stage not in bars:
             from tqdm import tqdm
 
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                               smoothing=0.1)
+            if not together:
+                for bar in bars.values():
+                    bar.close()
+            bars[stage] = tqdm(total=total, desc=stage, unit=unit if stage != "shards" else "shard",
+                               file=sys.stderr, dynamic_ncols=True, smoothing=0.1, position=len(bars))
         bars[stage].update(done)
 
     try:
