@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 from sqlalchemy import bindparam, create_engine, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 
+from ..errors import CatalogError
 from .dialect import insert_for
 from .files import fault_point
 from .reads import PURGES_KEY, chunked
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class CatalogItems:
                 # Another registrar (a concurrent run on a server catalog) may have added the same path
                 # since ``known_items``: its row stands, this one is dropped, never doubled.
                 conn.execute(insert_for(self.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
-                             [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp) for row in new])
+                             [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
+                              for row in sorted(new, key=lambda r: r["uri"])])
             if changed:
                 conn.execute(
                     update(Item).where(Item.id == bindparam("b_id")).values(
@@ -192,6 +195,22 @@ class CatalogItems:
         Idempotent, and safe beside other writers: a content another worker committed meanwhile keeps
         its first embedding (unique sha256, ``ON CONFLICT DO NOTHING``) and the items point at it; the
         same batch committed twice (a retried task) writes the same rows again."""
+        # Rows in one order (contents by sha256, items by id): two writers whose batches overlap wait for
+        # each other instead of deadlocking; should the server still pick a victim, the batch is redone.
+        fresh = dict(sorted(fresh.items()))
+        embedded = sorted(embedded, key=lambda r: r.item_id)
+        failed = sorted(failed, key=lambda r: r.item_id)
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._commit_batch_once(fresh, embedded, failed)
+                return
+            except CatalogError as exc:
+                if "deadlock" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _commit_batch_once(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
+                           failed: Sequence[FailedRecord]) -> None:
         stamp = time.time()
         with self.begin() as conn:
             ids: dict[str, int] = {}
