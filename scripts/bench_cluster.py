@@ -49,7 +49,10 @@ def run(command: list[str], env: dict) -> tuple[dict, float, int]:
     out, err = child.communicate()
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{err[-2000:]}")
-    return json.loads(out), time.time() - started, peak
+    try:
+        return json.loads(out), time.time() - started, peak
+    except json.JSONDecodeError:
+        raise SystemExit(f"{' '.join(command)} printed no JSON:\n{out[-1000:]}\n{err[-2000:]}") from None
 
 
 def main() -> None:
@@ -57,7 +60,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--model", default="tiny-shapes")
     parser.add_argument("--pg-url")
-    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--runs", default="012", help="which runs: 0 SQLite, 1 PostgreSQL, 2 Ray (default all)")
     args = parser.parse_args()
     from tests.pg_server import fresh_database, temporary_server
 
@@ -70,11 +73,13 @@ def main() -> None:
         server = args.pg_url or stack.enter_context(temporary_server())
         runs = [("one process, SQLite", []),
                 ("one process, PostgreSQL", ["--catalog", fresh_database(server)]),
-                (f"local Ray ({args.num_cpus} CPUs), PostgreSQL", ["--catalog", fresh_database(server), "--ray", "local"])]
+                ("local Ray, PostgreSQL", ["--catalog", fresh_database(server), "--ray", "local"])]
         try:
             print(f"corpus {args.corpus} ({sum(1 for _ in args.corpus.rglob('*.jpg'))} JPEGs), model {args.model}, "
                   f"{os.cpu_count()} cores")
             for n, (name, extra) in enumerate(runs):
+                if str(n) not in args.runs:
+                    continue
                 summary, seconds, peak = run(base + ["--index", str(work / f"index-{n}")] + extra, env)
                 print(f"{name:36s} {summary['embedded']:5d} embedded in {seconds:6.1f} s (process wall, start-up "
                       f"included): {summary['embedded'] / seconds:6.1f} images/s; peak RSS of the process tree "

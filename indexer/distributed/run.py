@@ -97,8 +97,7 @@ def _start_actors(ray: Any, index: "Index", embed_workers: Optional[int], gpus_p
     actor = ray.remote(EmbedWorker).options(num_cpus=1, num_gpus=gpus_per_worker or 0, max_restarts=RETRIES,
                                             max_task_retries=RETRIES)
     return [actor.remote(index.model_spec, device, settings.threads, str(index.path),
-                         index.catalog.url.render_as_string(hide_password=False)
-                         if index.catalog.dialect != "sqlite" else None, environment)
+                         index.settings.catalog, environment)
             for _ in range(embed_workers)]
 
 

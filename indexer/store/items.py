@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from sqlalchemy import bindparam, create_engine, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import CatalogError
 from .dialect import insert_for
@@ -256,7 +257,8 @@ class CatalogItems:
 
     def pending_reader(self) -> "PendingReader":
         url = getattr(self, "url")
-        return PendingReader(url.render_as_string(hide_password=False), str(getattr(self, "path")))
+        return PendingReader(url.render_as_string(hide_password=False),
+                             url.database if url.get_backend_name() == "sqlite" else None)
 
     def pending_id_bounds(self) -> tuple[int, int]:
         """(smallest, largest) id of the pending plain files; (0, -1) when there is none."""
@@ -287,8 +289,11 @@ class PendingReader:
                 self._engine = create_engine("sqlite://", creator=lambda: readonly_connection(path))
             else:
                 self._engine = create_engine(self.catalog_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        with self._engine.connect() as conn:
-            return conn.execute(statement).all()
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(statement).all()
+        except DBAPIError as exc:
+            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc.orig).strip()}") from exc
 
     def close(self) -> None:
         if self._engine is not None:
