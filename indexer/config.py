@@ -60,6 +60,8 @@ class Settings:
     device: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_DEVICE"))
     runtime: str = field(default_factory=lambda: os.environ.get("INDEXER_RUNTIME") or "auto")
     precision: str = field(default_factory=lambda: os.environ.get("INDEXER_PRECISION") or "auto")
+    # The catalog's database URL (postgresql+psycopg://…); None: the SQLite file in the index folder.
+    catalog: Optional[str] = field(default_factory=lambda: os.environ.get("INDEXER_CATALOG") or None)
     batch_size: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_BATCH_SIZE"))
     workers: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_WORKERS"))
     threads: Optional[int] = field(default_factory=lambda: _env_int("INDEXER_THREADS"))

@@ -15,7 +15,7 @@ class ConfigError(IndexerError):
 
 
 class CatalogError(IndexerError):
-    """The catalog (SQLite) cannot be opened, read or written."""
+    """The catalog (SQLite or PostgreSQL) cannot be opened, read or written."""
 
 
 class SchemaTooNewError(CatalogError):
@@ -28,6 +28,14 @@ class DiskFullError(CatalogError):
 
 class IndexBusyError(IndexerError):
     """Another process is ingesting into the same index."""
+
+
+class MissingExtraError(IndexerError):
+    """A feature needs an optional dependency that is not installed (the message names the extra)."""
+
+
+class ClusterError(IndexerError):
+    """A distributed run cannot start or its cluster failed beyond what retries recover."""
 
 
 class ModelError(IndexerError):

@@ -59,7 +59,7 @@ class Index:
                  create: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.settings = settings or Settings()
-        self.catalog = open_catalog(self.path, create=create)
+        self.catalog = open_catalog(self.path, create=create, url=self.settings.catalog)
         self._requested = as_spec(model)
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None
@@ -96,21 +96,26 @@ class Index:
         return self._requested or ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
 
     def embedder(self) -> Embedder:
-        """The loaded model (imports torch and open_clip on first use)."""
+        """The loaded model (on the CPU: OpenVINO, converted with torch on first use; on a GPU: torch)."""
         if self._embedder is None:
             spec = self.model_spec
             embedder = load_model(spec, device=self.settings.device, threads=self.settings.threads,
                                   runtime=self.settings.runtime, precision=self.settings.precision)
-            identity = embedder.identity()
-            identity["weights"] = str(Path(spec.weights).resolve()) if spec.weights else None
-            recorded = self.recorded_model
-            if recorded is None:
-                self.catalog.set_meta("model", identity)
-                self._recorded = identity
-            elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != embedder.dim:
-                raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
+            self.record_model(embedder.identity())
             self._embedder = embedder
         return self._embedder
+
+    def record_model(self, identity: dict) -> None:
+        """Records a loaded model's ``identity`` in a new index; refuses one other than the index's own
+        (also used for the models that distributed workers load)."""
+        spec = self.model_spec
+        identity = dict(identity, weights=str(Path(spec.weights).resolve()) if spec.weights else None)
+        recorded = self.recorded_model
+        if recorded is None:
+            self.catalog.set_meta("model", identity)
+            self._recorded = identity
+        elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != int(identity["embed_dim"]):
+            raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
 
     @property
     def dim(self) -> int:
@@ -226,8 +231,14 @@ class Index:
 
     # -- the things users do ----------------------------------------------------------------------
 
-    def ingest(self, sources: Iterable[Union[str, Path]], **options: Any) -> "IngestSummary":
-        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run.run_ingest``."""
+    def ingest(self, sources: Iterable[Union[str, Path]], ray: Optional[str] = None, **options: Any) -> "IngestSummary":
+        """Embeds every new or changed image under ``sources``; see ``indexer.ingest.run.run_ingest``.
+        With ``ray`` (``"local"``, ``"auto"`` or ``"ray://HOST:PORT"``) on a Ray cluster instead; see
+        ``indexer.distributed.run_distributed_ingest`` for its options."""
+        if ray:
+            from .distributed import run_distributed_ingest
+
+            return run_distributed_ingest(self, (Path(s) for s in sources), ray_address=ray, **options)
         from .ingest.run import run_ingest
 
         return run_ingest(self, (Path(s) for s in sources), **options)
@@ -431,10 +442,15 @@ def _describe(recorded: dict) -> str:
 
 
 def open_index(path: Union[str, Path], model: ModelArg = None, *, pretrained: Optional[str] = None,
-               weights: Optional[str] = None, settings: Optional[Settings] = None, create: bool = True) -> Index:
+               weights: Optional[str] = None, settings: Optional[Settings] = None, create: bool = True,
+               catalog: Optional[str] = None) -> Index:
     """Opens (or creates) the index in folder ``path``. ``model`` may be a name (``"tiny-shapes"``,
     ``"ViT-B-32"``) with ``pretrained``/``weights``, or a ``ModelSpec``; leave it out to use the
-    model the index was built with."""
+    model the index was built with. ``catalog`` is a database URL (``postgresql+psycopg://…``) for a
+    catalog on a server; the FAISS files stay in ``path``."""
+    if catalog:
+        settings = settings or Settings()
+        settings.catalog = catalog
     if isinstance(model, str) or pretrained or weights:
         model = as_spec(model if isinstance(model, str) else None, pretrained, weights)
     return Index(path, model=model, settings=settings, create=create)

@@ -20,6 +20,8 @@ import pytest
 
 from indexer import open_index, synthetic
 
+from .pg_server import ENV_URL, ServerUnavailable, fresh_database, temporary_server
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may download anything
 # Models converted for OpenVINO are cached here, shared by the test processes (and kept between runs: the
 # cache is keyed by model identity and OpenVINO version, so a stale entry is never used).
@@ -64,6 +66,39 @@ def photos_copy(tmp_path, photos) -> Path:
     target = tmp_path / "photos"
     shutil.copytree(photos, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of a PostgreSQL database whose role may create more: $INDEXER_TEST_PG_URL, or a throwaway
+    server started here (skips, saying why, only where the server programs are not installed)."""
+    if os.environ.get(ENV_URL):
+        yield os.environ[ENV_URL]
+        return
+    pytest.importorskip("psycopg", reason="psycopg not installed: pip install 'indexer[cluster]'")
+    try:
+        server = temporary_server()
+        url = server.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return fresh_database(pg_server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path) -> str:
+    """A catalog URL on each database: an SQLite file in tmp_path, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    return request.getfixturevalue("pg_url")
 
 
 def sqlite_file(target: Path) -> Path:

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect, text
 
 from indexer import open_index
 from indexer.errors import CatalogError, SchemaTooNewError
@@ -31,24 +31,69 @@ def test_schema_head_constant_matches_the_migration_scripts():
     assert scripts.get_current_head() == SCHEMA_HEAD
 
 
-def test_upgrading_an_empty_database_gives_exactly_the_models_schema(tmp_path):
-    url = f"sqlite:///{tmp_path / 'migrated.sqlite'}"
-    command.upgrade(alembic_config(url), "head")
-    engine = create_engine(url)
+def test_upgrading_an_empty_database_gives_exactly_the_models_schema(catalog_url):
+    command.upgrade(alembic_config(catalog_url), "head")
+    engine = create_engine(catalog_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    engine.dispose()
     assert diff == []
     assert version == SCHEMA_HEAD
 
 
-def test_a_migrated_catalog_opens_and_works(tmp_path, photos):
+def test_every_revision_downgrades_and_upgrades_again(catalog_url):
+    config = alembic_config(catalog_url)
+    command.upgrade(config, "head")
+    command.downgrade(config, "base")
+    engine = create_engine(catalog_url)
+    with engine.connect() as conn:
+        left = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+    engine.dispose()
+    assert left == []
+    command.upgrade(config, "head")
+
+
+def test_a_migrated_catalog_opens_and_works(tmp_path, photos, catalog_url):
     index_dir = tmp_path / "index"
     index_dir.mkdir()
-    command.upgrade(alembic_config(f"sqlite:///{index_dir / 'catalog.sqlite'}"), "head")
-    with open_index(index_dir, model="tiny-shapes") as index:
+    command.upgrade(alembic_config(catalog_url), "head")
+    server = None if catalog_url.startswith("sqlite") else catalog_url
+    if server is None:
+        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
+    with open_index(index_dir, model="tiny-shapes", catalog=server) as index:
         summary = index.ingest([photos / "red_star"])
-    assert summary.embedded > 0
+        assert index.search("a red star", k=3)[0].path.startswith(str(photos / "red_star"))
+    assert summary.embedded == PER_CLASS
+
+
+def test_a_catalog_at_0003_with_rows_is_upgraded_on_either_database(tmp_path, catalog_url):
+    """A catalog written by the previous release (revision 0003) gains the lease table and keeps its rows;
+    sizes above 2**31 and nanosecond times fit afterwards (BIGINT on PostgreSQL)."""
+    config = alembic_config(catalog_url)
+    command.upgrade(config, "0003_runs_complete")
+    engine = create_engine(catalog_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO meta (key, value) VALUES ('catalog_id', '\"abc\"')"))
+        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, added_at, updated_at) "
+                          "VALUES ('/a.jpg', 10, 20, 'pending', 0, 0)"))
+    engine.dispose()
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    server = None if catalog_url.startswith("sqlite") else catalog_url
+    if server is None:
+        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
+    catalog = open_catalog(index_dir, url=server)
+    try:
+        assert catalog.catalog_id() == "abc" and catalog.pending_count() == 1
+        with catalog.begin() as conn:
+            conn.execute(text("UPDATE items SET size = :s, mtime_ns = :t"), {"s": 5 * 2**40, "t": 1_790_000_000 * 10**9})
+        assert catalog.known_items(["/a.jpg"])["/a.jpg"].mtime_ns == 1_790_000_000 * 10**9
+        assert catalog.acquire_lease("ingest", "me", 30) is None
+        with catalog.read() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
+    finally:
+        catalog.close()
 
 
 def test_new_catalog_is_stamped_at_head_in_wal_mode(tmp_path):

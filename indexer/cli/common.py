@@ -40,9 +40,20 @@ def options(*decorators: Callable) -> Callable:
     return apply
 
 
-index_option = click.option(
-    "--index", "index_dir", envvar="INDEXER_INDEX", required=True, type=click.Path(file_okay=False, path_type=Path),
-    help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX.")
+def _remember_catalog(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value:
+        ctx.meta["indexer.catalog"] = value
+
+
+index_option = options(
+    click.option("--index", "index_dir", envvar="INDEXER_INDEX", required=True,
+                 type=click.Path(file_okay=False, path_type=Path),
+                 help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX."),
+    click.option("--catalog", envvar="INDEXER_CATALOG", expose_value=False, callback=_remember_catalog,
+                 metavar="URL", help="Keep the catalog in this database instead of the index folder's SQLite "
+                 "file, e.g. postgresql+psycopg://user@host/db (needs indexer[cluster]); the FAISS files stay "
+                 "in --index. Also from $INDEXER_CATALOG."),
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Progress bar on stderr (default: when a terminal).")
@@ -74,6 +85,9 @@ def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Opti
     from ..index import open_index
 
     config = Settings()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().meta.get("indexer.catalog"):
+        config.catalog = ctx.find_root().meta["indexer.catalog"]
     if device:
         config.device = device
     for key, value in settings.items():
@@ -87,8 +101,10 @@ def progress_enabled(flag: Optional[bool]) -> bool:
 
 
 @contextmanager
-def progress_bars(enabled: bool, unit: str = "img") -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(stage, done_now, total)`` callback drawing one tqdm bar per stage on stderr."""
+def progress_bars(enabled: bool, unit: str = "img", together: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done_now, total)`` callback drawing one tqdm bar per stage on stderr; a new
+    stage closes the bar of the one before, unless ``together`` (stages that advance side by side, as
+    the shards and the images of a distributed run: their rate is images/s across the cluster)."""
     bars: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -97,10 +113,11 @@ def progress_bars(enabled: bool, unit: str = "img") -> Iterator[Callable[[str, i
         if stage not in bars:
             from tqdm import tqdm
 
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                               smoothing=0.1)
+            if not together:
+                for bar in bars.values():
+                    bar.close()
+            bars[stage] = tqdm(total=total, desc=stage, unit=unit if stage != "shards" else "shard",
+                               file=sys.stderr, dynamic_ncols=True, smoothing=0.1, position=len(bars))
         bars[stage].update(done)
 
     try:

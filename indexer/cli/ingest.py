@@ -30,6 +30,13 @@ ingest_options = options(
     click.option("--retry-failed", is_flag=True, help="Try again the files that failed in earlier runs."),
     click.option("--index-memory", metavar="SIZE", help="Memory budget of the vectors (e.g. 4GB): above it, "
                  "large indexes use compressed IVF-PQ codes. Remembered by the index."),
+    click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on a Ray cluster: local (start one "
+                 "here), auto (the cluster of this machine) or ray://HOST:PORT. Use a --catalog URL that every "
+                 "node reaches. Needs indexer[cluster]."),
+    click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, help="With --ray: GPUs per "
+                 "embedding worker (one worker per share of the cluster's GPUs); 0 embeds on CPUs."),
+    click.option("--embed-workers", type=click.IntRange(1), help="With --ray: embedding workers (actors "
+                 "holding the model). Default: one per GPU share, else one."),
     progress_option,
     json_option,
 )
@@ -69,20 +76,27 @@ def _warner(show_progress: bool) -> Callable[[str], None]:
 
 def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], index_dir: Path,
                        retry_failed: bool, index_memory: Optional[str], progress: Optional[bool], as_json: bool,
-                       purge: bool = False, **model_and_settings: Any) -> None:
+                       purge: bool = False, ray_address: Optional[str] = None, gpus_per_worker: float = 0.0,
+                       embed_workers: Optional[int] = None, **model_and_settings: Any) -> None:
     from ..media.sources import read_list
 
     if not sources and not from_list:
         raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
+    if (gpus_per_worker or embed_workers) and not ray_address:
+        raise click.UsageError("--gpus-per-worker and --embed-workers go with --ray")
+    if ray_address and purge:
+        raise click.UsageError("--purge runs on one machine: run `indexer sync --purge` without --ray")
     show = progress_enabled(progress)
     index = open_from_cli(index_dir, create=True, **model_and_settings)
-    with index, progress_bars(show) as bars:
+    with index, progress_bars(show, together=bool(ray_address)) as bars:
         if index_memory:
             index.set_memory_budget(index_memory)
         # Listed paths may have gone since the list was made: those are skipped, not fatal.
         listed = read_list(from_list) if from_list else ()
-        summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, purge=purge, progress=bars,
-                               warn=_warner(show), strict=not from_list)
+        cluster = {"ray": ray_address, "gpus_per_worker": gpus_per_worker, "embed_workers": embed_workers} \
+            if ray_address else {"purge": purge}
+        summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, progress=bars,
+                               warn=_warner(show), strict=not from_list, **cluster)
     if as_json:
         echo_json(summary.to_dict())
     else:
@@ -108,6 +122,7 @@ def ingest(**kwargs: Any) -> None:
       indexer ingest ~/photos --index ./photos-index
       indexer ingest shards/train-{0000..0127}.tar --index ./web-index --json
       find /data -name '*.jpg' | indexer ingest --from-list - --index ./data-index
+      indexer ingest shards/ --index ./web-index --catalog postgresql+psycopg://me@db/web --ray local
     """
     run_ingest_command(**kwargs)
 

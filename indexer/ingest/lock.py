@@ -1,12 +1,16 @@
-"""One ingest per index at a time."""
+"""One ingest per index at a time: a POSIX file lock for an SQLite catalog, a lease in the catalog
+for a catalog on a server (``ingest_lock`` picks)."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import socket
+import threading
+import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 from ..errors import IndexBusyError, IndexerError
 
@@ -54,6 +58,9 @@ class IngestLock:
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
+    def check(self) -> None:
+        """Nothing to check: the kernel keeps the lock as long as this process lives."""
+
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
@@ -61,3 +68,59 @@ class IngestLock:
             os.close(self.fd)
             self.fd = None
             IngestLock._held.discard(str(self.path.resolve()))
+
+
+LEASE_NAME = "ingest"
+LEASE_SECONDS = float(os.environ.get("INDEXER_LEASE_SECONDS") or 60)
+
+
+class CatalogLease:
+    """The ingest lock of an index whose catalog is on a server: a lease row in the catalog (``store/
+    leases.py``), renewed by a heartbeat thread every third of its term. Runs on other machines see it;
+    if its holder dies, the lease expires and the next run takes it over. ``check()`` raises when the
+    lease was lost (a heartbeat could not reach the server for a whole term and someone took over)."""
+
+    def __init__(self, catalog: Any, ttl: float = LEASE_SECONDS) -> None:
+        self.catalog = catalog
+        self.ttl = ttl
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.lost = False
+
+    def __enter__(self) -> "CatalogLease":
+        held = self.catalog.acquire_lease(LEASE_NAME, self.holder, self.ttl)
+        if held is not None:
+            raise IndexBusyError(
+                f"the index with catalog {self.catalog.location} is being ingested into by {held.holder} (its lease "
+                f"runs {max(0.0, held.expires_in):.0f} s more unless renewed); wait for it to finish")
+        self._thread = threading.Thread(target=self._heartbeat, name="indexer-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.catalog.renew_lease(LEASE_NAME, self.holder, self.ttl):
+                    self.lost = True
+                    return
+            except IndexerError:
+                continue  # the server is briefly unreachable: try again; the term allows two misses
+
+    def check(self) -> None:
+        if self.lost:
+            raise IndexBusyError(f"the ingest lease on {self.catalog.location} was lost (taken over after it "
+                                 "expired); this run stops: everything committed so far is kept")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not self.lost:
+            self.catalog.release_lease(LEASE_NAME, self.holder)
+
+
+def ingest_lock(index_dir: Path, catalog: Any) -> Union[IngestLock, CatalogLease]:
+    """The ingest lock that fits the catalog: the kernel's lock on a file for an SQLite catalog (one
+    machine; released the instant its process dies), a lease in the catalog for a server catalog."""
+    return IngestLock(index_dir) if catalog.dialect == "sqlite" else CatalogLease(catalog)

@@ -22,7 +22,7 @@ from ..media.sources import scan
 from ..store.codec import vector_to_blob
 from ..store.files import fault_point
 from ..store.items import EmbeddedRecord, FailedRecord
-from .lock import IngestLock
+from .lock import ingest_lock
 from .register import Warn, mark_missing, register
 from .summary import IngestSummary
 
@@ -192,7 +192,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
                 named.append(str(item))
             yield item
 
-    with IngestLock(index.path):
+    with ingest_lock(index.path, catalog):
         summary.run_id = catalog.start_ingest_run()
         folders: list[Path] = []
         register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,

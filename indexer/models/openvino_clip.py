@@ -177,9 +177,6 @@ class OpenVinoClipEmbedder:
         if precision not in PRECISIONS:
             raise ModelError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
         self.spec = spec
-        if spec.is_random:
-            warnings.warn(f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests "
-                          "only (converted once: every load gives the same random weights)", stacklevel=3)
         key, cache = identity_key(spec), openvino_cache()
         if not is_converted(cache, key):
             log.warning("converting %s for OpenVINO, once (it is cached in %s)", spec.describe(), cache)
@@ -201,6 +198,9 @@ class OpenVinoClipEmbedder:
         self.logit_scale = float(meta["logit_scale"])
         self.image_size = self.preprocess_config.side
         self.dim = self.towers.embed_dim
+        if spec.is_random:
+            warnings.warn(f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests "
+                          "only (converted once: every load gives the same random weights)", stacklevel=3)
 
     @property
     def precision(self) -> str:

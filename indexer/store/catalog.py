@@ -6,9 +6,9 @@ classification results (tables in ``schema.py``). The FAISS file beside it is de
 (``vectors.py``).
 
 ``Catalog`` is the only object that talks to the database. Its query API is split by concern into
-mixins: ``reads.py`` (items and embeddings, paged and by ids), ``items.py`` (what ingestion writes),
-``runs.py`` (text cache, classification runs) and ``heads.py`` (trained zero-shot heads); this module
-holds the connection, transactions, error translation and the key/value facts.
+mixins: ``reads.py`` (items and embeddings, paged and by ids), ``items.py`` (what ingestion writes)
+and ``runs.py`` (text cache, classification runs); this module holds the connection, transactions,
+error translation and the key/value facts.
 """
 
 from __future__ import annotations
@@ -22,21 +22,24 @@ from typing import Any, Iterator, Optional
 
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 
 from ..errors import CatalogError, DiskFullError
+from .dialect import catalog_url, insert_for
 from .heads import CatalogHeads
 from .items import CatalogItems
+from .leases import CatalogLeases
 from .reads import CatalogReads
 from .runs import CatalogRuns
 from .schema import Meta
-from .sqlite import is_writable, readonly_connection, set_pragmas, sqlite_url
+from .sqlite import is_writable, readonly_connection, set_pragmas
 
 CATALOG_FILE = "catalog.sqlite"
 
 
-def translate_errors(exc: Exception, path: Path) -> CatalogError:
-    message = str(getattr(exc, "orig", exc))
+def translate_errors(exc: Exception, path: object) -> CatalogError:
+    message = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(getattr(exc, "orig", exc)).strip() \
+        else type(exc).__name__
     if "disk is full" in message or "No space left" in message:
         return DiskFullError(
             f"the disk holding {path} is full; everything committed so far is intact. Free space and re-run: "
@@ -46,27 +49,42 @@ def translate_errors(exc: Exception, path: Path) -> CatalogError:
         return CatalogError(f"{path} is locked by another process for more than 30 s; try again when it is done")
     if "file is not a database" in message or "malformed" in message:
         return CatalogError(f"{path} is not a readable SQLite catalog ({message})")
+    if "connection" in message and ("refused" in message or "failed" in message):
+        return CatalogError(f"cannot connect to the catalog {path} ({message}); is the server running?")
     if "readonly" in message:
         return CatalogError(f"{path} is read-only here: reading commands work (classify with --no-store, audit "
                             "with --no-report); to change the index, work on a writable copy")
     return CatalogError(f"catalog error on {path}: {message}")
 
 
-class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads):
-    """An open catalog: an engine, schema checks done, and the query API of its mixins."""
+DB_ERRORS = (OperationalError, DatabaseError, InterfaceError)
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+
+class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads, CatalogLeases):
+    """An open catalog: an engine, schema checks done, and the query API of its mixins.
+
+    ``path`` is the SQLite file in the index folder; with ``url`` (a PostgreSQL URL) the catalog lives
+    on that server instead and ``path`` only names the index in messages. ``readonly``: an SQLite file on
+    read-only media (a mounted archive disk, a shared folder) is opened immutable; everything that only
+    reads works, and the caches that would be written stay in memory."""
+
+    def __init__(self, path: Path, url: Optional[str] = None, readonly: bool = False) -> None:
         self.path = path
-        # A catalog on read-only media (a mounted archive disk, a shared folder) is opened immutable:
-        # everything that only reads works; the caches that would be written stay in memory.
-        self.readonly = readonly
-        if readonly:
+        self.url = catalog_url(path, url)
+        self.dialect = self.url.get_backend_name()
+        self.readonly = readonly and self.dialect == "sqlite"
+        # Where the catalog is, for messages: the file, or the URL without its password.
+        self.location = str(path) if self.dialect == "sqlite" else self.url.render_as_string(hide_password=True)
+        if self.readonly:
             self.engine: Engine = create_engine("sqlite://", creator=lambda: readonly_connection(path, immutable=True))
+            event.listen(self.engine, "connect", set_pragmas)
+        elif self.dialect == "sqlite":
+            self.engine = create_engine(self.url)
+            event.listen(self.engine, "connect", set_pragmas)
         else:
-            self.engine = create_engine(sqlite_url(path))
-        event.listen(self.engine, "connect", set_pragmas)
+            self.engine = create_engine(self.url, pool_pre_ping=True)
         try:
-            if not readonly:
+            if self.dialect == "sqlite" and not self.readonly:
                 with self.engine.connect() as conn:
                     mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
                     if str(mode).lower() != "wal":
@@ -74,8 +92,8 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads):
             from .migrate import ensure_schema
 
             ensure_schema(self)
-        except (OperationalError, DatabaseError) as exc:
-            raise translate_errors(exc, path) from exc
+        except DB_ERRORS as exc:
+            raise translate_errors(exc, self.location) from exc
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -83,22 +101,25 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads):
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except (OperationalError, DatabaseError) as exc:
-            raise translate_errors(exc, self.path) from exc
+        except DB_ERRORS as exc:
+            raise translate_errors(exc, self.location) from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except (OperationalError, DatabaseError) as exc:
-            raise translate_errors(exc, self.path) from exc
+        except DB_ERRORS as exc:
+            raise translate_errors(exc, self.location) from exc
 
     def close(self) -> None:
         self.engine.dispose()
 
     def size_bytes(self) -> int:
-        """The catalog's size on disk (the database and its write-ahead log)."""
+        """The catalog's size on disk (the database and its write-ahead log; on a server, its database)."""
+        if self.dialect == "postgresql":
+            with self.read() as conn:
+                return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar() or 0)
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
 
     # -- meta -----------------------------------------------------------------------------------
@@ -111,25 +132,28 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads):
         try:
             return json.loads(value)
         except (TypeError, ValueError):
-            raise CatalogError(f"{self.path} is damaged: its {key!r} setting is not JSON; restore the catalog from "
-                               "a backup or rebuild the index") from None
+            raise CatalogError(f"{self.location} is damaged: its {key!r} setting is not JSON; restore the catalog "
+                               "from a backup or rebuild the index") from None
 
     def set_meta(self, key: str, value: Any, conn: Optional[Connection] = None) -> None:
-        statement = text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = :v")
-        params = {"k": key, "v": json.dumps(value)}
+        insert = insert_for(self.dialect, Meta).values(key=key, value=json.dumps(value))
+        statement = insert.on_conflict_do_update(index_elements=[Meta.key], set_={"value": insert.excluded.value})
         if conn is not None:
-            conn.execute(statement, params)
+            conn.execute(statement)
             return
         with self.begin() as own:
-            own.execute(statement, params)
+            own.execute(statement)
 
     def catalog_id(self) -> str:
         value = self.get_meta("catalog_id")
+        if value is None and self.readonly:
+            return uuid.uuid4().hex  # nothing derived from it is written on read-only media
         if value is None:
-            value = uuid.uuid4().hex
-            if self.readonly:
-                return value  # nothing derived from it is written on read-only media
-            self.set_meta("catalog_id", value)
+            # Two processes may get here at once: the first id written wins, and both read it back.
+            with self.begin() as conn:
+                conn.execute(insert_for(self.dialect, Meta).values(key="catalog_id", value=json.dumps(uuid.uuid4().hex))
+                             .on_conflict_do_nothing(index_elements=[Meta.key]))
+            value = self.get_meta("catalog_id")
         return value
 
     def embedding_dim(self) -> Optional[int]:
@@ -141,9 +165,19 @@ def now() -> float:
     return time.time()
 
 
-def open_catalog(index_dir: Path, create: bool = True) -> Catalog:
-    """Opens (and, when ``create``, creates) the catalog of the index in ``index_dir``."""
+def open_catalog(index_dir: Path, create: bool = True, url: Optional[str] = None) -> Catalog:
+    """Opens (and, when ``create``, creates) the catalog of the index in ``index_dir``: its SQLite file,
+    or the database at ``url`` (PostgreSQL) whose FAISS files are kept in ``index_dir``."""
     path = index_dir / CATALOG_FILE
+    if url:
+        if create:
+            try:
+                index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"cannot create index folder {index_dir}: {exc.strerror}") from exc
+        elif not index_dir.is_dir():
+            raise CatalogError(f"no index folder {index_dir}; run `indexer ingest` first")
+        return Catalog(path, url)
     try:
         exists, is_dir = path.exists(), path.is_dir()
     except (OSError, ValueError) as exc:  # a path longer than the system allows, a NUL byte

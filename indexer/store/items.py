@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, create_engine, delete, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from ..errors import CatalogError
+from .dialect import insert_for
 from .files import fault_point
 from .reads import PURGES_KEY, chunked
 from .schema import Archive, Embedding, IngestRun, Item, ItemState, Meta
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
 RUNTIMES_KEY = "runtimes"  # meta: {"openvino/bf16": {"embedded": n, "first_used": t, "last_used": t}, ...}
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class FailedRecord:
 
 class CatalogItems:
     """Ingestion's writes (mixed into ``Catalog``)."""
+
+    dialect: str
 
     def read(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
         raise NotImplementedError
@@ -122,7 +129,9 @@ class CatalogItems:
     def record_archive(self, archive: ArchiveRecord, conn: Optional["Connection"] = None) -> None:
         values = {"uri": archive.uri, "size": archive.size, "mtime_ns": archive.mtime_ns, "members": archive.members,
                   "complete": archive.complete, "scanned_at": time.time()}
-        statement = insert(Archive).values(**values).prefix_with("OR REPLACE")
+        upsert = insert_for(self.dialect, Archive).values(**values)
+        statement = upsert.on_conflict_do_update(index_elements=[Archive.uri], set_={
+            k: getattr(upsert.excluded, k) for k in values if k != "uri"})
         if conn is not None:
             conn.execute(statement)
             return
@@ -139,8 +148,11 @@ class CatalogItems:
         deleted = 0
         with self.begin() as conn:
             if new:
-                conn.execute(insert(Item), [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
-                                            for row in new])
+                # Another registrar (a concurrent run on a server catalog) may have added the same path
+                # since ``known_items``: its row stands, this one is dropped, never doubled.
+                conn.execute(insert_for(self.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
+                             [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
+                              for row in sorted(new, key=lambda r: r["uri"])])
             if changed:
                 conn.execute(
                     update(Item).where(Item.id == bindparam("b_id")).values(
@@ -181,7 +193,7 @@ class CatalogItems:
             entry = runtimes.setdefault(key, {"embedded": 0, "first_used": time.time()})
             entry["embedded"] += int(embedded)
             entry["last_used"] = time.time()
-            conn.execute(insert(Meta).prefix_with("OR REPLACE").values(key=RUNTIMES_KEY, value=json.dumps(runtimes)))
+            self.set_meta(RUNTIMES_KEY, runtimes, conn)  # type: ignore[attr-defined]  # Catalog's
 
     def pending_count(self) -> int:
         with self.read() as conn:
@@ -192,13 +204,34 @@ class CatalogItems:
     def commit_batch(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
                      failed: Sequence[FailedRecord]) -> None:
         """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob), the items
-        that hold them or a known content marked embedded, the ``failed`` items with their reason."""
+        that hold them or a known content marked embedded, the ``failed`` items with their reason.
+
+        Idempotent, and safe beside other writers: a content another worker committed meanwhile keeps
+        its first embedding (unique sha256, ``ON CONFLICT DO NOTHING``) and the items point at it; the
+        same batch committed twice (a retried task) writes the same rows again."""
+        # Rows in one order (contents by sha256, items by id): two writers whose batches overlap wait for
+        # each other instead of deadlocking; should the server still pick a victim, the batch is redone.
+        fresh = dict(sorted(fresh.items()))
+        embedded = sorted(embedded, key=lambda r: r.item_id)
+        failed = sorted(failed, key=lambda r: r.item_id)
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._commit_batch_once(fresh, embedded, failed)
+                return
+            except CatalogError as exc:
+                if "deadlock" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _commit_batch_once(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
+                           failed: Sequence[FailedRecord]) -> None:
         stamp = time.time()
         with self.begin() as conn:
             ids: dict[str, int] = {}
             if fresh:
-                conn.execute(insert(Embedding), [{"sha256": sha, "vector": blob, "created_at": stamp}
-                                                 for sha, blob in fresh.items()])
+                conn.execute(insert_for(self.dialect, Embedding).on_conflict_do_nothing(
+                    index_elements=[Embedding.sha256]),
+                    [{"sha256": sha, "vector": blob, "created_at": stamp} for sha, blob in fresh.items()])
                 ids.update(conn.execute(select(Embedding.sha256, Embedding.id)
                                         .where(Embedding.sha256.in_(list(fresh)))).all())
             fault_point("commit")  # inside the transaction: a kill here must lose the whole batch, nothing else
@@ -236,61 +269,83 @@ class CatalogItems:
                 conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
             if orphans:
                 purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
-                conn.execute(insert(Meta).prefix_with("OR REPLACE").values(key=PURGES_KEY,
-                                                                          value=str(int(purges or 0) + 1)))
+                upsert = insert_for(self.dialect, Meta).values(key=PURGES_KEY, value=str(int(purges or 0) + 1))
+                conn.execute(upsert.on_conflict_do_update(index_elements=[Meta.key],
+                                                          set_={"value": upsert.excluded.value}))
         return int(purged), orphans
 
     def pending_reader(self) -> "PendingReader":
-        path: Path = getattr(self, "path")
-        return PendingReader(str(path))
+        url = getattr(self, "url")
+        return PendingReader(url.render_as_string(hide_password=False),
+                             url.database if url.get_backend_name() == "sqlite" else None)
+
+    def pending_id_bounds(self) -> tuple[int, int]:
+        """(smallest, largest) id of the pending plain files; (0, -1) when there is none."""
+        with self.read() as conn:
+            low, high = conn.execute(select(func.min(Item.id), func.max(Item.id)).where(
+                Item.state == PENDING, Item.container.is_(None))).one()
+        return (int(low), int(high)) if low is not None else (0, -1)
 
 
 class PendingReader:
-    """The pending work list, read-only, for a decode worker in another process. Picklable: the
-    connection is opened in the process that reads, on first use."""
+    """The pending work list, read-only, for a decode worker in another process (or on another machine,
+    with a server catalog). Picklable: the connection is opened in the process that reads, on first use."""
 
     PAGE = 256
 
-    def __init__(self, catalog_path: str) -> None:
-        self.catalog_path = catalog_path
-        self._conn: Any = None
+    def __init__(self, catalog_url: str, sqlite_path: Optional[str] = None) -> None:
+        self.catalog_url = catalog_url
+        self.sqlite_path = sqlite_path
+        self._engine: Any = None
 
     def __getstate__(self) -> dict:
-        return {"catalog_path": self.catalog_path, "_conn": None}
+        return {"catalog_url": self.catalog_url, "sqlite_path": self.sqlite_path, "_engine": None}
 
-    def _connection(self) -> Any:
-        if self._conn is None:
-            self._conn = readonly_connection(Path(self.catalog_path))
-        return self._conn
+    def _execute(self, statement: Any) -> list:
+        if self._engine is None:
+            if make_url(self.catalog_url).get_backend_name() == "sqlite":
+                path = Path(self.sqlite_path or make_url(self.catalog_url).database or "")
+                self._engine = create_engine("sqlite://", creator=lambda: readonly_connection(path))
+            else:
+                self._engine = create_engine(self.catalog_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(statement).all()
+        except DBAPIError as exc:
+            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc.orig).strip()}") from exc
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def embedding_id(self, sha256: str) -> Optional[int]:
-        row = self._connection().execute("SELECT id FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone()
-        return row[0] if row else None
+        rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
+        return rows[0][0] if rows else None
 
-    def plain_files(self, shard: int = 0, shards: int = 1) -> Iterator[tuple[int, str, Optional[bytes]]]:
-        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``."""
-        conn, last = self._connection(), 0
+    def plain_files(self, shard: int = 0, shards: int = 1, first_id: int = 0,
+                    last_id: Optional[int] = None) -> Iterator[tuple[int, str, Optional[bytes]]]:
+        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``
+        (and within ``first_id``..``last_id`` when given)."""
+        last = first_id - 1
         while True:
-            page = conn.execute(
-                "SELECT id, uri, raw_path FROM items WHERE state = 'pending' AND container IS NULL AND id > ? "
-                "AND id % ? = ? ORDER BY id LIMIT ?", (last, shards, shard, self.PAGE)).fetchall()
+            statement = select(Item.id, Item.uri, Item.raw_path).where(
+                Item.state == PENDING, Item.container.is_(None), Item.id > last, Item.id % shards == shard)
+            if last_id is not None:
+                statement = statement.where(Item.id <= last_id)
+            page = self._execute(statement.order_by(Item.id).limit(self.PAGE))
             if not page:
                 return
-            yield from page
+            yield from (tuple(row) for row in page)
             last = page[-1][0]
 
     def containers(self) -> list[str]:
         """Archives with pending members, in name order."""
-        return [row[0] for row in self._connection().execute(
-            "SELECT DISTINCT container FROM items WHERE state = 'pending' AND container IS NOT NULL "
-            "ORDER BY container")]
+        return [row[0] for row in self._execute(
+            select(Item.container).where(Item.state == PENDING, Item.container.is_not(None))
+            .distinct().order_by(Item.container))]
 
     def members(self, container: str) -> list[tuple[int, str]]:
         """(item id, uri) of the pending members of one archive."""
-        return self._connection().execute(
-            "SELECT id, uri FROM items WHERE state = 'pending' AND container = ?", (container,)).fetchall()
+        return [tuple(row) for row in self._execute(
+            select(Item.id, Item.uri).where(Item.state == PENDING, Item.container == container))]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from ..errors import CatalogError, SchemaTooNewError
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The newest revision under migrations/versions; a test checks it against Alembic's own view.
-SCHEMA_HEAD = "0004_heads"
+SCHEMA_HEAD = "0005_ingest_leases"
 
 
 def migrations_dir() -> Path:
@@ -54,7 +54,7 @@ def ensure_schema(catalog: "Catalog") -> None:
         tables = set(inspect(conn).get_table_names())
         version = None
         if "alembic_version" in tables:
-            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     if version == SCHEMA_HEAD:
         return
     if not tables:
@@ -64,8 +64,8 @@ def ensure_schema(catalog: "Catalog") -> None:
         return
     if version is None:
         raise CatalogError(
-            f"{catalog.path} is an SQLite file but not an indexer catalog (no schema version); "
-            "point --index at another folder"
+            f"{catalog.location} is a database but not an indexer catalog (no schema version); "
+            + ("point --index at another folder" if catalog.dialect == "sqlite" else "give --catalog an empty database")
         )
     _upgrade(catalog, version)
 
@@ -79,7 +79,7 @@ def _create_at_head(catalog: "Catalog") -> None:
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
         )
-        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_HEAD,))
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_HEAD})
 
 
 def _upgrade(catalog: "Catalog", version: str) -> None:
@@ -95,13 +95,16 @@ def _upgrade(catalog: "Catalog", version: str) -> None:
         known = False
     if not known:
         raise SchemaTooNewError(
-            f"{catalog.path} has schema version {version!r}, written by a newer indexer than this one "
+            f"{catalog.location} has schema version {version!r}, written by a newer indexer than this one "
             f"(which knows up to {SCHEMA_HEAD!r}). Upgrade indexer (pip install -U indexer) to open it"
         )
     if getattr(catalog, "readonly", False):
         raise CatalogError(f"{catalog.path} has the older schema {version!r} and is read-only here: open it once "
                            "where it is writable (indexer upgrades it), or copy the index folder")
-    backup = backup_catalog(catalog.path, version)
+    if catalog.dialect == "sqlite":
+        backup = str(backup_catalog(catalog.path, version))
+    else:  # a server's backups are its operator's (pg_dump before upgrading indexer); the upgrade is one transaction
+        backup = "none made for a server catalog: pg_dump it first to keep a copy"
     with catalog.engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             # A batch migration rebuilds a table by copy and drop; with foreign keys on, dropping `items`

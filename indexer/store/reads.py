@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import Select, func, select
 
 from .codec import FeatureMatrix, blobs_to_matrix
+from .dialect import contains_condition, glob_condition
 from .schema import Embedding, IngestRun, Item, ItemState, Meta
 
 if TYPE_CHECKING:
@@ -263,9 +264,10 @@ class CatalogReads:
                 "failure_detail": item.failure_detail, "added_at": item.added_at, "updated_at": item.updated_at}
 
     def _filter_condition(self, path_filter: str) -> Any:
-        if has_wildcards(path_filter):
-            return Item.uri.op("GLOB")(path_filter)  # SQLite's GLOB: the same wildcards as fnmatch, case-sensitive
-        return func.instr(Item.uri, path_filter) > 0
+        dialect: str = getattr(self, "dialect")
+        if has_wildcards(path_filter):  # the same wildcards as fnmatch, case-sensitive
+            return glob_condition(dialect, Item.uri, path_filter)
+        return contains_condition(dialect, Item.uri, path_filter)
 
     def count_matching(self, path_filter: str) -> int:
         """Embedded items whose path matches ``path_filter`` (see ``path_matches``)."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from sqlalchemy import insert, select, update
 
+from .dialect import insert_for
 from .reads import PAGE, chunked
 from .schema import Classification, ClassificationRun, Item, ItemState, TextEmbedding
 
@@ -59,7 +60,8 @@ class CatalogRuns:
         if not blobs:
             return
         with self.begin() as conn:
-            conn.execute(TextEmbedding.__table__.insert().prefix_with("OR IGNORE"),
+            conn.execute(insert_for(getattr(self, "dialect"), TextEmbedding).on_conflict_do_nothing(
+                index_elements=[TextEmbedding.model_key, TextEmbedding.text]),
                          [{"model_key": model_key, "text": t, "vector": blob} for t, blob in blobs.items()])
 
     # -- classification runs --------------------------------------------------------------------

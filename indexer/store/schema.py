@@ -9,13 +9,17 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, String, Text, \
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, String, Text, \
     UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# Byte sizes and nanosecond times pass 2**31: SQLite's INTEGER holds 64 bits, PostgreSQL needs BIGINT.
+Int64 = Integer().with_variant(BigInteger(), "postgresql")
 
 
 class ItemState(str, enum.Enum):
@@ -59,8 +63,8 @@ class Item(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uri: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
     state: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[Optional[str]] = mapped_column(String(64))
     embedding_id: Mapped[Optional[int]] = mapped_column(ForeignKey("embeddings.id", ondelete="SET NULL"))
@@ -85,8 +89,8 @@ class Archive(Base):
     __tablename__ = "archives"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uri: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
     members: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean)
     scanned_at: Mapped[float] = mapped_column(Float)
@@ -153,3 +157,15 @@ class TrainedHead(Base):
     figures: Mapped[str] = mapped_column(Text)  # JSON: training items, seconds, validation table
     weights: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class IngestLease(Base):
+    """Who may ingest into the index now: a lease with an expiry, renewed by its holder's heartbeat.
+    A holder that dies stops renewing; once the lease has expired, the next run takes it over."""
+
+    __tablename__ = "ingest_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

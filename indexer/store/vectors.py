@@ -11,9 +11,12 @@ Layout, chosen from the vector count and a memory budget:
 - above: ``IVF`` (an inverted file with ~sqrt(n) lists, trained on a sample), with ``nprobe`` tuned
   at build time to reach recall@10 >= 0.97 against exact search (measured and recorded, shown by
   ``indexer status``);
-- above, when the flat vectors would not fit the memory budget (``--index-memory``): ``IVF-PQ``,
-  product-quantised codes sized to the budget, whose candidates are re-ranked exactly with the
-  catalog's stored embeddings.
+- above, when the flat vectors would not fit the memory budget (``--index-memory``): ``OPQ + IVF-PQ``
+  (``OPQ{m}_{d},IVF{nlist},PQ{m}x8``, the layout autofaiss picks): a learned rotation that spreads the
+  variance evenly over the ``m`` sub-vectors, then ``m`` bytes of product-quantised code per vector, ``m``
+  as large as the budget allows (16x compression of float32 at ``m = d/4``). Its candidates (``PQ_RERANK``
+  times k) are re-ranked exactly with the catalog's stored fp16 embeddings, and nprobe is tuned on that
+  re-ranked result.
 
 New vectors are added to a trained index without retraining; the index is rebuilt (trained again)
 only when the collection has grown fourfold since training, or needs another layout.
@@ -57,6 +60,7 @@ class Layout:
     kind: str  # "flat", "ivf" or "ivfpq"
     nlist: int = 0
     pq_m: int = 0
+    opq: bool = False  # a learned rotation before the PQ (files written before it existed have none)
     nprobe: int = 0
     recall_at_10: Optional[float] = None
     trained_count: int = 0
@@ -65,9 +69,19 @@ class Layout:
     def describe(self) -> str:
         if self.kind == "flat":
             return "Flat (exact inner product)"
-        name = f"IVF{self.nlist},Flat" if self.kind == "ivf" else f"IVF{self.nlist},PQ{self.pq_m} + exact re-rank"
+        name = f"IVF{self.nlist},Flat" if self.kind == "ivf" else \
+            f"{self.factory_string(0).replace('_0', '')} + exact re-rank"
         recall = f", recall@10 {self.recall_at_10:.3f}" if self.recall_at_10 is not None else ""
         return f"{name} (nprobe {self.nprobe}{recall})"
+
+    def factory_string(self, dim: int) -> str:
+        if self.kind == "ivf":
+            return f"IVF{self.nlist},Flat"
+        return (f"OPQ{self.pq_m}_{dim}," if self.opq else "") + f"IVF{self.nlist},PQ{self.pq_m}x8"
+
+    def code_bytes(self, dim: int) -> int:
+        """Bytes per vector in the index (codes and ids, not the lists' overhead)."""
+        return {"flat": dim * 4 + 8, "ivf": dim * 4 + 8}.get(self.kind, self.pq_m + 8)
 
 
 def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> Layout:
@@ -77,10 +91,11 @@ def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> 
     nlist = int(min(65536, max(64, 2 ** round(math.log2(math.sqrt(count))))))
     if not over_budget:
         return Layout("ivf", nlist=nlist)
-    per_vector = max(4, int(memory_budget * 0.9 / count))
-    divisors = [m for m in range(4, dim + 1) if dim % m == 0 and m <= per_vector]
-    return Layout("ivfpq", nlist=nlist, pq_m=max(divisors) if divisors else min(m for m in range(4, dim + 1)
-                                                                              if dim % m == 0))
+    # Bytes of code per vector within 90 % of the budget (ids take 8 more); sub-vectors of at least 2 dims.
+    per_vector = max(4, int(memory_budget * 0.9 / count) - 8)
+    divisors = [m for m in range(4, dim // 2 + 1) if dim % m == 0 and m <= per_vector]
+    pq_m = max(divisors) if divisors else min(m for m in range(4, dim + 1) if dim % m == 0)
+    return Layout("ivfpq", nlist=nlist, pq_m=pq_m, opq=True)
 
 
 def index_ids(index: faiss.Index) -> np.ndarray:
@@ -232,9 +247,10 @@ class VectorIndex:
             index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         else:
             started = time.time()
-            spec = f"IVF{layout.nlist},Flat" if layout.kind == "ivf" else f"IVF{layout.nlist},PQ{layout.pq_m}"
-            index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-            index.train(sample_embeddings(self.catalog, min(count, max(50 * layout.nlist, 20000))))
+            index = faiss.index_factory(dim, layout.factory_string(dim), faiss.METRIC_INNER_PRODUCT)
+            # Trained on a sample (bounded memory: ~50 vectors a list, at least 20,000 and at most 500,000),
+            # then filled page by page from the catalog below.
+            index.train(sample_embeddings(self.catalog, min(count, min(500_000, max(50 * layout.nlist, 20000)))))
             layout.trained_count = count
             log.info("trained %s on a sample in %.1f s", layout.kind, time.time() - started)
         for ids, matrix in self.catalog.iter_embeddings():
