@@ -169,3 +169,30 @@ def test_an_unwritable_cache_falls_back_to_torch_with_a_warning(tmp_path, monkey
     assert "cannot write the OpenVINO cache" in caplog.text and "running it on torch instead" in caplog.text
     with pytest.raises(ModelError, match="INDEXER_CACHE"):
         load_model(ModelSpec("tiny-shapes"), runtime="openvino")
+
+
+def test_a_decode_worker_that_cannot_start_loses_nothing(tmp_path, photos, monkeypatch):
+    # A worker dies before reading anything (here: a setting it cannot parse at start): no item is to
+    # blame, so none is failed; the run reads the rest in its own process and embeds everything.
+    monkeypatch.setenv("INDEXER_WORKER_NICE", "not-a-number")
+    warnings: list[str] = []
+    with open_index(tmp_path / "index", model="tiny-shapes") as index:
+        summary = index.ingest([photos / "red_star", photos / "blue_circle"], warn=warnings.append)
+        status = index.status()
+    assert summary.embedded == 8 and summary.failed == 0
+    assert status["pending"] == 0 and status["failed"] == 0
+    assert any("reading the rest in this process" in w for w in warnings), warnings
+
+
+def test_decode_workers_start_from_a_script_without_a_main_guard_or_from_standard_input(tmp_path, photos):
+    code = (f"from indexer import open_index\n"
+            f"index = open_index({str(tmp_path / 'index')!r}, model='tiny-shapes')\n"
+            f"print(index.ingest([{str(photos / 'red_star')!r}]).embedded)\n")
+    (tmp_path / "unguarded.py").write_text(code)
+    for command, stdin in (([sys.executable, str(tmp_path / "unguarded.py")], None), ([sys.executable, "-"], code)):
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=300,
+                              env=dict(__import__("os").environ, INDEXER_WORKERS="1"))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-1] in ("4", "0")  # 4 the first time, 0 (unchanged) the second
+    with open_index(tmp_path / "index") as index:
+        assert index.status()["embedded"] == 4

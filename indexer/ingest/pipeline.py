@@ -2,7 +2,7 @@
 
 With ``workers=0`` the reading runs in the calling process. Otherwise each worker is a fresh process
 (``spawn``: it imports only Pillow, numpy and indexer's reading code, never torch, OpenVINO or the
-model, and shares no memory with the model's process), reads its share of the pending items
+model, and shares no memory or locks with the model's process), reads its share of the pending items
 (``read.iter_pending``), groups them into batches and sends them through a bounded queue, so at most
 ``prefetch`` batches per worker wait in memory. Workers run at a lower priority than the model: on a
 CPU the model is the bottleneck, and a worker needs only a sliver of a core to keep the queue full.
@@ -17,6 +17,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Iterator, Optional
@@ -66,6 +68,25 @@ def _worker(reader: PendingReader, options: ReadOptions, shard: int, shards: int
     out.put((_DONE, shard))
 
 
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While workers are spawned, the caller's main module is not named to them: a spawned process would
+    otherwise run the caller's script again (one without a ``__main__`` guard would ingest again, and
+    standard input or a notebook cannot be run at all). The workers need nothing from it."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None  # multiprocessing reads the attribute itself: None names no module
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class BatchLoader:
     """Iterates batches of the catalog's pending items; see the module docstring."""
 
@@ -82,8 +103,9 @@ class BatchLoader:
         processes = [context.Process(target=_worker, name=f"indexer-decode-{shard}", daemon=True,
                                      args=(self.reader, self.options, shard, self.workers, self.batch_size, out))
                      for shard in range(self.workers)]
-        for process in processes:
-            process.start()
+        with _main_module_hidden():
+            for process in processes:
+                process.start()
         running = set(range(self.workers))
         try:
             while running:

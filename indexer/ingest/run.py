@@ -116,10 +116,11 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
         options = ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
                               crop_long_sides=embedder.preprocess_config.crops_centre,
                               max_file_size=settings.max_file_size, watchdog_dir=notes)
+        workers = settings.resolved_workers(embedder.device)
         while True:
             # The work list is the catalog: after a decode worker dies, fresh workers take up what is pending.
-            loader = BatchLoader(index.catalog.pending_reader(), options,
-                                 settings.resolved_batch_size(embedder.device), settings.resolved_workers(embedder.device))
+            loader = BatchLoader(index.catalog.pending_reader(), options, settings.resolved_batch_size(embedder.device),
+                                 workers)
             try:
                 for batch in _calibrated(embedder, iter(loader), warn):
                     fault_point("batch")
@@ -130,7 +131,10 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
             except WorkerLost as exc:  # a decode worker died: a decoder hung (killed by its watchdog) or crashed
                 error = str(exc)
             if not _fail_stuck(index, notes, error, summary, report):
-                break
+                # No item to blame (a worker that could not even start, say): read the rest in this process,
+                # which loses no worker; nothing pending is failed for a fault that is not its own.
+                warn(f"{error}; reading the rest in this process")
+                workers = 0
     if summary.failed > warned:
         warn(f"... and {summary.failed - warned} more unreadable files (`indexer status` counts them by reason)")
     if summary.embedded:
@@ -139,8 +143,8 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
 
 def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
                 report: Callable[[Iterable[Any]], None]) -> bool:
-    """Records the items a dead worker was reading as failed; True when the run can go on. When no item
-    is to blame, every item still pending is failed with the error, so that a run always ends."""
+    """Records the items a dead worker was reading as failed; True when the run can go on with fresh
+    workers, False when no item is to blame."""
     from ..media.guard import stuck_items
 
     stuck = stuck_items(notes)
@@ -155,10 +159,6 @@ def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
             summary.count_failure(record.reason)
         report(_Failed(uris.get(r.item_id, f"item {r.item_id}"), r.reason, r.detail) for r in records)
         return True
-    failed = index.catalog.fail_pending("read_error", error)
-    for _ in range(failed):
-        summary.count_failure("read_error")
-    report([_Failed(f"{failed} pending items", "read_error", error[:200])])
     return False
 
 

@@ -249,12 +249,6 @@ class CatalogItems:
                     [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
                      for r in failed])
 
-    def fail_pending(self, reason: str, detail: str) -> int:
-        """Marks every item still pending as failed (a run that cannot read them says why); returns how many."""
-        with self.begin() as conn:
-            return int(conn.execute(update(Item).where(Item.state == PENDING).values(
-                state=FAILED, failure_reason=reason, failure_detail=detail[:200], updated_at=time.time())).rowcount or 0)
-
     # -- removal --------------------------------------------------------------------------------
 
     def purge_deleted(self) -> tuple[int, list[int]]:
