@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
+
 from .config import DEFAULT_MODEL, DEFAULT_PRETRAINED, Settings, parse_size
 from .errors import EmptyIndexError, HeadError, ModelError, ModelMismatchError, QueryError
+from .index_items import IndexItems
 from .models import Embedder, ModelSpec, bundled, load_model, same_model
+from .models.spec import describe_identity, mismatch_message
 from .store.catalog import open_catalog
 from .store.codec import blobs_to_matrix, vector_to_blob
 from .store.schema import ItemState
@@ -52,7 +55,7 @@ def as_spec(model: ModelArg, pretrained: Optional[str] = None, weights: Optional
     return ModelSpec(name=name, pretrained=pretrained, weights=weights)
 
 
-class Index:
+class Index(IndexItems):
     """An index folder: the catalog (source of truth), the FAISS vectors, and the model (lazily)."""
 
     def __init__(self, path: Union[str, Path], model: ModelArg = None, settings: Optional[Settings] = None,
@@ -71,7 +74,7 @@ class Index:
         if recorded and self._requested is not None:
             identity = self._requested.identity()
             if not same_model(recorded, identity):
-                raise ModelMismatchError(_mismatch_message(self.path, recorded, self._requested, identity))
+                raise ModelMismatchError(mismatch_message(self.path, recorded, self._requested, identity))
 
     # -- model ------------------------------------------------------------------------------------
 
@@ -115,7 +118,7 @@ class Index:
             self.catalog.set_meta("model", identity)
             self._recorded = identity
         elif not same_model(recorded, identity) or int(recorded["embed_dim"]) != int(identity["embed_dim"]):
-            raise ModelMismatchError(_mismatch_message(self.path, recorded, spec, identity))
+            raise ModelMismatchError(mismatch_message(self.path, recorded, spec, identity))
 
     @property
     def dim(self) -> int:
@@ -298,54 +301,6 @@ class Index:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         return search_vector(self, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset)
 
-    # -- items --------------------------------------------------------------------------------------
-
-    def item(self, item_id: int) -> Optional[dict]:
-        """What the catalog holds about one item (path, state, size, sha256, ...), or None."""
-        return self.catalog.item(item_id)
-
-    def item_paths(self, item_ids: Sequence[int]) -> dict[int, str]:
-        """item id -> path."""
-        return self.catalog.item_uris(item_ids)
-
-    def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
-        """The stored embedding of an embedded item, or None."""
-        item = self.catalog.item(item_id)
-        if item is None or item["state"] != ItemState.EMBEDDED.value or item["embedding_id"] is None:
-            return None
-        ids, matrix = self.catalog.embeddings_by_id([item["embedding_id"]])
-        return matrix[0] if len(ids) else None
-
-    def same_content(self, item_id: int) -> list[tuple[int, str]]:
-        """(item id, path) of the other embedded items holding the same content as ``item_id``."""
-        item = self.catalog.item(item_id)
-        if item is None or item["embedding_id"] is None:
-            return []
-        return [(other, uri) for other, uri, _ in self.catalog.items_for_embeddings([item["embedding_id"]])
-                if other != item_id]
-
-    def item_bytes(self, item_id: int) -> bytes:
-        """The content of an item, read from where the catalog says it is (a file, an archive member)."""
-        from .errors import DecodeError
-        from .media.sources import read_uri
-
-        item = self.catalog.item(item_id)
-        if item is None:
-            raise QueryError(f"no item {item_id} in {self.path}")
-        try:
-            return read_uri(item["path"])
-        except DecodeError as exc:
-            raise QueryError(f"item {item_id} ({item['path']}) cannot be read: {exc.detail or exc.reason}") from None
-
-    def audit_findings(self, folder: Union[str, Path, None] = None) -> list[dict]:
-        """The findings of a stored audit (``findings.json`` in ``folder``, by default INDEX/audit)."""
-        from .audit.report import read_findings
-
-        return read_findings(Path(folder) if folder else self.path / "audit")
-
-    def ingest_sources(self) -> list[str]:
-        """The sources named by the last finished ingest run (to ingest them again)."""
-        return self.catalog.last_ingest_sources()
     # -- trained heads (indexer.heads) -------------------------------------------------------------
 
     def train_head(self, name: str, labels_csv: Union[str, Path], classes: Sequence[str], method: str = "generative",
@@ -394,7 +349,7 @@ class Index:
             "failures_by_reason": self.catalog.failures_by_reason(),
             "distinct_contents": self.catalog.count_contents(),
             "model": recorded,
-            "model_description": _describe(recorded) if recorded else None,
+            "model_description": describe_identity(recorded) if recorded else None,
             "runtimes": self.catalog.get_meta("runtimes", {}),
             "vectors": vectors_file_info(self.path),
             "catalog_bytes": self.catalog.size_bytes(),
@@ -413,32 +368,6 @@ class Index:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _mismatch_message(path: Path, recorded: dict, requested: ModelSpec, identity: dict) -> str:
-    if recorded.get("name") == identity.get("name") and recorded.get("pretrained") == identity.get("pretrained"):
-        return (
-            f"the weights of {requested.describe()} differ from those the index at {path} was built with "
-            f"(sha256 {str(recorded.get('weights_sha256'))[:12]} then, {str(identity.get('weights_sha256'))[:12]} now), "
-            "so their embeddings cannot be compared. Rebuild the index in a new --index folder with these weights, "
-            "or use the original checkpoint with --weights PATH"
-        )
-    return (
-        f"the index at {path} was built with {_describe(recorded)}, not {requested.describe()}. "
-        "Embeddings of different models cannot be compared: leave out --model to use the index's own "
-        f"model, or give {requested.describe()} its own --index folder"
-    )
-
-
-def _describe(recorded: dict) -> str:
-    name = recorded.get("name", "?")
-    if bundled.is_bundled(name):
-        return f"{name} (bundled)"
-    if recorded.get("pretrained"):
-        return f"{name} ({recorded['pretrained']})"
-    if recorded.get("weights_sha256"):
-        return f"{name} (weights sha256 {recorded['weights_sha256'][:12]})"
-    return name
 
 
 def open_index(path: Union[str, Path], model: ModelArg = None, *, pretrained: Optional[str] = None,

@@ -107,3 +107,31 @@ def file_sha256(path: Path) -> str:
                 digest.update(block)
         _SHA_CACHE[key] = digest.hexdigest()
     return _SHA_CACHE[key]
+
+
+def mismatch_message(path: Path, recorded: dict, requested: ModelSpec, identity: dict) -> str:
+    """Why the index at ``path`` refuses ``requested``, and what to do instead."""
+    if recorded.get("name") == identity.get("name") and recorded.get("pretrained") == identity.get("pretrained"):
+        return (
+            f"the weights of {requested.describe()} differ from those the index at {path} was built with "
+            f"(sha256 {str(recorded.get('weights_sha256'))[:12]} then, {str(identity.get('weights_sha256'))[:12]} now), "
+            "so their embeddings cannot be compared. Rebuild the index in a new --index folder with these weights, "
+            "or use the original checkpoint with --weights PATH"
+        )
+    return (
+        f"the index at {path} was built with {describe_identity(recorded)}, not {requested.describe()}. "
+        "Embeddings of different models cannot be compared: leave out --model to use the index's own "
+        f"model, or give {requested.describe()} its own --index folder"
+    )
+
+
+def describe_identity(recorded: dict) -> str:
+    """A recorded model identity in words: ``ViT-B-32-256 (datacomp_s34b_b86k)``, ``tiny-shapes (bundled)``."""
+    name = recorded.get("name", "?")
+    if bundled.is_bundled(name):
+        return f"{name} (bundled)"
+    if recorded.get("pretrained"):
+        return f"{name} ({recorded['pretrained']})"
+    if recorded.get("weights_sha256"):
+        return f"{name} (weights sha256 {recorded['weights_sha256'][:12]})"
+    return name
