@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import ConfigError
-from .media.decode import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS
+
+# The decoder's limits (media.decode), here so that settings are read without importing Pillow.
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: ten times a phone photo, far below a decompression bomb
+DEFAULT_DECODE_SECONDS = 30.0
 
 # The default model for real use (see the README for the measurements behind the choice).
 DEFAULT_MODEL = "ViT-B-32-256"

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
     from .query.search import SearchHit
-    from .store.vectors import VectorIndex
+    from .store.vectors import Filler, VectorIndex
 
 ModelArg = Union[ModelSpec, str, None]
 
@@ -198,17 +198,22 @@ class Index(IndexItems):
         image = limit_aspect(decoded.image) if embedder.preprocess_config.crops_centre else decoded.image
         return embedder.embed_images(embedder.preprocess(image)[None])[0]
 
-    def vectors(self, sync: bool = True) -> "VectorIndex":
+    def vectors(self, sync: bool = True, filler: Optional["Filler"] = None) -> "VectorIndex":
         """The FAISS index (a ``VectorIndex``), loaded once and kept; with ``sync`` it is first caught up
-        with what was committed since (one short catalog query when nothing was)."""
+        with what was committed since (one short catalog query when nothing was). ``filler`` fills a
+        layout that has to be built anew (the distributed runner's encodes on the cluster)."""
         from .store.vectors import VectorIndex
 
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
-            self._vectors = VectorIndex(self.path, self.catalog).load(sync=sync)
-        elif sync:
-            self._vectors.sync()
+            self._vectors = VectorIndex(self.path, self.catalog, filler).load(sync=False)
+        self._vectors.filler = filler
+        try:
+            if sync:
+                self._vectors.sync()
+        finally:
+            self._vectors.filler = None
         return self._vectors
 
     def remove_vectors(self, embedding_ids: Sequence[int]) -> None:

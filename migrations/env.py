@@ -8,10 +8,10 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
-from indexer.store.schema import Base
+from indexer.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection) -> None:

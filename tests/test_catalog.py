@@ -19,7 +19,7 @@ from indexer import open_index
 from indexer.errors import CatalogError, SchemaTooNewError
 from indexer.store.catalog import open_catalog
 from indexer.store.codec import blobs_to_matrix, vector_to_blob
-from indexer.store.schema import Base
+from indexer.store.schema import metadata
 from indexer.store.sqlite import sqlite_url
 from indexer.store.migrate import SCHEMA_HEAD, alembic_config
 
@@ -35,7 +35,7 @@ def test_upgrading_an_empty_database_gives_exactly_the_models_schema(catalog_url
     command.upgrade(alembic_config(catalog_url), "head")
     engine = create_engine(catalog_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     engine.dispose()
     assert diff == []

@@ -177,3 +177,44 @@ def test_killing_an_embedding_worker_mid_run_loses_nothing_and_embeds_each_pictu
     # Work done twice is bounded by the killed worker's in-flight shard (24 items).
     assert good <= sum(embedded_counts) <= good + 24
     assert again.embedded == 0 and again.unchanged == good + 2
+
+
+def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_here(tmp_path, pg_url, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from indexer.distributed.vectors import RayFiller
+    from indexer.store.schema import Embedding
+    from indexer.store.vectors import VectorIndex
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 64))
+    x = centres[rng.integers(0, 40, 3000)] + rng.normal(scale=0.5, size=(3000, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    monkeypatch.setenv("INDEXER_FLAT_MAX", "1000")  # above it, a trained layout
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with open_index(tmp_path / "index", catalog=pg_url) as index:
+        with index.catalog.begin() as conn:
+            index.catalog.set_meta("model", {"name": "synthetic", "pretrained": None, "embed_dim": 64}, conn)
+            conn.execute(Embedding.__table__.insert(), [
+                {"sha256": f"{i:064x}", "vector": vector_to_blob(v), "created_at": 0.0} for i, v in enumerate(x)])
+        index.set_memory_budget(3000 * 24)  # 16 bytes of PQ code a vector: IVF-PQ with exact re-rank
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        added: list[int] = []
+        try:
+            filler = RayFiller(ray, index.path, index.catalog, pg_url, range_ids=700)
+            vectors = index.vectors(filler=lambda trained, progress: filler(trained, added.append))
+        finally:
+            ray.shutdown()
+        here = VectorIndex(tmp_path / "here", index.catalog)
+        (tmp_path / "here").mkdir()
+        here.rebuild()
+        assert vectors.layout.kind == here.layout.kind == "ivfpq"
+        assert len(added) == 5 and sum(added) == 3000  # five id ranges, every embedding once
+        catalog_ids = [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
+        assert sorted(vectors.ids().tolist()) == catalog_ids == sorted(here.ids().tolist())
+        queries = x[:20] + rng.normal(scale=0.05, size=(20, 64)).astype(np.float32)
+        faiss_ivf = __import__("faiss").extract_index_ivf
+        faiss_ivf(vectors.index).nprobe = faiss_ivf(here.index).nprobe = 8
+        assert np.array_equal(vectors.index.search(queries, 10)[1], here.index.search(queries, 10)[1])
+        # The file on disk is the cluster-built one, and reads back as it was.
+        reread = VectorIndex(tmp_path / "index", index.catalog).load()
+        assert reread.layout.kind == "ivfpq" and int(reread.index.ntotal) == 3000

@@ -24,6 +24,7 @@ from ..media.sources import scan
 from ..store.schema import ItemState
 from .cluster import import_ray, ray_cluster
 from .shards import Shard, plan_shards
+from .vectors import RayFiller
 
 if TYPE_CHECKING:
     from ..index import Index
@@ -68,10 +69,13 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
             with ray_cluster(ray_address, num_cpus=num_cpus) as ray:
                 _embed_on_cluster(ray, index, plan_shards(catalog, shard_items), todo, embed_workers,
                                   gpus_per_worker, summary, progress, warn, lock.check)
-            after = _settled(catalog)
-            summary.embedded = after[1] - before[1]
-            summary.reused += max(0, after[0] - before[0] - summary.embedded)
-        if index.recorded_model is not None and (summary.embedded or summary.reused or not index.vectors_file_exists()):
+                after = _settled(catalog)
+                summary.embedded = after[1] - before[1]
+                summary.reused += max(0, after[0] - before[0] - summary.embedded)
+                if index.recorded_model is not None:
+                    # A layout built anew (trained IVF or IVF-PQ) is encoded on the cluster too.
+                    index.vectors(filler=RayFiller(ray, index.path, catalog, index.settings.catalog))
+        elif index.recorded_model is not None and not index.vectors_file_exists():
             index.vectors()
         summary.seconds = round(time.time() - started, 3)
         catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())

@@ -21,9 +21,8 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
+from ..config import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS  # noqa: F401 - the limits, also read from here
 from ..errors import DecodeError
-
-DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: ten times a phone photo, far below a decompression bomb
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey-filled picture
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (checked from the header); Pillow's would only warn
 
@@ -155,8 +154,6 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
     return DecodedImage(rgb, width, height, fmt)
 
 
-
-DEFAULT_DECODE_SECONDS = 30.0
 
 
 @contextmanager

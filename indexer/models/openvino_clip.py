@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +28,9 @@ import numpy as np
 from ..errors import ModelError
 from . import bundled
 from .embedder import FeatureMatrix, ImageBatch
-from .openvino_runtime import IMAGE_INT8_IR, OpenVinoTowers, convert, is_converted, model_folder
+from . import numpy_text
+from .numpy_text import NUMPY_TEXT_ROWS, NumpyTextTower
+from .openvino_runtime import IMAGE_INT8_IR, META_FILE, OpenVinoTowers, convert, is_converted, model_folder
 from .preprocess import PreprocessConfig, Preprocessor
 from .spec import ModelSpec
 from .tokenizer import ClipTokenizer, default_bpe_path
@@ -35,10 +38,11 @@ from .tokenizer import ClipTokenizer, default_bpe_path
 log = logging.getLogger(__name__)
 
 AGREEMENT = 0.999  # the least cosine between a converted embedding and torch fp32's, per embedding
+NUMPY_AGREEMENT = 0.99999  # the same for the numpy text tower: both compute in float32
 PROBE_TEXTS = ("a photo of a dog", "a red star on a blue background", "", "Ünïcode — émoji 🦊 and CJK 漢字",
                "a very long caption " * 12)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-TOKENIZER_TABLES = "tokenizer.pickle"
+TOKENIZER_TABLES = "tokenizer-v2.pickle"  # v2: merge ranks keyed by "first second" strings
 
 
 class RuntimeUnsupported(ModelError):
@@ -164,7 +168,19 @@ def convert_model(spec: ModelSpec, threads: Optional[int] = None) -> float:
 
         shutil.rmtree(model_folder(cache, key), ignore_errors=True)
         raise RuntimeUnsupported(f"{spec.describe()} converted for OpenVINO disagrees with torch (cosine {worst:.5f})")
+    _export_numpy_text(reference, model_folder(cache, key), tokenizer(probe), reference.embed_texts(probe))
     return time.time() - started
+
+
+def _export_numpy_text(reference: Any, folder: Path, tokens: np.ndarray, expected: np.ndarray) -> None:
+    """Writes the text weights for ``numpy_text`` beside the IR, kept only where they give torch's
+    embeddings of the probe texts (float32 on both sides: cosine above ``NUMPY_AGREEMENT``)."""
+    reason = numpy_text.export(reference.model, folder)
+    tower = NumpyTextTower.load(folder) if reason is None else None
+    if tower is not None and float(_cosines(tower(tokens), expected).min()) >= NUMPY_AGREEMENT:
+        return
+    log.info("queries on %s use OpenVINO's text tower: %s", folder.name, reason or "the numpy tower disagrees")
+    numpy_text.remove(folder)
 
 
 class OpenVinoClipEmbedder:
@@ -183,24 +199,44 @@ class OpenVinoClipEmbedder:
             seconds = convert_model(spec, threads)
             log.warning("converted in %.0f s", seconds)
         self._int8_wanted = precision == "int8"
-        int8_ready = (model_folder(cache, key) / IMAGE_INT8_IR).is_file()
-        float_precision = "auto" if precision == "int8" else precision
-        try:
-            self.towers = OpenVinoTowers(cache, key, precision=float_precision, threads=threads,
-                                         int8_image=self._int8_wanted and int8_ready)
-        except ValueError as exc:  # bf16 asked for on a CPU without it
-            raise ModelError(f"--precision {precision}: {exc}") from None
+        self._precision = "auto" if precision == "int8" else precision
         self.threads = threads
-        meta = self.towers.meta["extra"]
-        self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
+        self.folder = model_folder(cache, key)
+        self._towers: Optional[OpenVinoTowers] = None
+        self._towers_lock = threading.Lock()
+        if precision in ("bf16", "int8"):
+            _ = self.towers  # an explicit precision is checked against this CPU now, not mid-run
+        # meta.json is what convert() wrote: read without starting OpenVINO (a query may never need it).
+        meta = json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("identity") != key:
+            raise ModelError(f"{self.folder} holds another model ({meta.get('identity')}); delete that folder")
+        self.meta = meta
+        extra = meta["extra"]
+        self.preprocess_config = PreprocessConfig.from_dict(extra["preprocess"])
         self.preprocess = Preprocessor(self.preprocess_config)
-        self.tokenizer = _tokenizer(meta, self.towers.folder)
-        self.logit_scale = float(meta["logit_scale"])
+        self.tokenizer = _tokenizer(extra, self.folder)
+        self.logit_scale = float(extra["logit_scale"])
         self.image_size = self.preprocess_config.side
-        self.dim = self.towers.embed_dim
+        self.dim = int(meta["embed_dim"])
+        # The few texts of a query run in numpy over the same weights: no runtime to start (numpy_text).
+        self.text_numpy = NumpyTextTower.load(self.folder)
         if spec.is_random:
             warnings.warn(f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests "
                           "only (converted once: every load gives the same random weights)", stacklevel=3)
+
+    @property
+    def towers(self) -> OpenVinoTowers:
+        """The OpenVINO towers, started on first use (a question answered in numpy never starts them)."""
+        with self._towers_lock:
+            if self._towers is None:
+                int8_ready = (self.folder / IMAGE_INT8_IR).is_file()
+                try:
+                    self._towers = OpenVinoTowers(openvino_cache(), identity_key(self.spec), precision=self._precision,
+                                                  threads=self.threads, int8_image=self._int8_wanted and int8_ready)
+                except ValueError as exc:  # bf16 asked for on a CPU without it
+                    asked = "int8" if self._int8_wanted else self._precision
+                    raise ModelError(f"--precision {asked}: {exc}") from None
+            return self._towers
 
     @property
     def precision(self) -> str:
@@ -220,6 +256,10 @@ class OpenVinoClipEmbedder:
         return self.towers.embed_images(batch)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> FeatureMatrix:
+        if self.text_numpy is not None and texts:
+            tokens = self.tokenizer(list(texts))
+            if self.text_numpy.rows(tokens) <= NUMPY_TEXT_ROWS:
+                return self.text_numpy(tokens)
         out = [self.towers.embed_texts(self.tokenizer(list(texts[start:start + batch_size])))
                for start in range(0, len(texts), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
@@ -237,8 +277,8 @@ class OpenVinoClipEmbedder:
         key, cache = identity_key(self.spec), openvino_cache()
         started = time.time()
         quantize_image_tower(cache, key, [pictures], subset_size=min(300, len(pictures)))
-        self.towers = OpenVinoTowers(cache, key, precision=self.towers.precision, threads=self.threads,
-                                     int8_image=True)
+        self._towers = OpenVinoTowers(cache, key, precision=self.towers.precision, threads=self.threads,
+                                      int8_image=True)
         cosines = _cosines(self.towers.embed_images(held_out), reference)
         return {"pictures": int(len(pictures)), "seconds": round(time.time() - started, 1),
                 "cosine_min": round(float(cosines.min()), 5), "cosine_mean": round(float(cosines.mean()), 5)}

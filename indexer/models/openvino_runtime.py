@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # only for annotations: importing torch here would defeat the
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Bumped whenever what convert() writes changes meaning, so that old folders are not reused.
-IR_FORMAT_VERSION = 1
+IR_FORMAT_VERSION = 2  # 2: the numpy text weights (numpy_text) beside the IR
 IMAGE_IR = "image.xml"
 # Written by openvino_quantize.quantize_image_tower, optional.
 IMAGE_INT8_IR = "image-int8.xml"
@@ -53,11 +53,16 @@ class OpenVinoUnavailable(RuntimeError):
 
 
 def _openvino_version() -> str:
-    import openvino
+    """The installed OpenVINO release, "2026.4.1" (IR written by one release reads in the same release),
+    from the package's metadata: a query answered without OpenVINO never imports it."""
+    from importlib import metadata
 
-    # "2026.4.1-22982-e213a147257-releases/2026/4" -> "2026.4.1": IR written by one release reads in the
-    # same release; the build suffix adds nothing to that.
-    return openvino.__version__.split("-")[0]
+    try:
+        return metadata.version("openvino").split("-")[0]
+    except metadata.PackageNotFoundError:
+        import openvino  # installed some other way: ask the module ("2026.4.1-22982-..." -> "2026.4.1")
+
+        return openvino.__version__.split("-")[0]
 
 
 def model_folder(cache_dir: Union[str, Path], identity: str) -> Path:

@@ -135,10 +135,11 @@ class ClipTokenizer:
         self.encoder: dict[str, int] = {}
         for index, token in enumerate(vocabulary):
             self.encoder[token] = index
-        self.decoder: dict[int, str] = {index: token for token, index in self.encoder.items()}
-        self._ranks: dict[tuple[str, ...], int] = {}
+        # Pairs keyed "first second" (a symbol never holds a space): one string per key loads from the
+        # converted model's cache several times faster than a tuple of two.
+        self._ranks: dict[str, int] = {}
         for rank, merge in enumerate(merges):
-            self._ranks[merge] = rank
+            self._ranks[" ".join(merge)] = rank
         self.vocab_size = len(self.encoder)
         self.sot_token_id = self.encoder[SOT_TOKEN]
         self.eot_token_id = self.encoder[EOT_TOKEN]
@@ -200,7 +201,7 @@ class ClipTokenizer:
         while len(symbols) > 1:
             best_rank, best_pair = None, None
             for pair in zip(symbols, symbols[1:]):
-                rank = ranks.get(pair)
+                rank = ranks.get(pair[0] + " " + pair[1])
                 if rank is not None and (best_rank is None or rank < best_rank):
                     best_rank, best_pair = rank, pair
             if best_pair is None:
@@ -238,7 +239,8 @@ class ClipTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text back from ids (lossy: cleaning and lower-casing are not undone); for debugging."""
         byte_of = {symbol: byte for byte, symbol in enumerate(self._byte_symbols)}
-        text = "".join(self.decoder[int(i)] for i in ids if int(i) in self.decoder)
+        decoder = {index: token for token, index in self.encoder.items()}
+        text = "".join(decoder[int(i)] for i in ids if int(i) in decoder)
         chars = text.replace("</w>", " ")
         data = bytearray(byte_of[c] if c in byte_of else ord(" ") for c in chars)
         return data.decode("utf-8", errors="replace")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -45,7 +44,13 @@ def catalog_url(sqlite_path: Path, catalog: Optional[str]) -> URL:
 
 def insert_for(dialect_name: str, table: Any) -> Any:
     """An INSERT that knows ``ON CONFLICT`` on this dialect (SQLite and PostgreSQL spell it alike)."""
-    return (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(table)
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported for a server catalog only
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def glob_to_regex(pattern: str) -> str:

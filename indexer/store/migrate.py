@@ -71,10 +71,10 @@ def ensure_schema(catalog: "Catalog") -> None:
 
 
 def _create_at_head(catalog: "Catalog") -> None:
-    from .schema import Base
+    from .schema import metadata
 
     with catalog.engine.begin() as conn:
-        Base.metadata.create_all(conn)
+        metadata.create_all(conn)
         conn.exec_driver_sql(
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"

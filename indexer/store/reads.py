@@ -139,12 +139,16 @@ class CatalogReads:
 
     # -- embeddings -----------------------------------------------------------------------------
 
-    def iter_embeddings(self, after_id: int = 0, page: int = PAGE) -> Iterator[tuple[np.ndarray, FeatureMatrix]]:
-        """(ids, matrix) pages of the embeddings with id > ``after_id``, in id order."""
+    def iter_embeddings(self, after_id: int = 0, page: int = PAGE, upto_id: Optional[int] = None
+                        ) -> Iterator[tuple[np.ndarray, FeatureMatrix]]:
+        """(ids, matrix) pages of the embeddings with ``after_id`` < id (<= ``upto_id``), in id order."""
         dim = self.embedding_dim()
         if dim is None:
             return
-        for rows in self._pages(select(Embedding.id, Embedding.vector), Embedding.id, page, after_id):
+        statement = select(Embedding.id, Embedding.vector)
+        if upto_id is not None:
+            statement = statement.where(Embedding.id <= upto_id)
+        for rows in self._pages(statement, Embedding.id, page, after_id):
             yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), \
                 blobs_to_matrix([r[1] for r in rows], dim)
 

@@ -39,14 +39,20 @@ from typing import Callable, Optional, Sequence
 
 import faiss
 import numpy as np
+
 from .catalog import Catalog
 from .files import VECTORS_FILE, VECTORS_META, atomic_write
 
 log = logging.getLogger(__name__)
 
+# (a trained, empty index; a progress callback or None) -> that index holding every catalog embedding
+Filler = Callable[[faiss.Index, Optional[Callable[[int], None]]], faiss.Index]
+
 TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
 PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
+OPQ_ITERATIONS = 10
+OPQ_TRAIN_POINTS = 32_768
 
 
 def flat_max() -> int:
@@ -98,6 +104,13 @@ def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> 
     return Layout("ivfpq", nlist=nlist, pq_m=pq_m, opq=True)
 
 
+def merge_ivf(into: faiss.Index, part: faiss.Index) -> None:
+    """Moves the lists of ``part`` (the same trained IVF layout, other ids) into ``into``."""
+    target = faiss.extract_index_ivf(into)
+    target.merge_from(faiss.extract_index_ivf(part), 0)
+    into.ntotal = target.ntotal  # a wrapper (the OPQ rotation) keeps a count of its own
+
+
 def index_ids(index: faiss.Index) -> np.ndarray:
     """Every id held by ``index`` (an IDMap over a flat index, or an IVF index)."""
     if index.ntotal == 0:
@@ -137,9 +150,12 @@ def exact_top_k(catalog: Catalog, queries: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """The FAISS index of a catalog, kept in step with it; see the module docstring."""
 
-    def __init__(self, index_dir: Path, catalog: Catalog) -> None:
+    def __init__(self, index_dir: Path, catalog: Catalog, filler: Optional[Filler] = None) -> None:
         self.dir = index_dir
         self.catalog = catalog
+        # How a freshly trained IVF index is filled from the catalog (None: page by page here; the
+        # distributed runner passes one that encodes id ranges on a Ray cluster and merges the parts).
+        self.filler = filler
         self.path = index_dir / VECTORS_FILE
         self.meta_path = index_dir / VECTORS_META
         self.index: Optional[faiss.Index] = None
@@ -248,15 +264,23 @@ class VectorIndex:
         else:
             started = time.time()
             index = faiss.index_factory(dim, layout.factory_string(dim), faiss.METRIC_INNER_PRODUCT)
+            if layout.opq:
+                # FAISS's defaults (50 rotations, 65,536 points) cost minutes on two cores for no recall
+                # that the exact re-rank does not give back anyway (README, "Scale").
+                rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+                rotation.niter, rotation.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
             # Trained on a sample (bounded memory: ~50 vectors a list, at least 20,000 and at most 500,000),
             # then filled page by page from the catalog below.
             index.train(sample_embeddings(self.catalog, min(count, min(500_000, max(50 * layout.nlist, 20000)))))
             layout.trained_count = count
             log.info("trained %s on a sample in %.1f s", layout.kind, time.time() - started)
-        for ids, matrix in self.catalog.iter_embeddings():
-            index.add_with_ids(matrix, ids)
-            if progress:
-                progress(len(ids))
+        if self.filler is not None and layout.kind != "flat":
+            index = self.filler(index, progress)
+        else:
+            for ids, matrix in self.catalog.iter_embeddings():
+                index.add_with_ids(matrix, ids)
+                if progress:
+                    progress(len(ids))
         self.index, self.layout = index, layout
         if layout.kind != "flat":
             self._tune()
