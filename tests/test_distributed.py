@@ -218,3 +218,24 @@ def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_
         # The file on disk is the cluster-built one, and reads back as it was.
         reread = VectorIndex(tmp_path / "index", index.catalog).load()
         assert reread.layout.kind == "ivfpq" and int(reread.index.ntotal) == 3000
+
+
+def test_processes_opening_one_empty_server_database_at_once_create_its_schema_once(tmp_path, pg_url):
+    import multiprocessing
+
+    from indexer.store.migrate import SCHEMA_HEAD
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_open_server_catalog, [(str(tmp_path / f"index{i}"), pg_url) for i in range(4)])
+    assert results == ["ok"] * 4, results
+    assert scalar(pg_url, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
+    assert scalar(pg_url, "SELECT count(*) FROM meta WHERE key = 'catalog_id'") in ([(0,)], [(1,)])
+
+
+def _open_server_catalog(folder: str, url: str) -> str:
+    try:
+        open_catalog(Path(folder), url=url).close()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - the test shows which process failed, and how
+        return f"{type(exc).__name__}: {exc}"

@@ -11,14 +11,17 @@ import importlib.util
 import logging
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from sqlalchemy import inspect, text
 
 from ..errors import CatalogError, SchemaTooNewError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -49,31 +52,54 @@ def alembic_config(catalog_url: str):  # -> alembic.config.Config
     return config
 
 
+# A server catalog's schema work (creation, upgrade) holds this PostgreSQL advisory lock: processes
+# opening one empty database at once (a cluster's workers starting together) create it once.
+SCHEMA_LOCK_KEY = 0x1DE8E5C4E3A
+
+
+def _schema_state(conn: "Connection") -> tuple[set[str], Optional[str]]:
+    tables = set(inspect(conn).get_table_names())
+    version = None
+    if "alembic_version" in tables:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return tables, version
+
+
 def ensure_schema(catalog: "Catalog") -> None:
     with catalog.engine.connect() as conn:
-        tables = set(inspect(conn).get_table_names())
-        version = None
-        if "alembic_version" in tables:
-            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        tables, version = _schema_state(conn)
     if version == SCHEMA_HEAD:
         return
+    if catalog.dialect == "postgresql":
+        with catalog.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            tables, version = _schema_state(conn)  # as the process that held the lock before left it
+            if version != SCHEMA_HEAD:
+                _create_or_upgrade(catalog, conn, tables, version)
+        return
+    _create_or_upgrade(catalog, None, tables, version)
+
+
+def _create_or_upgrade(catalog: "Catalog", conn: Optional["Connection"], tables: set[str],
+                       version: Optional[str]) -> None:
+    """Brings the catalog to ``SCHEMA_HEAD`` (in ``conn``'s transaction when given)."""
     if not tables:
         if getattr(catalog, "readonly", False):
             raise CatalogError(f"{catalog.path} is an empty file on read-only media; point --index at an index")
-        _create_at_head(catalog)
+        _create_at_head(catalog, conn)
         return
     if version is None:
         raise CatalogError(
             f"{catalog.location} is a database but not an indexer catalog (no schema version); "
             + ("point --index at another folder" if catalog.dialect == "sqlite" else "give --catalog an empty database")
         )
-    _upgrade(catalog, version)
+    _upgrade(catalog, version, conn)
 
 
-def _create_at_head(catalog: "Catalog") -> None:
+def _create_at_head(catalog: "Catalog", conn: Optional["Connection"] = None) -> None:
     from .schema import metadata
 
-    with catalog.engine.begin() as conn:
+    with _transaction(catalog, conn) as conn:
         metadata.create_all(conn)
         conn.exec_driver_sql(
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
@@ -82,7 +108,17 @@ def _create_at_head(catalog: "Catalog") -> None:
         conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_HEAD})
 
 
-def _upgrade(catalog: "Catalog", version: str) -> None:
+@contextmanager
+def _transaction(catalog: "Catalog", conn: Optional["Connection"]) -> Iterator["Connection"]:
+    """``conn`` (a transaction the caller holds) or a new transaction of its own."""
+    if conn is not None:
+        yield conn
+        return
+    with catalog.engine.begin() as own:
+        yield own
+
+
+def _upgrade(catalog: "Catalog", version: str, conn: Optional["Connection"] = None) -> None:
     from alembic import command
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -105,7 +141,7 @@ def _upgrade(catalog: "Catalog", version: str) -> None:
         backup = str(backup_catalog(catalog.path, version))
     else:  # a server's backups are its operator's (pg_dump before upgrading indexer); the upgrade is one transaction
         backup = "none made for a server catalog: pg_dump it first to keep a copy"
-    with catalog.engine.begin() as conn:
+    with _transaction(catalog, conn) as conn:
         if conn.dialect.name == "sqlite":
             # A batch migration rebuilds a table by copy and drop; with foreign keys on, dropping `items`
             # would cascade into the classifications. Off for the upgrade (before any write: a no-op in
