@@ -4,6 +4,7 @@ cluster with a worker killed half-way."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -163,20 +164,30 @@ def test_killing_an_embedding_worker_mid_run_loses_nothing_and_embeds_each_pictu
         assert killed, "no embedding worker was found to kill"
         with open_index(tmp_path / "index", catalog=pg_url) as index:
             again = index.ingest([photos], ray="local")
+        embedded_counts = [int(n) for n in trace.read_text().split()]
+        print(f"killed {killed}; batches embedded {embedded_counts}; summary {summary}")  # the trace, with -s
+        assert summary.embedded == good and summary.reused == 1 and summary.failed == 1
+        assert scalar(pg_url, "SELECT state, count(*) FROM items GROUP BY state ORDER BY state") == \
+            [("embedded", good + 1), ("failed", 1)]
+        assert scalar(pg_url, "SELECT count(*), count(DISTINCT sha256) FROM embeddings") == [(good, good)]
+        assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
+                              "(SELECT id FROM embeddings)") == [(0,)]
+        assert vector_ids == [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
+        # Work done twice is bounded by the killed worker's in-flight shard (24 items).
+        assert good <= sum(embedded_counts) <= good + 24
+        assert again.embedded == 0 and again.unchanged == good + 2
+        # A class folder deleted, then a purging run on the cluster: its items and embeddings go for good.
+        gone = sorted(p for p in (photos / "blue_circle").iterdir())
+        shutil.rmtree(photos / "blue_circle")
+        with open_index(tmp_path / "index", catalog=pg_url) as index:
+            purged = index.ingest([photos], ray="local", purge=True)
+            vector_ids = sorted(index.vectors().ids().tolist())
     finally:
         ray.shutdown()
-    embedded_counts = [int(n) for n in trace.read_text().split()]
-    print(f"killed {killed}; batches embedded {embedded_counts}; summary {summary}")  # the trace, with -s
-    assert summary.embedded == good and summary.reused == 1 and summary.failed == 1
-    assert scalar(pg_url, "SELECT state, count(*) FROM items GROUP BY state ORDER BY state") == \
-        [("embedded", good + 1), ("failed", 1)]
-    assert scalar(pg_url, "SELECT count(*), count(DISTINCT sha256) FROM embeddings") == [(good, good)]
-    assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
-                          "(SELECT id FROM embeddings)") == [(0,)]
+    assert purged.deleted == purged.purged == len(gone) == 8
+    assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'deleted'") == [(0,)]
     assert vector_ids == [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
-    # Work done twice is bounded by the killed worker's in-flight shard (24 items).
-    assert good <= sum(embedded_counts) <= good + 24
-    assert again.embedded == 0 and again.unchanged == good + 2
+    assert len(vector_ids) == good - 8
 
 
 def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_here(tmp_path, pg_url, monkeypatch):

@@ -84,8 +84,6 @@ def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], inde
         raise click.UsageError("give SOURCES (folders, archives, image files) or --from-list FILE")
     if (gpus_per_worker or embed_workers) and not ray_address:
         raise click.UsageError("--gpus-per-worker and --embed-workers go with --ray")
-    if ray_address and purge:
-        raise click.UsageError("--purge runs on one machine: run `indexer sync --purge` without --ray")
     show = progress_enabled(progress)
     index = open_from_cli(index_dir, create=True, **model_and_settings)
     with index, progress_bars(show, together=bool(ray_address)) as bars:
@@ -94,9 +92,9 @@ def run_ingest_command(sources: tuple[Path, ...], from_list: Optional[str], inde
         # Listed paths may have gone since the list was made: those are skipped, not fatal.
         listed = read_list(from_list) if from_list else ()
         cluster = {"ray": ray_address, "gpus_per_worker": gpus_per_worker, "embed_workers": embed_workers} \
-            if ray_address else {"purge": purge}
+            if ray_address else {}
         summary = index.ingest(chain(sources, listed), retry_failed=retry_failed, progress=bars,
-                               warn=_warner(show), strict=not from_list, **cluster)
+                               warn=_warner(show), strict=not from_list, purge=purge, **cluster)
     if as_json:
         echo_json(summary.to_dict())
     else:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 from ..errors import ClusterError
 from ..ingest.lock import ingest_lock
 from ..ingest.register import mark_missing, register
+from ..ingest.run import purge_deleted
 from ..ingest.summary import IngestSummary
 from ..media.sources import scan
 from ..store.schema import ItemState
@@ -38,6 +39,7 @@ RETRIES = 4
 def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_address: str = "local",
                            embed_workers: Optional[int] = None, gpus_per_worker: float = 0.0,
                            shard_items: int = 512, num_cpus: Optional[int] = None, retry_failed: bool = False,
+                           purge: bool = False,
                            progress: Optional[Progress] = None, warn: Optional[Callable[[str], None]] = None,
                            strict: bool = True) -> IngestSummary:
     """Ingests ``sources`` into ``index`` on the Ray cluster at ``ray_address`` (``local``, ``auto`` or
@@ -77,6 +79,8 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
                     index.vectors(filler=RayFiller(ray, index.path, catalog, index.settings.catalog))
         elif index.recorded_model is not None and not index.vectors_file_exists():
             index.vectors()
+        if purge:  # in the catalog and the vectors file, here: nothing a cluster would speed up
+            summary.purged = purge_deleted(index)
         summary.seconds = round(time.time() - started, 3)
         catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())
     return summary
