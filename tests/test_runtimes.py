@@ -99,6 +99,19 @@ def test_numpy_text_tower_takes_short_batches_and_openvino_the_rest(tiny_vit):
     assert np.abs(together - alone).max() < 1e-5
 
 
+def test_a_process_that_keeps_asking_switches_to_the_compiled_text_tower(tiny_vit):
+    from indexer.models.openvino_clip import NUMPY_CALLS_BEFORE_COMPILE
+
+    converted = load_model(tiny_vit, runtime="openvino", precision="fp32")
+    first = converted.embed_texts(["a red star"])
+    for i in range(NUMPY_CALLS_BEFORE_COMPILE):
+        converted.embed_texts([f"question {i}"])
+    assert converted.text_compiled.wait(120), "the text tower was not compiled aside"
+    assert converted._towers is not None and converted._towers.compile_seconds["text"] is not None
+    again = converted.embed_texts(["a red star"])  # now from OpenVINO: the same answer within the agreement
+    assert float(np.sum(first * again)) >= 0.999
+
+
 def test_a_model_without_numpy_text_weights_answers_on_openvino(tiny_vit, tmp_path, monkeypatch):
     import shutil
 

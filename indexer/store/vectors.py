@@ -52,7 +52,8 @@ TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
 PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
 OPQ_ITERATIONS = 10
-OPQ_TRAIN_POINTS = 32_768
+OPQ_TRAIN_POINTS = 16_384
+PQ_POINTS_PER_CENTROID = 64  # codebooks trained on at most 64 x 256 = 16,384 points
 
 
 def flat_max() -> int:
@@ -264,11 +265,15 @@ class VectorIndex:
         else:
             started = time.time()
             index = faiss.index_factory(dim, layout.factory_string(dim), faiss.METRIC_INNER_PRODUCT)
-            if layout.opq:
-                # FAISS's defaults (50 rotations, 65,536 points) cost minutes on two cores for no recall
-                # that the exact re-rank does not give back anyway (README, "Scale").
-                rotation = faiss.downcast_VectorTransform(index.chain.at(0))
-                rotation.niter, rotation.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
+            if layout.kind == "ivfpq":
+                # FAISS's defaults train the codebooks on up to 65,536 points (and the rotation 50 times):
+                # the bulk of a build on few cores, for recall the exact re-rank gives back anyway
+                # (README, "Scale"). 64 points a centroid is FAISS's own working range.
+                ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
+                ivfpq.pq.cp.max_points_per_centroid = PQ_POINTS_PER_CENTROID
+                if layout.opq:
+                    rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+                    rotation.niter, rotation.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
             # Trained on a sample (bounded memory: ~50 vectors a list, at least 20,000 and at most 500,000),
             # then filled page by page from the catalog below.
             index.train(sample_embeddings(self.catalog, min(count, min(500_000, max(50 * layout.nlist, 20000)))))
