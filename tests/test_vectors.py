@@ -117,7 +117,7 @@ def test_a_memory_budget_selects_compressed_codes_with_exact_re_ranking(tmp_path
     with open_index(tmp_path / "index") as index:
         index.set_memory_budget(5000 * 18)  # 18 bytes a vector, ids (8) included: flat float32 would need 136
         vectors = index.vectors()
-        assert vectors.layout.kind == "ivfpq" and vectors.layout.pq_m == 8 and vectors.layout.opq
+        assert vectors.layout.kind == "ivfpq" and vectors.layout.pq_m == 8 and not vectors.layout.opq
         assert vectors.layout.recall_at_10 >= 0.9
         scores, ids = vectors.search(data[:5], 5)
         assert ids[:, 0].tolist() == [1, 2, 3, 4, 5]  # each stored vector finds itself first

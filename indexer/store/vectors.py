@@ -11,12 +11,12 @@ Layout, chosen from the vector count and a memory budget:
 - above: ``IVF`` (an inverted file with ~sqrt(n) lists, trained on a sample), with ``nprobe`` tuned
   at build time to reach recall@10 >= 0.97 against exact search (measured and recorded, shown by
   ``indexer status``);
-- above, when the flat vectors would not fit the memory budget (``--index-memory``): ``OPQ + IVF-PQ``
-  (``OPQ{m}_{d},IVF{nlist},PQ{m}x8``, the layout autofaiss picks): a learned rotation that spreads the
-  variance evenly over the ``m`` sub-vectors, then ``m`` bytes of product-quantised code per vector, ``m``
-  as large as the budget allows (16x compression of float32 at ``m = d/4``). Its candidates (``PQ_RERANK``
-  times k) are re-ranked exactly with the catalog's stored fp16 embeddings, and nprobe is tuned on that
-  re-ranked result.
+- above, when the flat vectors would not fit the memory budget (``--index-memory``): ``IVF-PQ``
+  (``IVF{nlist},PQ{m}x8``): ``m`` bytes of product-quantised code per vector, ``m`` as large as the budget
+  allows (16x compression of float32 at ``m = d/4``). Its candidates (``PQ_RERANK`` times k) are
+  re-ranked exactly with the catalog's stored fp16 embeddings, and nprobe is tuned on that re-ranked
+  result. autofaiss would add an OPQ rotation; here it tripled the build for no recall after the re-rank
+  (``choose_layout``), so new layouts have none (files built with one still load and grow).
 
 New vectors are added to a trained index without retraining; the index is rebuilt (trained again)
 only when the collection has grown fourfold since training, or needs another layout.
@@ -102,7 +102,10 @@ def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> 
     per_vector = max(4, int(memory_budget * 0.9 / count) - 8)
     divisors = [m for m in range(4, dim // 2 + 1) if dim % m == 0 and m <= per_vector]
     pq_m = max(divisors) if divisors else min(m for m in range(4, dim + 1) if dim % m == 0)
-    return Layout("ivfpq", nlist=nlist, pq_m=pq_m, opq=True)
+    # No OPQ rotation: measured at 100k x 512 (scripts/bench_vectors.py, README "Scale"), training it was
+    # three quarters of a 12-minute build on two cores, and with the exact re-rank recall@10 is the same
+    # with and without it (0.972 both in the earlier paired run). Files built with one still load.
+    return Layout("ivfpq", nlist=nlist, pq_m=pq_m, opq=False)
 
 
 def merge_ivf(into: faiss.Index, part: faiss.Index) -> None:
