@@ -70,7 +70,8 @@ def test_em_moves_unseen_means_to_their_items(data):
 
 def test_refined_generative_head_reaches_unseen_classes_the_plain_one_misses(data):
     args = (data["x"], data["y"], data["a"], data["seen"])
-    alone, refined = figures(train_generative(*args), data), figures(train_generative(*args, unlabelled=data["pool"]), data)
+    alone = figures(train_generative(*args), data)
+    refined = figures(train_generative(*args, unlabelled=data["pool"]), data)
     assert alone["unseen_accuracy"] < 0.85  # the predicted places are off
     assert refined["unseen_accuracy"] > 0.95 and refined["seen_accuracy"] > 0.95
     wgan = {"generator": "wgan", "gan_steps": 100, "hidden": 64, "noise": 8, "synth_per_class": 100, "clf_steps": 200}

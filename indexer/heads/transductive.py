@@ -21,7 +21,7 @@ EM runs a fixed number of iterations (no tolerance to tune, the same result on e
 ``Refined.means`` replaces the predicted means; the classifier is then fitted as without refinement.
 Why these choices (the README, "Unlabelled items"): without the background, a collection holding other
 things than the listed classes drags unseen means to them (H 0.55-0.77 on the development seeds instead
-of 0.88-0.94 without refinement); without a wider start, an unseen class whose predicted place is
+of 0.88-0.96 without refinement); without a wider start, an unseen class whose predicted place is
 nearer a seen class than its pictures are loses them to it.
 """
 
