@@ -48,32 +48,46 @@ def heads() -> None:
 @templates_option
 @click.option("--generator", type=click.Choice(["gaussian", "wgan"]), default="gaussian", show_default=True,
               help="The generative method's feature generator (wgan: f-CLSWGAN, slower; see the README).")
+@click.option("--unlabelled", default="all", show_default=True, metavar="all|none|PATH",
+              help="Items of the index without a label whose stored embeddings refine the head (transductive): "
+                   "all of them, none, or those at or below PATH (a folder, an archive or a file already "
+                   "ingested). No label of theirs is read or needed; at most 20,000 are used (a seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training (same seed, same head).")
 @click.option("--replace", is_flag=True, help="Replace a stored head of the same name.")
 @json_option
 def train(name: str, index_dir: Path, labels_file: Path, classes_file: Path, method: str, attributes: Optional[Path],
-          templates: str, generator: str, seed: int, replace: bool, as_json: bool) -> None:
+          templates: str, generator: str, unlabelled: str, seed: int, replace: bool, as_json: bool) -> None:
     """Train a zero-shot head NAME from labelled items already in the index, and store it.
 
     Hyper-parameters and the calibration constant are chosen on held-out seen classes (no unseen
     picture is needed or looked at); the choice is kept with the head (`heads show`).
 
+    With --unlabelled (all by default) the collection's unlabelled items help: EM fits one Gaussian per
+    class to their embeddings (seen classes anchored by the labelled items, unseen ones starting where
+    their description puts them, plus a background for items of no listed class), moving each unseen
+    class to where its pictures really are; the generative head then samples from the moved classes,
+    the projection head trains on the items EM is sure of. Use it when the collection holds pictures of
+    the unseen classes (that is what you want to classify); --unlabelled none trains on the labelled
+    items alone. See the README, "Unlabelled items".
+
     \b
-    Example:
+    Examples:
       indexer heads train shapes --index ./idx --labels labelled.csv --classes classes.txt
+      indexer heads train shapes --index ./idx --labels labelled.csv --classes classes.txt --unlabelled ./inbox
     """
     from ..query.labels import read_class_list
 
     classes = read_class_list(classes_file, "--classes file")
     with open_from_cli(index_dir) as index:
         head = index.train_head(name, labels_file, classes, method, attributes=attributes, templates=templates,
-                                seed=seed, generator=generator, replace=replace)
+                                seed=seed, generator=generator, replace=replace, unlabelled=unlabelled)
     if as_json:
         echo_json(head.describe())
     figures = head.figures
+    helped = f", refined on {figures['unlabelled_items']} unlabelled items" if figures.get("unlabelled_items") else ""
     err(f"trained head {name!r} ({head.method}) on {figures['items']} items of {figures['seen_classes']} seen "
-        f"classes for {figures['unseen_classes']} unseen ones in {figures['train_seconds']:.1f} s; calibration "
-        f"{head.calibration:.3g}")
+        f"classes for {figures['unseen_classes']} unseen ones{helped} in {figures['train_seconds']:.1f} s; "
+        f"calibration {head.calibration:.3g}")
 
 
 @heads.command("list", context_settings=CONTEXT)
@@ -113,8 +127,11 @@ def _print_head(d: dict[str, Any]) -> None:
     figures = d["figures"]
     click.echo(f"{safe(d['name'])}: {d['method']} head, {d['classes']} classes, {d['dim']}-d, calibration "
                f"{d['calibration']:.4g}")
-    click.echo(f"trained on {figures['items']} items in {figures['train_seconds']:.1f} s; hyper-parameters:")
-    click.echo("  " + ", ".join(f"{k}={v}" for k, v in sorted(d["hparams"].items())))
+    unlabelled = figures.get("unlabelled_items", 0)
+    helped = f" and {unlabelled} unlabelled items" if unlabelled else ""
+    click.echo(f"trained on {figures['items']} labelled items{helped} in {figures['train_seconds']:.1f} s; "
+               f"unlabelled: {safe(str(d['hparams'].get('unlabelled', 'none')))}; hyper-parameters:")
+    click.echo("  " + safe(", ".join(f"{k}={v}" for k, v in sorted(d["hparams"].items()))))
     click.echo(f"seen ({len(d['seen_classes'])}): " + safe(", ".join(d["seen_classes"])))
     click.echo(f"unseen ({len(d['unseen_classes'])}): " + safe(", ".join(d["unseen_classes"])))
     validation = figures.get("validation", {})

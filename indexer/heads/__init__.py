@@ -10,6 +10,10 @@ the catalog and scored with numpy alone:
 - ``generative``: synthetic embeddings of the unseen classes from their descriptions, then one
   classifier over all classes (``generative``; a conditional Gaussian by default, f-CLSWGAN optional).
 
+Transductively, the stored embeddings of the collection's *unlabelled* items (any class, no label read)
+refine either head (``transductive``): EM moves each unseen class to where its items are; the generative
+head samples from the moved classes, the projection head self-trains on the items EM is sure of.
+
 Hyper-parameters and the calibration constant are chosen on held-out *seen* classes (``select``);
 ``train`` reads the labels and stores the head. Only ``select``, ``fit``, ``projection`` and
 ``generative`` import torch.

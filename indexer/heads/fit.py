@@ -54,6 +54,18 @@ def check_inputs(features: np.ndarray, labels: np.ndarray, descriptions: np.ndar
     return normalise(x).astype(np.float32), y, normalise(a).astype(np.float32), seen
 
 
+def check_unlabelled(unlabelled: np.ndarray, dim: int) -> np.ndarray:
+    """Normalised unlabelled embeddings (possibly none), or a ``HeadError``."""
+    u = np.asarray(unlabelled, dtype=np.float32)
+    if u.size == 0:
+        return np.zeros((0, dim), np.float32)
+    if u.ndim != 2 or u.shape[1] != dim:
+        raise HeadError(f"unlabelled embeddings must be (n, {dim}), got shape {u.shape}")
+    if not np.isfinite(u).all():
+        raise HeadError("unlabelled embeddings must be finite numbers")
+    return normalise(u).astype(np.float32)
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Trains on one CPU thread, restoring the caller's setting after. The operations are tiny (batches of

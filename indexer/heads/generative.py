@@ -18,49 +18,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HeadError
-from .fit import Linear, balanced_weights, check_inputs, fit_softmax, generator, single_threaded
+from .fit import Linear, balanced_weights, check_inputs, check_unlabelled, fit_softmax, generator, single_threaded
 from .head import normalise
+from .transductive import Refined, pooled_covariance, refine_means, regress_means
 
 GENERATORS: tuple[str, ...] = ("gaussian", "wgan")
 
 
-def _regress_means(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, ridge: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(every class's mean, within-class residuals of the items): unseen classes' means predicted from their
-    descriptions by a ridge regression fitted on the seen classes' means, both sides centred so that the
-    ridge shrinks towards the average class and not towards the origin."""
-    seen_ids = np.flatnonzero(seen)
-    means = np.zeros((len(a), x.shape[1]))
-    for c in seen_ids:
-        means[c] = x[y == c].mean(axis=0)
-    mu_bar, a_bar = means[seen_ids].mean(axis=0), a[seen_ids].mean(axis=0)
-    a_s = a[seen_ids] - a_bar
-    # Dual form: (seen classes x seen classes), small whatever the description's size.
-    alpha = np.linalg.solve(a_s @ a_s.T + ridge * np.eye(len(seen_ids)), means[seen_ids] - mu_bar)
-    predicted = mu_bar + (a - a_bar) @ a_s.T @ alpha
-    means[~seen] = predicted[~seen]
-    return means, x - means[y]
-
-
 def _gaussian_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, per_class: int, ridge: float,
-                       shrink: float, widen: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    means, residuals = _regress_means(x, y, a, seen, ridge)
-    # Pooled within-class covariance (classes weighted equally), shrunk towards its average variance: with
-    # few items per class the raw estimate is rank deficient and over-confident.
+                       shrink: float, widen: float, rng: np.random.Generator, unlabelled: Optional[np.ndarray],
+                       em_iters: int, em_prior: float) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
+    means = regress_means(x, y, a, seen, ridge)
+    covariance = pooled_covariance(x, y, means, seen, shrink)
+    refined = None
+    if unlabelled is not None:
+        refined = refine_means(x, y, means, covariance, seen, unlabelled, iterations=em_iters, prior=em_prior,
+                               shrink=shrink)
+        means = refined.means
+    # Unseen classes' means are only predicted (or estimated from unlabelled items): widening their spread
+    # makes the classifier leave the seen classes their observed (tight) clusters and give the unseen
+    # classes the space around them.
     d = x.shape[1]
-    covariance = np.zeros((d, d))
-    seen_ids = np.flatnonzero(seen)
-    for c in seen_ids:
-        r = residuals[y == c]
-        covariance += r.T @ r / max(len(r), 1)
-    covariance /= len(seen_ids)
-    covariance = (1 - shrink) * covariance + shrink * np.trace(covariance) / d * np.eye(d)
-    # Unseen classes' means are only predicted: widening their spread makes the classifier leave the seen
-    # classes their observed (tight) clusters and give the unseen classes the space around them.
     root = widen * np.linalg.cholesky(covariance + 1e-9 * np.eye(d))
     labels = np.repeat(np.flatnonzero(~seen), per_class)
     samples = means[labels] + rng.standard_normal((len(labels), d)) @ root.T
-    return normalise(samples).astype(np.float32), labels
+    return normalise(samples).astype(np.float32), labels, refined
 
 
 class _Generator(nn.Module):
@@ -84,9 +66,12 @@ class _Critic(nn.Module):
 
 def _wgan_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, per_class: int, *, noise: int,
                    hidden: int, gan_steps: int, critic_steps: int, gp: float, cls_weight: float, gan_lr: float,
-                   batch: int, widen: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                   batch: int, widen: float, seed: int, unlabelled: Optional[np.ndarray], ridge: float, shrink: float,
+                   em_iters: int, em_prior: float) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
     """f-CLSWGAN: a conditional WGAN-GP on seen embeddings plus a classification loss from a softmax
-    classifier fitted on the real seen embeddings (so generated ones stay class-discriminative)."""
+    classifier fitted on the real seen embeddings (so generated ones stay class-discriminative). With
+    ``unlabelled``, each unseen class's samples keep their shape and move to the mean EM finds (started,
+    as the Gaussian's, from the ridge-regressed means)."""
     g = generator(seed)
     torch.manual_seed(seed)  # nn.Linear's default initialisation draws from the global generator
     d, k = x.shape[1], a.shape[1]
@@ -129,11 +114,21 @@ def _wgan_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray
     labels = np.repeat(unseen_ids, per_class)
     with torch.no_grad():
         samples = gen(torch.randn(len(labels), noise, generator=g), at[torch.from_numpy(labels)]).numpy()
+    centres = np.zeros((len(seen), d))
+    for c in np.flatnonzero(seen):
+        centres[c] = x[y == c].mean(axis=0)
+    for c in unseen_ids:
+        centres[c] = samples[labels == c].mean(axis=0)
+    moved, refined = centres, None
+    if unlabelled is not None:  # EM from the same start as the Gaussian's, whatever the GAN learnt
+        start = regress_means(x, y, a, seen, ridge)
+        refined = refine_means(x, y, start, pooled_covariance(x, y, start, seen, shrink), seen, unlabelled,
+                               iterations=em_iters, prior=em_prior, shrink=shrink)
+        moved = refined.means
     for c in unseen_ids:  # the same widening as the Gaussian's, around each class's sample mean
         mine = labels == c
-        centre = samples[mine].mean(axis=0)
-        samples[mine] = centre + widen * (samples[mine] - centre)
-    return normalise(samples).astype(np.float32), labels
+        samples[mine] = moved[c] + widen * (samples[mine] - centres[c])
+    return normalise(samples).astype(np.float32), labels, refined
 
 
 @single_threaded
@@ -142,27 +137,39 @@ def train_generative(features: np.ndarray, labels: np.ndarray, descriptions: np.
                      shrink: float = 0.2, widen: float = 3.0, noise: int = 32, hidden: int = 256, gan_steps: int = 600,
                      critic_steps: int = 5, gp: float = 10.0, cls_weight: float = 0.1, gan_lr: float = 1e-3,
                      gan_batch: int = 128, clf_steps: int = 400, clf_lr: float = 1e-2, clf_decay: float = 1e-4,
-                     clf_batch: int = 512, clf_scale: Optional[float] = 50.0) -> Linear:
+                     clf_batch: int = 512, clf_scale: Optional[float] = 50.0, unlabelled: Optional[np.ndarray] = None,
+                     em_iters: int = 10, em_prior: float = 1.0) -> Linear:
     """Synthesises ``synth_per_class`` embeddings per unseen class, spread ``widen`` times the seen classes'
     within-class spread (unseen classes' places are only predicted, and the backbone embeds truly unseen
     pictures off them, towards seen neighbours), then fits one classifier over all classes: a cosine
     classifier of scale ``clf_scale`` (a biased linear one with ``None``), on class-balanced batches for a
-    fixed number of steps, so no class dominates by its number of items."""
+    fixed number of steps, so no class dominates by its number of items.
+
+    ``unlabelled`` (embeddings of items of any class, none labelled) refines the unseen classes' means by
+    ``em_iters`` iterations of EM before sampling (``transductive.refine_means``)."""
     x, y, a, seen = check_inputs(features, labels, descriptions, seen_mask)
+    u = None if unlabelled is None else check_unlabelled(unlabelled, x.shape[1])
     rng = np.random.default_rng(seed)
     hp: dict[str, Any] = {"generator": generator, "widen": widen}
+    if u is not None:
+        hp |= {"em_iters": em_iters, "em_prior": em_prior}
     if generator == "gaussian":
-        synthetic, synthetic_y = _gaussian_features(x, y, a, seen, synth_per_class, ridge, shrink, widen, rng)
+        synthetic, synthetic_y, refined = _gaussian_features(x, y, a, seen, synth_per_class, ridge, shrink, widen,
+                                                             rng, u, em_iters, em_prior)
         hp |= {"ridge": ridge, "shrink": shrink}
     elif generator == "wgan":
-        synthetic, synthetic_y = _wgan_features(
+        synthetic, synthetic_y, refined = _wgan_features(
             x, y, a, seen, synth_per_class, noise=noise, hidden=hidden, gan_steps=gan_steps,
             critic_steps=critic_steps, gp=gp, cls_weight=cls_weight, gan_lr=gan_lr, batch=gan_batch, widen=widen,
-            seed=seed)
+            seed=seed, unlabelled=u, ridge=ridge, shrink=shrink, em_iters=em_iters, em_prior=em_prior)
+        hp |= {"ridge": ridge, "shrink": shrink} if u is not None else {}
         hp |= {"noise": noise, "hidden": hidden, "gan_steps": gan_steps, "critic_steps": critic_steps, "gp": gp,
                "cls_weight": cls_weight, "gan_lr": gan_lr, "gan_batch": gan_batch}
     else:
         raise HeadError(f"unknown generator {generator!r}: one of {', '.join(GENERATORS)}")
+    if refined is not None:  # what EM found, for `heads show`
+        hp |= {"em_unseen_spread": round(refined.unseen_spread, 4),
+               "em_background_share": round(refined.background_share, 4)}
     weight, bias = fit_softmax(np.concatenate([x, synthetic]), np.concatenate([y, synthetic_y]), len(a),
                                steps=clf_steps, lr=clf_lr, weight_decay=clf_decay, batch=clf_batch, seed=seed + 1,
                                scale=clf_scale)

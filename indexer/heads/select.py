@@ -16,6 +16,7 @@ classes is the least biased towards the seen ones.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import HeadError
 from ..query.gzsl import per_class_h, tune_calibration
-from .fit import Linear, check_inputs
+from .fit import Linear, check_inputs, check_unlabelled
 
 Trainer = Callable[..., Linear]
 
@@ -96,12 +97,19 @@ def _folds(y: np.ndarray, seen: np.ndarray, rng: np.random.Generator, folds: int
 def fit_head(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray, seen_mask: np.ndarray,
              method: str, seed: int = 0, grid: Optional[Sequence[Mapping[str, Any]]] = None,
              generator: str = "gaussian", folds: int = 2, pseudo_unseen_fraction: float = 0.25,
-             held_out_fraction: float = 0.2, tolerance: float = 0.005) -> Fitted:
+             held_out_fraction: float = 0.2, tolerance: float = 0.005, unlabelled: Optional[np.ndarray] = None
+             ) -> Fitted:
     """Chooses hyper-parameters (and the calibration constant) on held-out seen classes, then trains the
-    final head on every labelled item. Same inputs and seed, same head."""
+    final head on every labelled item. Same inputs and seed, same head.
+
+    ``unlabelled`` embeddings (the collection's items without a label, of any class) go to the trainer in
+    every fold as in the final training: in a fold its pseudo-unseen classes' unlabelled items are there
+    to be found as the real unseen classes' are."""
     started = time.perf_counter()
     x, y, a, seen = check_inputs(features, labels, descriptions, seen_mask)
     trainer = trainer_for(method)
+    if unlabelled is not None:
+        trainer = functools.partial(trainer, unlabelled=check_unlabelled(unlabelled, x.shape[1]))
     text = a.shape[1] == x.shape[1]
     candidates = [dict(c) for c in (grid if grid is not None else default_grid(method, text, generator))]
     if not candidates:
@@ -128,5 +136,6 @@ def fit_head(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray,
     selection = {"rule": "best mean per-class H on pseudo-unseen seen classes; ties within "
                          f"{tolerance} go to the highest pseudo-unseen true-class probability",
                  "folds": folds, "pseudo_unseen_fraction": pseudo_unseen_fraction,
-                 "held_out_fraction": held_out_fraction, "unseen_pictures_used": 0, "candidates": table}
+                 "held_out_fraction": held_out_fraction, "unseen_pictures_used": 0,
+                 "unlabelled_items": 0 if unlabelled is None else int(len(unlabelled)), "candidates": table}
     return Fitted(layer, float(best["calibration"]), selection, round(time.perf_counter() - started, 3))

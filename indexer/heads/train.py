@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..index import Index
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+UNLABELLED_LIMIT = 20_000  # unlabelled items EM reads at most (a seeded sample beyond)
 
 
 def read_attributes(path: Union[str, Path], classes: Sequence[str]) -> np.ndarray:
@@ -55,8 +56,9 @@ def read_attributes(path: Union[str, Path], classes: Sequence[str]) -> np.ndarra
 
 
 def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequence[str]
-                   ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(stored embeddings, class positions, unreadable items left out) of a ``path,label`` CSV's items;
+                   ) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(stored embeddings, class positions, unreadable items left out, every labelled path) of a
+    ``path,label`` CSV's items;
     relative paths are taken below the CSV's folder. Every item must be in the index."""
     labels_csv = Path(labels_csv)
     position = {c: i for i, c in enumerate(classes)}
@@ -80,19 +82,56 @@ def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequen
     if not found.any():
         raise HeadError(f"none of the items of {labels_csv} could be read; nothing to train on")
     labels = np.array([position[given[u]] for u, ok in zip(uris, found) if ok], dtype=np.int64)
-    return embeddings, labels, len(failed)
+    return embeddings, labels, len(failed), uris
+
+
+def _under(uri: str, prefix: str) -> bool:
+    return uri == prefix or uri.startswith(prefix.rstrip(os.sep) + os.sep) or uri.startswith(prefix + "::")
+
+
+def unlabelled_items(index: "Index", unlabelled: str, labelled_uris: Sequence[str], seed: int = 0,
+                     limit: int = UNLABELLED_LIMIT) -> tuple[Optional[np.ndarray], str, int]:
+    """(stored embeddings of up to ``limit`` unlabelled items, the choice as stored, how many matched).
+
+    ``unlabelled`` is ``none`` (no embeddings), ``all`` (every embedded item of the index but the labelled
+    ones) or a path: the items below a folder, in an archive, or that file (resolved as the labels' paths
+    are). A content labelled anywhere is left out everywhere (the same picture under another name); one
+    content stored under several names counts once. Beyond ``limit`` a seeded sample is drawn."""
+    if unlabelled == "none":
+        return None, "none", 0
+    prefix = None
+    if unlabelled != "all":
+        prefix = unlabelled if "::" in unlabelled else os.path.abspath(os.path.expanduser(unlabelled))
+    labelled = {content for _, content in index.catalog.items_by_uris(list(labelled_uris)).values()}
+    contents: set[int] = set()
+    for page in index.catalog.iter_live_items():
+        contents.update(content for _, uri, content in page
+                        if content not in labelled and (prefix is None or _under(uri, prefix)))
+    if prefix is not None and not contents:
+        raise HeadError(f"--unlabelled {unlabelled}: no unlabelled item of the index at {index.path} is at or "
+                        f"below {prefix}; give a folder, an archive or a file already ingested (indexer ingest), "
+                        "'all' or 'none'")
+    ids = sorted(contents)
+    if len(ids) > limit:
+        ids = sorted(np.random.default_rng(seed).choice(ids, limit, replace=False).tolist())
+    _, embeddings = index.catalog.embeddings_by_id(ids)
+    return (embeddings if len(ids) else None), (prefix or "all"), len(contents)
 
 
 def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes: Sequence[str],
                method: str = "generative", attributes: Optional[Union[str, Path]] = None,
                templates: str = "default", seed: int = 0, generator: str = "gaussian", replace: bool = False,
-               grid: Optional[Sequence[Mapping[str, Any]]] = None) -> Head:
+               grid: Optional[Sequence[Mapping[str, Any]]] = None, unlabelled: str = "all") -> Head:
     """Trains a head named ``name`` over ``classes`` (those without labelled items are its unseen ones)
     from the stored embeddings of the items labelled in ``labels_csv``, and stores it in the catalog.
 
     Classes are described by their prompts' text embeddings (``templates``), or by the vectors of an
     ``attributes`` CSV. Hyper-parameters and the calibration constant are chosen on held-out seen
-    classes (``select.fit_head``); ``grid`` replaces the default candidates."""
+    classes (``select.fit_head``); ``grid`` replaces the default candidates.
+
+    ``unlabelled`` (``all``, ``none`` or a path; see ``unlabelled_items``) names the collection's items
+    whose stored embeddings refine the head transductively (``transductive``): none of their labels is
+    known or needed. With ``all`` and nothing unlabelled in the index, the head is trained without."""
     from .select import fit_head  # imports torch
 
     if not _NAME.match(name or ""):
@@ -105,7 +144,8 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
     if not replace and index.catalog.head_row(name) is not None:
         raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                         f"(indexer heads delete {name}) or pass --replace")
-    features, labels, unreadable = labelled_items(index, labels_csv, classes)
+    features, labels, unreadable, uris = labelled_items(index, labels_csv, classes)
+    pool, choice, matching = unlabelled_items(index, unlabelled, uris, seed)
     seen = np.zeros(len(classes), dtype=bool)
     seen[np.unique(labels)] = True
     if seen.all():
@@ -116,12 +156,14 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
         from ..query.classify import label_embeddings
 
         descriptions = label_embeddings(index, classes, templates)
-    fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator)
-    hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed,
+    fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator,
+                      unlabelled=pool)
+    hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed, "unlabelled": choice,
                "descriptions": "attributes" if attributes is not None else "text",
                "templates": None if attributes is not None else templates}
     figures = {"items": int(len(labels)), "unreadable_items_left_out": unreadable, "seen_classes": int(seen.sum()),
                "unseen_classes": int((~seen).sum()), "train_seconds": fitted.seconds,
+               "unlabelled_items": 0 if pool is None else int(len(pool)), "unlabelled_matching": matching,
                "validation": fitted.selection}
     head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
                 seen_mask=seen, model_key=index.model_key(), calibration=fitted.calibration, hparams=hparams,
