@@ -130,3 +130,21 @@ def test_parse_size():
     assert parse_size("512MB") == 512 << 20
     assert parse_size("4g") == 4 << 30
     assert parse_size("1000") == 1000
+
+
+def test_the_build_deepens_the_re_rank_when_probing_more_lists_stops_helping(tmp_path, monkeypatch):
+    from indexer.store import vectors as vectors_module
+
+    monkeypatch.setenv("INDEXER_FLAT_MAX", "3000")
+    # Re-ranking only the k best codes leaves recall where the 4-byte codes put it; 50 x k reaches the target.
+    monkeypatch.setattr(vectors_module, "PQ_RERANK_DEPTHS", (1, 50))
+    data = clustered(5000, dim=32, seed=2)
+    synthetic_catalog(tmp_path / "index", data)
+    with open_index(tmp_path / "index") as index:
+        index.set_memory_budget(5000 * 14)  # 4 bytes of code a vector (+ 8 of id)
+        layout = index.vectors().layout
+        assert layout.kind == "ivfpq" and layout.pq_m == 4
+        assert layout.rerank == 50 and layout.recall_at_10 >= 0.9
+        assert "re-rank of 50 x k" in index.status()["vectors"]["kind"]
+    with open_index(tmp_path / "index") as index:  # read back from the file's metadata
+        assert index.vectors().layout.rerank == 50
