@@ -93,8 +93,30 @@ def test_eval_with_the_head_and_the_comparison(trained):
     assert methods == [("plain cosine", None), ("calibrated stacking", None), ("generative", "shapes")]
     head_row = report["comparison"][2]
     assert head_row["harmonic_mean"] == report["gzsl"]["uncalibrated"]["harmonic_mean"]
+    # Trained with the index's unlabelled items (the default), on an index that held these pictures: the
+    # figures are transductive, and both the report and the comparison row say so.
+    assert report["head"]["warning"].startswith(f"{report['images']} of these {report['images']} pictures")
+    assert "transductive" in head_row["warning"]
     human = invoke("eval", trained["photos"], "--index", trained["index"], "--head", "shapes", "--compare")
     assert human.exit_code == 0 and "calibrated stacking" in human.output and "head 'shapes'" in human.output
+    assert "warning: " in human.stderr and "--unlabelled" in human.stderr
+
+
+def test_a_head_trained_without_unlabelled_items_or_before_the_pictures_came_warns_of_nothing(trained, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(trained["index"], index)
+    common = ["--index", index, "--labels", trained["labels"], "--classes", trained["classes"]]
+    assert invoke("heads", "train", "alone", "--unlabelled", "none", *common).exit_code == 0
+    report = json.loads(invoke("eval", trained["photos"], "--index", index, "--head", "alone", "--json").stdout)
+    assert "warning" not in report["head"]
+    later = tmp_path / "later-set"  # pictures of two classes, stored after the head was trained
+    for folder in ("green_star", "red_circle"):
+        shutil.copytree(trained["photos"] / folder, later / folder)
+        for picture in (later / folder).iterdir():
+            picture.write_bytes(picture.read_bytes() + b"\0")  # another content: a new embedding id
+    result = invoke("eval", later, "--index", index, "--head", "shapes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in json.loads(result.stdout)["head"]
 
 
 def test_audit_with_the_head(trained):

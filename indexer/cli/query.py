@@ -175,6 +175,8 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
                + (f", {report.unreadable} unreadable" if report.unreadable else ""))
     click.echo(f"top-1 {report.top1:.1%}   top-5 {report.top5:.1%}   mean per-class recall "
                f"{report.mean_per_class_recall:.1%}")
+    if report.extra.get("head", {}).get("warning"):
+        err("warning: " + safe(report.extra["head"]["warning"]))
     if report.gzsl:
         g = report.gzsl
         u = g["uncalibrated"]

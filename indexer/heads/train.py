@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import HeadError
 from ..query.labels import read_label_csv, read_text
+from ..store.reads import uri_under
 from .head import METHODS, Head, arrays_from_blob
 
 if TYPE_CHECKING:
@@ -85,10 +86,6 @@ def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequen
     return embeddings, labels, len(failed), uris
 
 
-def _under(uri: str, prefix: str) -> bool:
-    return uri == prefix or uri.startswith(prefix.rstrip(os.sep) + os.sep) or uri.startswith(prefix + "::")
-
-
 def unlabelled_items(index: "Index", unlabelled: str, labelled_uris: Sequence[str], seed: int = 0,
                      limit: int = UNLABELLED_LIMIT) -> tuple[Optional[np.ndarray], str, int]:
     """(stored embeddings of up to ``limit`` unlabelled items, the choice as stored, how many matched).
@@ -106,7 +103,7 @@ def unlabelled_items(index: "Index", unlabelled: str, labelled_uris: Sequence[st
     contents: set[int] = set()
     for page in index.catalog.iter_live_items():
         contents.update(content for _, uri, content in page
-                        if content not in labelled and (prefix is None or _under(uri, prefix)))
+                        if content not in labelled and (prefix is None or uri_under(uri, prefix)))
     if prefix is not None and not contents:
         raise HeadError(f"--unlabelled {unlabelled}: no unlabelled item of the index at {index.path} is at or "
                         f"below {prefix}; give a folder, an archive or a file already ingested (indexer ingest), "
@@ -164,6 +161,8 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
     figures = {"items": int(len(labels)), "unreadable_items_left_out": unreadable, "seen_classes": int(seen.sum()),
                "unseen_classes": int((~seen).sum()), "train_seconds": fitted.seconds,
                "unlabelled_items": 0 if pool is None else int(len(pool)), "unlabelled_matching": matching,
+               # Contents stored by then (ids only grow): what an evaluation checks its pictures against.
+               "unlabelled_upto_embedding_id": 0 if pool is None else int(index.catalog.embedding_id_range()[1]),
                "validation": fitted.selection}
     head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
                 seen_mask=seen, model_key=index.model_key(), calibration=fitted.calibration, hparams=hparams,

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 from ..errors import QueryError
 from ..media.entries import is_image_name
+from ..store.reads import uri_under
 from .classify import label_embeddings
 from .gzsl import cross_validated_calibration, gzsl_figures, zsl_accuracy
 from .labels import label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
+    from ..heads import Head
     from ..index import Index
 
 
@@ -193,6 +195,9 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
         if unseen is None:
             unseen = [c for c in classes if c in set(trained.unseen_classes)] or None
         extra["head"] = {"name": trained.name, "method": trained.method, "calibration": round(trained.calibration, 6)}
+        overlap = unlabelled_overlap(index, trained, [p for (p, _), ok in zip(pairs, found) if ok])
+        if overlap:
+            extra["head"]["warning"] = overlap
     report = compute_report(scores, truth, classes, templates, set(unseen) if unseen else None, calibration)
     report.unreadable = len(failed)
     if compare:
@@ -200,9 +205,29 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
             raise QueryError("--compare needs the unseen classes: give --unseen FILE (or --head NAME, whose unseen "
                              "classes are then used)")
         unseen_mask = np.array([c in set(unseen) for c in classes])
-        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask)
+        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask,
+                                         [p for (p, _), ok in zip(pairs, found) if ok])
     report.extra.update(extra)
     return report
+
+
+def unlabelled_overlap(index: "Index", head: "Head", uris: Sequence[str]) -> Optional[str]:
+    """A warning when pictures about to be scored by ``head`` may have been among its unlabelled training
+    items (in its ``--unlabelled`` scope and stored before it was trained): its figures on them are then
+    transductive, not held out. None when none can have been."""
+    choice = head.hparams.get("unlabelled", "none")
+    upto = int(head.figures.get("unlabelled_upto_embedding_id", 0) or 0)
+    if choice in (None, "none"):
+        return None
+    stored = index.catalog.items_by_uris(list(uris))
+    inside = sum(1 for uri, (_, content) in stored.items()
+                 if content is not None and (upto == 0 or content <= upto) and (choice == "all" or uri_under(uri, choice)))
+    if not inside:
+        return None
+    return (f"{inside} of these {len(uris)} pictures were in the index, within this head's --unlabelled scope "
+            f"({choice}), when it was trained: those it was not given labels for were among its unlabelled "
+            "training items, so its figures on them are transductive, not held out; for a held-out figure "
+            "train it with --unlabelled naming another folder, or none")
 
 
 def comparison_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray) -> dict[str, Any]:
@@ -213,7 +238,7 @@ def comparison_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.nd
 
 
 def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classes: Sequence[str], plain: np.ndarray,
-               unseen_mask: np.ndarray) -> list[dict[str, Any]]:
+               unseen_mask: np.ndarray, uris: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
     cross-validated on these pictures: a per-set calibration), and each stored head that covers the
     classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
@@ -226,6 +251,7 @@ def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classe
                                        zsl_accuracy(plain, truth, unseen_mask)))},
     ]
     unseen = {c for c, u in zip(classes, unseen_mask) if u}
+    uris = list(uris)
     for listed in index.heads():
         name = listed["name"]
         if not listed["usable"]:
@@ -239,7 +265,11 @@ def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classe
         row = {"method": head.method, "head": name, "calibration": round(head.calibration, 4),
                **comparison_figures(head.scores_over(classes, embeddings), truth, unseen_mask)}
         leaked = sorted(unseen & set(head.seen_classes))
-        if leaked:
-            row["warning"] = f"trained on items of {len(leaked)} classes counted unseen here, e.g. {leaked[0]!r}"
+        warnings = [f"trained on items of {len(leaked)} classes counted unseen here, e.g. {leaked[0]!r}"] if leaked else []
+        overlap = unlabelled_overlap(index, head, uris)
+        if overlap:
+            warnings.append(overlap)
+        if warnings:
+            row["warning"] = "; ".join(warnings)
         rows.append(row)
     return rows

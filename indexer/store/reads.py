@@ -10,6 +10,7 @@ Two mechanisms serve every caller, so their limits live in one place:
 from __future__ import annotations
 
 import fnmatch
+import os
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -40,6 +41,11 @@ def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
 
 def has_wildcards(path_filter: str) -> bool:
     return any(ch in path_filter for ch in "*?[")
+
+
+def uri_under(uri: str, prefix: str) -> bool:
+    """Whether ``uri`` is the file ``prefix``, below the folder ``prefix``, or a member of the archive ``prefix``."""
+    return uri == prefix or uri.startswith(prefix.rstrip(os.sep) + os.sep) or uri.startswith(prefix + "::")
 
 
 def path_matches(uri: str, path_filter: Optional[str]) -> bool:
