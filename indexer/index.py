@@ -26,9 +26,8 @@ from .errors import EmptyIndexError, HeadError, ModelError, ModelMismatchError, 
 from .index_items import IndexItems
 from .models import Embedder, ModelSpec, bundled, load_model, same_model
 from .models.spec import describe_identity, mismatch_message
-from .store.catalog import open_catalog
 from .store.codec import blobs_to_matrix, vector_to_blob
-from .store.schema import ItemState
+from .store.states import ItemState
 
 if TYPE_CHECKING:
     from .audit import AuditOptions, AuditResult, DatasetLabels
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
     from .query.search import SearchHit
+    from .store.catalog import Catalog
     from .store.vectors import Filler, VectorIndex
 
 ModelArg = Union[ModelSpec, str, None]
@@ -55,6 +55,21 @@ def as_spec(model: ModelArg, pretrained: Optional[str] = None, weights: Optional
     return ModelSpec(name=name, pretrained=pretrained, weights=weights)
 
 
+def _open_catalog(path: Path, create: bool, url: Optional[str]) -> "Catalog":
+    """The index's catalog: an existing SQLite one at this release's schema through ``store.quick`` (a
+    search then never imports SQLAlchemy; other calls open the full catalog when first made), else the
+    full ``Catalog``, which creates, migrates, refuses or explains."""
+    if not url:
+        from .store.quick import QuickCatalog
+
+        quick = QuickCatalog.open(path)
+        if quick is not None:
+            return quick  # type: ignore[return-value]  # the same calls, the rest delegated
+    from .store.catalog import open_catalog
+
+    return open_catalog(path, create=create, url=url)
+
+
 class Index(IndexItems):
     """An index folder: the catalog (source of truth), the FAISS vectors, and the model (lazily)."""
 
@@ -62,7 +77,7 @@ class Index(IndexItems):
                  create: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.settings = settings or Settings()
-        self.catalog = open_catalog(self.path, create=create, url=self.settings.catalog)
+        self.catalog = _open_catalog(self.path, create, self.settings.catalog)
         self._requested = as_spec(model)
         self._embedder: Optional[Embedder] = None
         self._recorded: Optional[dict] = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from .errors import QueryError
-from .store.schema import ItemState
+from .store.states import ItemState
 
 if TYPE_CHECKING:
     from .store.catalog import Catalog

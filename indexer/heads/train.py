@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import HeadError
 from ..query.labels import read_label_csv, read_text
-from ..store.reads import uri_under
+from ..store.paths import uri_under
 from .head import METHODS, Head, arrays_from_blob
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 from ..errors import QueryError
 from ..media.entries import is_image_name
-from ..store.reads import uri_under
+from ..store.paths import uri_under
 from .classify import label_embeddings
 from .gzsl import cross_validated_calibration, gzsl_figures, zsl_accuracy
 from .labels import label_from_folder_name, read_label_csv

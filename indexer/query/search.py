@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import QueryError
 from ..media.entries import is_image_name
 from ..store.codec import blobs_to_matrix
-from ..store.reads import path_matches
+from ..store.paths import path_matches
 
 if TYPE_CHECKING:
     from ..index import Index

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 
 from ..errors import CatalogError, DiskFullError
 from .dialect import catalog_url, insert_for
+from .files import CATALOG_FILE  # noqa: F401 - the catalog file's name, also read from here
 from .heads import CatalogHeads
 from .items import CatalogItems
 from .leases import CatalogLeases
@@ -34,7 +35,6 @@ from .runs import CatalogRuns
 from .schema import Meta
 from .sqlite import is_writable, readonly_connection, set_pragmas
 
-CATALOG_FILE = "catalog.sqlite"
 
 
 def translate_errors(exc: Exception, path: object) -> CatalogError:

@@ -11,6 +11,7 @@ from typing import IO, Callable, Iterator, Optional
 
 from ..errors import DiskFullError, IndexerError
 
+CATALOG_FILE = "catalog.sqlite"
 VECTORS_FILE = "vectors.faiss"
 VECTORS_META = "vectors.json"
 

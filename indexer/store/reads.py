@@ -9,8 +9,6 @@ Two mechanisms serve every caller, so their limits live in one place:
 
 from __future__ import annotations
 
-import fnmatch
-import os
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -18,6 +16,7 @@ from sqlalchemy import Select, func, select
 
 from .codec import FeatureMatrix, blobs_to_matrix
 from .dialect import contains_condition, glob_condition
+from .paths import has_wildcards, path_matches, uri_under  # noqa: F401 - also read from here
 from .schema import Embedding, IngestRun, Item, ItemState, Meta
 
 if TYPE_CHECKING:
@@ -37,22 +36,6 @@ def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
     """``values`` in slices of at most ``size``: one IN list each."""
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def has_wildcards(path_filter: str) -> bool:
-    return any(ch in path_filter for ch in "*?[")
-
-
-def uri_under(uri: str, prefix: str) -> bool:
-    """Whether ``uri`` is the file ``prefix``, below the folder ``prefix``, or a member of the archive ``prefix``."""
-    return uri == prefix or uri.startswith(prefix.rstrip(os.sep) + os.sep) or uri.startswith(prefix + "::")
-
-
-def path_matches(uri: str, path_filter: Optional[str]) -> bool:
-    """A path filter as the catalog applies it: a glob when it has wildcards, else a substring."""
-    if not path_filter:
-        return True
-    return fnmatch.fnmatchcase(uri, path_filter) if has_wildcards(path_filter) else path_filter in uri
 
 
 class CatalogReads:

@@ -9,11 +9,12 @@ that its columns read as attributes (``Item.uri``), and it stands for its table 
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, \
     MetaData, String, Table, Text, UniqueConstraint
+
+from .states import ItemState  # noqa: F401 - the items' states, also read from here
 
 metadata = MetaData()
 
@@ -39,15 +40,6 @@ class TableColumns:
 
 def _table(name: str, *columns: Any, **options: Any) -> Any:
     return TableColumns(Table(name, metadata, *columns, **options))
-
-
-class ItemState(str, enum.Enum):
-    """Where an item stands. Only ``EMBEDDED`` items are searched and classified."""
-
-    PENDING = "pending"  # seen, not embedded yet (a crash leaves these; the next run picks them up)
-    EMBEDDED = "embedded"
-    FAILED = "failed"  # unreadable; ``failure_reason`` says why
-    DELETED = "deleted"  # gone from its source; kept as history until purged
 
 
 # Key/value facts about the index: its model, its id, the vectors' epoch.

@@ -35,13 +35,15 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import faiss
 import numpy as np
 
-from .catalog import Catalog
 from .files import VECTORS_FILE, VECTORS_META, atomic_write
+
+if TYPE_CHECKING:  # a search reads through store.quick without importing the database layer
+    from .catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def sample_embeddings(catalog: Catalog, count: int, seed: int = 0) -> np.ndarray:
+def sample_embeddings(catalog: "Catalog", count: int, seed: int = 0) -> np.ndarray:
     """About ``count`` stored embeddings picked at random (ids are dense, so a random id range works)."""
     low, high = catalog.embedding_id_range()
     rng = np.random.default_rng(seed)
@@ -139,7 +141,7 @@ def sample_embeddings(catalog: Catalog, count: int, seed: int = 0) -> np.ndarray
     return catalog.embeddings_by_id(wanted.tolist())[1][:count]
 
 
-def exact_top_k(catalog: Catalog, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_top_k(catalog: "Catalog", queries: np.ndarray, k: int) -> np.ndarray:
     """Ids of the exact top ``k`` per query, by a pass over the catalog in chunks (bounded memory)."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -156,7 +158,7 @@ def exact_top_k(catalog: Catalog, queries: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """The FAISS index of a catalog, kept in step with it; see the module docstring."""
 
-    def __init__(self, index_dir: Path, catalog: Catalog, filler: Optional[Filler] = None) -> None:
+    def __init__(self, index_dir: Path, catalog: "Catalog", filler: Optional[Filler] = None) -> None:
         self.dir = index_dir
         self.catalog = catalog
         # How a freshly trained IVF index is filled from the catalog (None: page by page here; the
