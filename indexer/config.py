@@ -9,7 +9,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from .errors import ConfigError
 
@@ -23,37 +23,34 @@ DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 BUNDLED_MODEL = "tiny-shapes"
 
 
+T = TypeVar("T")
+
 DEFAULT_MAX_FILE_SIZE = 256 << 20  # 256 MiB: far above any photo, far below what would exhaust memory
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env(name: str, parse: Callable[[str], T], what: str) -> Optional[T]:
+    """``$name`` read with ``parse`` (None when unset or empty); a bad value is a clear error."""
     value = os.environ.get(name)
     if not value:
         return None
     try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"${name} is {value[:40]!r}, not a whole number; fix or unset it") from None
+        return parse(value)
+    except ValueError as exc:
+        problem = what or str(exc)
+        raise ConfigError(f"${name} is {value[:40]!r}: {problem}; fix or unset it") from None
+
+
+def _env_int(name: str) -> Optional[int]:
+    return _env(name, int, "not a whole number")
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"${name} is {value[:40]!r}, not a number; fix or unset it") from None
+    value = _env(name, float, "not a number")
+    return default if value is None else value
 
 
 def _env_size(name: str) -> Optional[int]:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise ConfigError(f"${name}: {exc}; fix or unset it") from None
+    return _env(name, parse_size, "")
 
 
 @dataclass

@@ -186,7 +186,6 @@ class Index(IndexItems):
     def image_embedding(self, path: Union[str, Path]) -> np.ndarray:
         """The embedding of an image file: the stored one when its content is in the catalog."""
         from .errors import DecodeError
-        from .media.decode import decode_image
         from .media.sources import read_bytes
 
         try:
@@ -222,13 +221,9 @@ class Index(IndexItems):
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
-            self._vectors = VectorIndex(self.path, self.catalog, filler).load(sync=False)
-        self._vectors.filler = filler
-        try:
-            if sync:
-                self._vectors.sync()
-        finally:
-            self._vectors.filler = None
+            self._vectors = VectorIndex(self.path, self.catalog).load(sync=False)
+        if sync:
+            self._vectors.sync(filler=filler)
         return self._vectors
 
     def remove_vectors(self, embedding_ids: Sequence[int]) -> None:
@@ -271,7 +266,7 @@ class Index(IndexItems):
         """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax)."""
         from .query.search import search
 
-        if self.count_embedded() == 0:
+        if not self.catalog.has_embedded():
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         return search(self, query, [Path(i) for i in images], k, path_filter, min_score)
 

@@ -1,19 +1,20 @@
-"""The one-screen summary of an audit, as lines of text (the CLI prints them; the service shows them)."""
+"""The one-screen summary of an audit, as lines of text (the CLI prints them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .core import AuditResult
 from .report import CSV_FILE, HTML_FILE, JSON_FILE, display_root, short_path
 
 
-def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int = 5,
-                  shorten: Optional[Callable[[str], str]] = None) -> list[str]:
+def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int = 5) -> list[str]:
     """A one-screen summary: counts per finding type and the top few of the main ones."""
     root = display_root(result)
-    short = shorten or (lambda uri: short_path(uri, root))
+    def short(uri: str) -> str:
+        return short_path(uri, root)
+
     counts = result.counts()
     duplicates = result.of_type("duplicate")
     lines = [f"audited {result.items} items in {len(result.labels)} labels ({result.label_source}"

@@ -9,6 +9,7 @@ from typing import Optional
 
 import click
 
+from ..store.files import CATALOG_FILE
 from .common import CONTEXT, err
 
 
@@ -31,8 +32,8 @@ def parse_indexes(values: tuple[str, ...]) -> dict[str, Path]:
         path = Path(folder).expanduser()
         if name in out:
             raise click.BadParameter(f"two indexes named {name!r}; name them as NAME=DIR", param_hint="--index")
-        if not (path / "catalog.sqlite").is_file():
-            raise click.BadParameter(f"no index at {path} (no catalog.sqlite); build one with `indexer ingest`",
+        if not (path / CATALOG_FILE).is_file():
+            raise click.BadParameter(f"no index at {path} (no {CATALOG_FILE}); build one with `indexer ingest`",
                                      param_hint="--index")
         out[name] = path
     return out

@@ -24,8 +24,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import HeadError
+from ..query.classify import softmax
 from ..query.gzsl import per_class_h, tune_calibration
 from .fit import Linear, check_inputs, check_unlabelled
+
 
 Trainer = Callable[..., Linear]
 
@@ -66,9 +68,7 @@ class Fitted:
 
 def _true_class_probability(logits: np.ndarray, truth: np.ndarray, classes: np.ndarray) -> float:
     """Mean over ``classes`` of the mean softmax probability their items give their true class."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(shifted)
-    p = p[np.arange(len(truth)), truth] / p.sum(axis=1)
+    p = softmax(logits)[np.arange(len(truth)), truth]
     return float(np.mean([p[truth == c].mean() for c in classes if (truth == c).any()]))
 
 

@@ -267,20 +267,20 @@ class OpenVinoClipEmbedder:
         return self.towers.embed_images(batch)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> FeatureMatrix:
-        if self.text_numpy is not None and texts and not self.text_compiled.is_set():
-            tokens = self.tokenizer(list(texts))
-            if self.text_numpy.rows(tokens) <= NUMPY_TEXT_ROWS:
-                self._numpy_calls += 1
-                if self._numpy_calls == NUMPY_CALLS_BEFORE_COMPILE:
-                    # A process that keeps asking (a service, a notebook) is better served by the compiled
-                    # tower (about twice as fast once started): start it aside, switch once it is ready.
-                    threading.Thread(target=self._compile_text, name="compile-text-tower", daemon=True).start()
-                return self.text_numpy(tokens)
-        out = [self.towers.embed_texts(self.tokenizer(list(texts[start:start + batch_size])))
-               for start in range(0, len(texts), batch_size)]
-        if out:
-            self.text_compiled.set()  # compiled by this batch: later questions run on it too
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self.tokenizer(list(texts))  # once, whichever tower runs them
+        if self.text_numpy is not None and not self.text_compiled.is_set() \
+                and self.text_numpy.rows(tokens) <= NUMPY_TEXT_ROWS:
+            self._numpy_calls += 1
+            if self._numpy_calls == NUMPY_CALLS_BEFORE_COMPILE:
+                # A process that keeps asking (a service, a notebook) is better served by the compiled
+                # tower (about twice as fast once started): start it aside, switch once it is ready.
+                threading.Thread(target=self._compile_text, name="compile-text-tower", daemon=True).start()
+            return self.text_numpy(tokens)
+        out = [self.towers.embed_texts(tokens[start:start + batch_size]) for start in range(0, len(tokens), batch_size)]
+        self.text_compiled.set()  # compiled by this batch: later questions run on it too
+        return np.concatenate(out)
 
     def calibrate(self, pictures: np.ndarray) -> dict[str, float]:
         """Quantises the image tower to int8 on ``pictures`` (preprocessed, from the collection being

@@ -18,6 +18,7 @@ Layout of ``cache_dir``::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +53,7 @@ class OpenVinoUnavailable(RuntimeError):
     """No usable converted model: not converted yet, converted by another OpenVINO version, or broken."""
 
 
+@functools.lru_cache(maxsize=1)
 def _openvino_version() -> str:
     """The installed OpenVINO release, "2026.4.1" (IR written by one release reads in the same release),
     from the package's metadata: a query answered without OpenVINO never imports it."""

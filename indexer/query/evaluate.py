@@ -19,7 +19,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from ..errors import QueryError
@@ -189,13 +189,16 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
     plain = embeddings @ label_embeddings(index, classes, templates).T
     scores = plain
     extra: dict[str, Any] = {}
+    # The measured pictures' items, read once for every head's check of its unlabelled training items.
+    stored = index.catalog.items_by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
+        if head is not None or compare else {}
     if head is not None:
         trained = index.head(head)
         scores = trained.scores_over(classes, embeddings)
         if unseen is None:
             unseen = [c for c in classes if c in set(trained.unseen_classes)] or None
         extra["head"] = {"name": trained.name, "method": trained.method, "calibration": round(trained.calibration, 6)}
-        overlap = unlabelled_overlap(index, trained, [p for (p, _), ok in zip(pairs, found) if ok])
+        overlap = unlabelled_overlap(trained, stored)
         if overlap:
             extra["head"]["warning"] = overlap
     report = compute_report(scores, truth, classes, templates, set(unseen) if unseen else None, calibration)
@@ -205,26 +208,25 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
             raise QueryError("--compare needs the unseen classes: give --unseen FILE (or --head NAME, whose unseen "
                              "classes are then used)")
         unseen_mask = np.array([c in set(unseen) for c in classes])
-        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask,
-                                         [p for (p, _), ok in zip(pairs, found) if ok])
+        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask, stored)
     report.extra.update(extra)
     return report
 
 
-def unlabelled_overlap(index: "Index", head: "Head", uris: Sequence[str]) -> Optional[str]:
-    """A warning when pictures about to be scored by ``head`` may have been among its unlabelled training
-    items (in its ``--unlabelled`` scope and stored before it was trained): its figures on them are then
-    transductive, not held out. None when none can have been."""
+def unlabelled_overlap(head: "Head", stored: Mapping[str, tuple[int, int]]) -> Optional[str]:
+    """A warning when pictures about to be scored by ``head`` (``stored``: their uri -> (item id, content
+    id), as ``items_by_uris`` gives) may have been among its unlabelled training items (in its
+    ``--unlabelled`` scope and stored before it was trained): its figures on them are then transductive,
+    not held out. None when none can have been."""
     choice = head.hparams.get("unlabelled", "none")
     upto = int(head.figures.get("unlabelled_upto_embedding_id", 0) or 0)
     if choice in (None, "none"):
         return None
-    stored = index.catalog.items_by_uris(list(uris))
     inside = sum(1 for uri, (_, content) in stored.items()
                  if content is not None and (upto == 0 or content <= upto) and (choice == "all" or uri_under(uri, choice)))
     if not inside:
         return None
-    return (f"{inside} of these {len(uris)} pictures were in the index, within this head's --unlabelled scope "
+    return (f"{inside} of these {len(stored)} pictures were in the index, within this head's --unlabelled scope "
             f"({choice}), when it was trained: those it was not given labels for were among its unlabelled "
             "training items, so its figures on them are transductive, not held out; for a held-out figure "
             "train it with --unlabelled naming another folder, or none")
@@ -238,7 +240,8 @@ def comparison_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.nd
 
 
 def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classes: Sequence[str], plain: np.ndarray,
-               unseen_mask: np.ndarray, uris: Sequence[str] = ()) -> list[dict[str, Any]]:
+               unseen_mask: np.ndarray, stored: Optional[Mapping[str, tuple[int, int]]] = None
+               ) -> list[dict[str, Any]]:
     """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
     cross-validated on these pictures: a per-set calibration), and each stored head that covers the
     classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
@@ -251,7 +254,6 @@ def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classe
                                        zsl_accuracy(plain, truth, unseen_mask)))},
     ]
     unseen = {c for c, u in zip(classes, unseen_mask) if u}
-    uris = list(uris)
     for listed in index.heads():
         name = listed["name"]
         if not listed["usable"]:
@@ -266,7 +268,7 @@ def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classe
                **comparison_figures(head.scores_over(classes, embeddings), truth, unseen_mask)}
         leaked = sorted(unseen & set(head.seen_classes))
         warnings = [f"trained on items of {len(leaked)} classes counted unseen here, e.g. {leaked[0]!r}"] if leaked else []
-        overlap = unlabelled_overlap(index, head, uris)
+        overlap = unlabelled_overlap(head, stored or {})
         if overlap:
             warnings.append(overlap)
         if warnings:

@@ -8,11 +8,10 @@ terms' normalised embeddings.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from ..errors import QueryError

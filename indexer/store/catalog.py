@@ -14,7 +14,6 @@ error translation and the key/value facts.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,10 +158,6 @@ class Catalog(CatalogReads, CatalogItems, CatalogRuns, CatalogHeads, CatalogLeas
     def embedding_dim(self) -> Optional[int]:
         model = self.get_meta("model")
         return int(model["embed_dim"]) if model else None
-
-
-def now() -> float:
-    return time.time()
 
 
 def open_catalog(index_dir: Path, create: bool = True, url: Optional[str] = None) -> Catalog:

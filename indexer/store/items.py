@@ -263,9 +263,7 @@ class CatalogItems:
                 conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
             if orphans:
                 purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
-                upsert = insert_for(self.dialect, Meta).values(key=PURGES_KEY, value=str(int(purges or 0) + 1))
-                conn.execute(upsert.on_conflict_do_update(index_elements=[Meta.key],
-                                                          set_={"value": upsert.excluded.value}))
+                self.set_meta(PURGES_KEY, int(purges or 0) + 1, conn)  # type: ignore[attr-defined]  # Catalog's
         return int(purged), orphans
 
     def pending_reader(self) -> "PendingReader":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from sqlalchemy import inspect, text
 
 from ..errors import CatalogError, SchemaTooNewError
+from .states import SCHEMA_HEAD
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The newest revision under migrations/versions; a test checks it against Alembic's own view.
-SCHEMA_HEAD = "0005_ingest_leases"
 
 
 def migrations_dir() -> Path:

@@ -11,7 +11,6 @@ migrates, refuses or explains.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ..errors import CatalogError
 from .files import CATALOG_FILE
+from .sqlite import is_writable, set_pragmas
+from .states import PURGES_KEY, SCHEMA_HEAD
 
 if TYPE_CHECKING:
     from .catalog import Catalog
 
-SCHEMA_HEAD = "0005_ingest_leases"  # migrate.SCHEMA_HEAD (a test keeps the two equal)
-PURGES_KEY = "embeddings.purges"  # reads.PURGES_KEY
 CHUNK = 500  # ids per IN (...) list
 
 
@@ -48,14 +47,13 @@ class QuickCatalog:
         """The quick reader of the catalog in ``index_dir``, or None where the full one must be used."""
         path = index_dir / CATALOG_FILE
         try:
-            if not path.is_file() or not os.access(path, os.W_OK) or not os.access(index_dir, os.W_OK | os.X_OK):
+            if not path.is_file() or not is_writable(path):
                 return None
             connection = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
         except (OSError, ValueError, sqlite3.Error):
             return None
         try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("PRAGMA foreign_keys = ON")
+            set_pragmas(connection, None)
             mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
             version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.Error:
@@ -113,6 +111,9 @@ class QuickCatalog:
     def embedding_dim(self) -> Optional[int]:
         model = self.get_meta("model")
         return int(model["embed_dim"]) if model else None
+
+    def has_embedded(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM items WHERE state = 'embedded' LIMIT 1"))
 
     def count_embedded(self) -> int:
         return int(self._rows("SELECT count(*) FROM items WHERE state = 'embedded'")[0][0] or 0)

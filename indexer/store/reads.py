@@ -18,6 +18,7 @@ from .codec import FeatureMatrix, blobs_to_matrix
 from .dialect import contains_condition, glob_condition
 from .paths import has_wildcards, path_matches, uri_under  # noqa: F401 - also read from here
 from .schema import Embedding, IngestRun, Item, ItemState, Meta
+from .states import PURGES_KEY
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -29,7 +30,6 @@ T = TypeVar("T")
 IN_CHUNK = 900  # values per IN (...) list: under SQLite's oldest limit of 999 bound parameters
 PAGE = 8192  # rows per keyset page
 EMBEDDED = ItemState.EMBEDDED.value
-PURGES_KEY = "embeddings.purges"  # meta: how many times embeddings were deleted (vectors must follow)
 
 
 def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -65,6 +65,11 @@ class CatalogReads:
         return dim
 
     # -- counts ---------------------------------------------------------------------------------
+
+    def has_embedded(self) -> bool:
+        """Whether any item is embedded (one index look-up, not a count)."""
+        with self.read() as conn:
+            return conn.execute(select(Item.id).where(Item.state == EMBEDDED).limit(1)).first() is not None
 
     def count_embedded(self) -> int:
         with self.read() as conn:

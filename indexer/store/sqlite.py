@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sqlalchemy.engine import URL
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -19,9 +20,11 @@ def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def sqlite_url(path: Path) -> URL:
+def sqlite_url(path: Path) -> "URL":
     """The SQLAlchemy URL of an SQLite file, built as an object: a path holding ``#``, ``?`` or ``%``
     stays one file name instead of being parsed as parts of a URL."""
+    from sqlalchemy.engine import URL  # here: the rest of this module serves the SQLAlchemy-free reads too
+
     return URL.create("sqlite", database=str(path))
 
 

@@ -1,4 +1,5 @@
-"""The states of an item, without the database layer (read by code that must start fast)."""
+"""Facts about the catalog known without the database layer (read by code that must start fast): the
+states of an item, its schema version, the meta key counting purges."""
 
 from __future__ import annotations
 
@@ -12,3 +13,8 @@ class ItemState(str, enum.Enum):
     EMBEDDED = "embedded"
     FAILED = "failed"  # unreadable; ``failure_reason`` says why
     DELETED = "deleted"  # gone from its source; kept as history until purged
+
+
+# The newest revision under migrations/versions; a test checks it against Alembic's own view.
+SCHEMA_HEAD = "0005_ingest_leases"
+PURGES_KEY = "embeddings.purges"  # meta: how many times embeddings were deleted (vectors must follow)

@@ -53,9 +53,8 @@ Filler = Callable[[faiss.Index, Optional[Callable[[int], None]]], faiss.Index]
 TARGET_RECALL = 0.97
 RECALL_QUERIES = 200
 PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks them exactly
+RERANK_READ = 65_536  # candidates read from the catalog at once when re-ranking a block of queries
 PQ_RERANK_DEPTHS = (50, 100, 200, 400)  # tried in turn by the build's tuning until recall@10 is reached
-OPQ_ITERATIONS = 10
-OPQ_TRAIN_POINTS = 16_384
 PQ_POINTS_PER_CENTROID = 64  # codebooks trained on at most 64 x 256 = 16,384 points
 
 
@@ -158,12 +157,9 @@ def exact_top_k(catalog: "Catalog", queries: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """The FAISS index of a catalog, kept in step with it; see the module docstring."""
 
-    def __init__(self, index_dir: Path, catalog: "Catalog", filler: Optional[Filler] = None) -> None:
+    def __init__(self, index_dir: Path, catalog: "Catalog") -> None:
         self.dir = index_dir
         self.catalog = catalog
-        # How a freshly trained IVF index is filled from the catalog (None: page by page here; the
-        # distributed runner passes one that encodes id ranges on a Ray cluster and merges the parts).
-        self.filler = filler
         self.path = index_dir / VECTORS_FILE
         self.meta_path = index_dir / VECTORS_META
         self.index: Optional[faiss.Index] = None
@@ -216,10 +212,11 @@ class VectorIndex:
             self.sync(progress)
         return self
 
-    def sync(self, progress: Optional[Callable[[int], None]] = None) -> "VectorIndex":
+    def sync(self, progress: Optional[Callable[[int], None]] = None, filler: Optional[Filler] = None
+             ) -> "VectorIndex":
         """Brings the index in memory in step with the catalog: adds the embeddings committed since,
-        rebuilds when some were removed or the layout no longer fits; saves the file when it changed.
-        Costs one short catalog query when nothing changed."""
+        rebuilds when some were removed or the layout no longer fits (``filler``: see ``rebuild``); saves
+        the file when it changed. Costs one short catalog query when nothing changed."""
         dim = self.catalog.embedding_dim()
         if dim is None:
             return self
@@ -232,7 +229,7 @@ class VectorIndex:
             return self
         count, max_id = state
         if self.index is None or self._needs_new_layout(count, dim):
-            self.rebuild(progress)
+            self.rebuild(progress, filler)
             return self
         index = self.index
         ids = self.ids()
@@ -246,7 +243,7 @@ class VectorIndex:
             changed = True
         if index.ntotal != count or have_max > max_id:
             log.info("vectors out of step with the catalog (%d vs %d): rebuilding", index.ntotal, count)
-            self.rebuild(progress)
+            self.rebuild(progress, filler)
             return self
         if self.layout.kind != "flat" and count > 2 * max(1, self.layout.tuned_count):
             self._tune()
@@ -261,8 +258,10 @@ class VectorIndex:
         ids = self.ids()
         self.synced = (int(len(ids)), int(ids.max()) if len(ids) else 0)
 
-    def rebuild(self, progress: Optional[Callable[[int], None]] = None) -> None:
-        """A new index from the catalog: layout chosen from the count, trained on a sample if needed."""
+    def rebuild(self, progress: Optional[Callable[[int], None]] = None, filler: Optional[Filler] = None) -> None:
+        """A new index from the catalog: layout chosen from the count, trained on a sample if needed.
+        ``filler`` fills a trained layout from the catalog (None: page by page here; the distributed
+        runner passes one that encodes id ranges on a Ray cluster and merges the parts)."""
         dim = self.catalog.embedding_dim()
         assert dim is not None
         count, _ = self.catalog.embedding_state()
@@ -273,21 +272,18 @@ class VectorIndex:
             started = time.time()
             index = faiss.index_factory(dim, layout.factory_string(dim), faiss.METRIC_INNER_PRODUCT)
             if layout.kind == "ivfpq":
-                # FAISS's defaults train the codebooks on up to 65,536 points (and the rotation 50 times):
-                # the bulk of a build on few cores, for recall the exact re-rank gives back anyway
-                # (README, "Scale"). 64 points a centroid is FAISS's own working range.
+                # FAISS's default trains the codebooks on up to 65,536 points: the bulk of a build on few
+                # cores, for recall the exact re-rank gives back anyway. 64 points a centroid is FAISS's
+                # own working range.
                 ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
                 ivfpq.pq.cp.max_points_per_centroid = PQ_POINTS_PER_CENTROID
-                if layout.opq:
-                    rotation = faiss.downcast_VectorTransform(index.chain.at(0))
-                    rotation.niter, rotation.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
             # Trained on a sample (bounded memory: ~50 vectors a list, at least 20,000 and at most 500,000),
             # then filled page by page from the catalog below.
             index.train(sample_embeddings(self.catalog, min(count, min(500_000, max(50 * layout.nlist, 20000)))))
             layout.trained_count = count
             log.info("trained %s on a sample in %.1f s", layout.kind, time.time() - started)
-        if self.filler is not None and layout.kind != "flat":
-            index = self.filler(index, progress)
+        if filler is not None and layout.kind != "flat":
+            index = filler(index, progress)
         else:
             for ids, matrix in self.catalog.iter_embeddings():
                 index.add_with_ids(matrix, ids)
@@ -368,11 +364,19 @@ class VectorIndex:
         _, candidates = self.index.search(queries, min(k * depth, int(self.index.ntotal)))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, found in enumerate(candidates):
-            found_ids, vectors = self.catalog.embeddings_by_id([int(i) for i in found if i >= 0])
-            exact = vectors @ queries[row]
-            order = np.argsort(-exact)[:k]
-            scores[row, : len(order)], ids[row, : len(order)] = exact[order], found_ids[order]
+        # The candidates of a block of queries are read from the catalog in one go (bounded memory).
+        step = max(1, RERANK_READ // max(1, candidates.shape[1]))
+        for start in range(0, len(candidates), step):
+            block = candidates[start:start + step]
+            stored, vectors = self.catalog.embeddings_by_id(np.unique(block[block >= 0]).tolist())
+            by_id = np.argsort(stored)
+            stored, vectors = stored[by_id], vectors[by_id]
+            for row, found in enumerate(block, start):
+                wanted = np.unique(found[found >= 0])  # in id order, as one read per query gave them
+                held = np.searchsorted(stored, wanted[np.isin(wanted, stored)])  # ids the catalog still holds
+                exact = vectors[held] @ queries[row]
+                order = np.argsort(-exact)[:k]
+                scores[row, : len(order)], ids[row, : len(order)] = exact[order], stored[held][order]
         return scores, ids
 
     def remove(self, ids: Sequence[int]) -> None:
