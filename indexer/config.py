@@ -26,6 +26,9 @@ BUNDLED_MODEL = "tiny-shapes"
 T = TypeVar("T")
 
 DEFAULT_MAX_FILE_SIZE = 256 << 20  # 256 MiB: far above any photo, far below what would exhaust memory
+DEFAULT_FLAT_MAX = 200_000  # embeddings up to which the vectors stay a flat (exact) index
+DEFAULT_LEASE_SECONDS = 60.0  # the term of the ingest lease on a server catalog, renewed every third of it
+DEFAULT_WORKER_NICE = 10  # how much lower than the model's process the decode workers run
 
 
 def _env(name: str, parse: Callable[[str], T], what: str) -> Optional[T]:
@@ -42,6 +45,11 @@ def _env(name: str, parse: Callable[[str], T], what: str) -> Optional[T]:
 
 def _env_int(name: str) -> Optional[int]:
     return _env(name, int, "not a whole number")
+
+
+def _env_int_or(name: str, default: int) -> int:
+    value = _env_int(name)
+    return default if value is None else value
 
 
 def _env_float(name: str, default: float) -> float:
@@ -69,6 +77,11 @@ class Settings:
     decode_seconds: float = field(default_factory=lambda: _env_float("INDEXER_DECODE_SECONDS", DEFAULT_DECODE_SECONDS))
     # Files and archive members larger than this fail as too_large, from their size, before any read.
     max_file_size: int = field(default_factory=lambda: _env_size("INDEXER_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
+    # Above this many embeddings the vectors get a trained (IVF) layout.
+    flat_max: int = field(default_factory=lambda: _env_int("INDEXER_FLAT_MAX") or DEFAULT_FLAT_MAX)
+    lease_seconds: float = field(default_factory=lambda: _env_float("INDEXER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+    # The decode workers' niceness increment (os.nice); 0 runs them at the model's priority.
+    worker_nice: int = field(default_factory=lambda: _env_int_or("INDEXER_WORKER_NICE", DEFAULT_WORKER_NICE))
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or (256 if device.startswith("cuda") else 32)

@@ -221,7 +221,7 @@ class Index(IndexItems):
         if self.recorded_model is None:
             raise EmptyIndexError(f"no embedded items in {self.path}; run `indexer ingest` first")
         if self._vectors is None:
-            self._vectors = VectorIndex(self.path, self.catalog).load(sync=False)
+            self._vectors = VectorIndex(self.path, self.catalog, self.settings.flat_max).load(sync=False)
         if sync:
             self._vectors.sync(filler=filler)
         return self._vectors

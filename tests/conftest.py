@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Optional
 
 import pytest
 
-from indexer import open_index, synthetic
+from indexer import _faults, open_index, synthetic
 
 from .pg_server import ENV_URL, ServerUnavailable, fresh_database, temporary_server
 
@@ -35,6 +35,13 @@ PER_CLASS = 4
 def render_folder(root: Path, per_class: int = PER_CLASS, classes=TEST_CLASSES, seed: int = 7, size: int = 96,
                   image_format: str = "jpg") -> list[tuple[Path, str]]:
     return synthetic.write_labelled_folder(root, per_class, classes, seed=seed, size=size, image_format=image_format)
+
+
+@pytest.fixture(autouse=True)
+def fresh_test_hooks(monkeypatch) -> None:
+    """``indexer._faults`` reads the test hooks (``INDEXER_TEST_*``) once per process: each test starts as a
+    fresh process would, reading those it sets itself."""
+    monkeypatch.setattr(_faults, "_active", None)
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +73,39 @@ def photos_copy(tmp_path, photos) -> Path:
     target = tmp_path / "photos"
     shutil.copytree(photos, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[object]:
+    """``ray``, connected to one local Ray cluster (two CPUs) shared by every test of the session that needs
+    one: starting a cluster takes seconds, so it is started once, on first need. An ingest with
+    ``ray="local"`` uses it (``distributed.cluster`` joins a cluster already connected and leaves it up)."""
+    ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'indexer[cluster]'")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine, as in .ci/run
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+STRATEGIES = ("local", "ray")
+
+
+def strategy_options(request, strategy: str) -> dict:
+    """The ``Index.ingest`` options of an embedding strategy: here (decode workers and the model in the
+    test's process), or on the shared local Ray cluster (shards decoded by tasks, embedded by actors)."""
+    if strategy == "ray":
+        request.getfixturevalue("ray_local")
+        return {"ray": "local"}
+    return {}
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request) -> dict:
+    """Runs a test of ingestion under each strategy of phase 2; see ``strategy_options``."""
+    return strategy_options(request, request.param)
 
 
 @pytest.fixture(scope="session")

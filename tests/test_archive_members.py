@@ -1,5 +1,5 @@
 """Bad archive members and bombs: each becomes one failed item with a reason, the others are embedded,
-and no member, once failed, blocks a later ingest of anything."""
+and no member, once failed, blocks a later ingest of anything; here and on a local Ray cluster alike."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -54,10 +55,13 @@ def patch_zip_member(path: Path, name: str, flags: int | None = None, method: in
     path.write_bytes(bytes(data))
 
 
-def ingest(index: Path, *sources: Path, max_file_size: int = LIMIT, workers: int = 1):
+def ingest(index: Path, *sources: Path, max_file_size: int = LIMIT, workers: int = 1,
+           strategy: Optional[dict] = None):
+    """``sources`` ingested into ``index`` with the bundled model, by ``strategy`` (the ``strategy``
+    fixture's options; None: here)."""
     settings = Settings(max_file_size=max_file_size, workers=workers)
     with open_index(index, model="tiny-shapes", settings=settings) as opened:
-        return opened.ingest(list(sources))
+        return opened.ingest(list(sources), **(strategy or {}))
 
 
 def states(index: Path) -> dict[str, tuple[str, str | None]]:
@@ -78,8 +82,8 @@ def bad_zip(tmp_path) -> Path:
     return path
 
 
-def test_bad_zip_members_fail_with_their_reason_and_the_others_are_embedded(tmp_path, bad_zip):
-    summary = ingest(tmp_path / "index", bad_zip)
+def test_bad_zip_members_fail_with_their_reason_and_the_others_are_embedded(tmp_path, bad_zip, strategy):
+    summary = ingest(tmp_path / "index", bad_zip, strategy=strategy)
     assert states(tmp_path / "index") == {
         "good1.png": ("embedded", None), "good2.png": ("embedded", None),
         "encrypted.png": ("failed", "encrypted"), "aes.png": ("failed", "unsupported_compression"),
@@ -87,7 +91,7 @@ def test_bad_zip_members_fail_with_their_reason_and_the_others_are_embedded(tmp_
     assert (summary.embedded, summary.failed) == (2, 4)
 
 
-def test_a_symlink_before_a_file_of_the_same_name_in_a_tar(tmp_path):
+def test_a_symlink_before_a_file_of_the_same_name_in_a_tar(tmp_path, strategy):
     shard = tmp_path / "links.tar"
     with tarfile.open(shard, "w") as tf:
         for name, target in (("a.png", "missing"), ("b.png", "a.png"), ("c.png", "/etc/passwd")):
@@ -98,31 +102,31 @@ def test_a_symlink_before_a_file_of_the_same_name_in_a_tar(tmp_path):
         hard.type, hard.linkname = tarfile.LNKTYPE, "nowhere.png"
         tf.addfile(hard)
         add_bytes(tf, "a.png", picture(1))
-    summary = ingest(tmp_path / "index", shard)
+    summary = ingest(tmp_path / "index", shard, strategy=strategy)
     # Links are not pictures: only the regular a.png is an item, read from its own bytes.
     assert states(tmp_path / "index") == {"a.png": ("embedded", None)}
     assert summary.embedded == 1
 
 
-def test_a_failed_member_never_blocks_later_ingests(tmp_path, bad_zip):
+def test_a_failed_member_never_blocks_later_ingests(tmp_path, bad_zip, strategy):
     index = tmp_path / "index"
-    ingest(index, bad_zip)
+    ingest(index, bad_zip, strategy=strategy)
     folder = tmp_path / "more"
     folder.mkdir()
     (folder / "x.png").write_bytes(picture(9))
-    summary = ingest(index, folder)
+    summary = ingest(index, folder, strategy=strategy)
     assert (summary.embedded, summary.failed) == (1, 0)
     assert catalog_rows(index, "SELECT count(*) FROM items WHERE state = 'pending'") == [(0,)]
 
 
-def test_bombs_are_refused_from_their_declared_size_and_read_bounded(tmp_path):
+def test_bombs_are_refused_from_their_declared_size_and_read_bounded(tmp_path, strategy):
     shard = tmp_path / "bomb.tar.gz"
     with tarfile.open(shard, "w:gz") as tf:
         add_bytes(tf, "big.png", b"\0" * (2 * LIMIT))
         add_bytes(tf, "small.png", picture(3))
     plain = tmp_path / "big.png"
     plain.write_bytes(b"\x89PNG" + b"\0" * (2 * LIMIT))
-    summary = ingest(tmp_path / "index", shard, plain)
+    summary = ingest(tmp_path / "index", shard, plain, strategy=strategy)
     found = states(tmp_path / "index")
     assert found["small.png"] == ("embedded", None)
     assert found["big.png"] == ("failed", "too_large")

@@ -116,6 +116,28 @@ def test_a_server_catalog_through_the_cli_and_its_errors(tmp_path, photos, pg_ur
     assert nowhere.returncode == 1 and "ray://HOST:PORT" in nowhere.stderr
 
 
+def test_max_file_size_holds_on_a_server_catalog_under_each_strategy(tmp_path, pg_url, strategy):
+    """The issue's case: 12 small pictures and one 5.6 MB PNG with a 1 MB limit. On a Ray cluster the
+    limit used to be lost (all 13 embedded, nothing recorded); both strategies read through one reader now."""
+    from PIL import Image
+
+    from indexer.config import Settings
+
+    photos = tmp_path / "photos"
+    render_folder(photos, per_class=3, classes=("red star", "blue circle", "green square", "yellow star"))
+    noise = np.random.default_rng(0).integers(0, 256, (1370, 1370, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(photos / "big.png")  # random pixels: PNG cannot compress them
+    assert (photos / "big.png").stat().st_size > 5_500_000
+    warnings: list[str] = []
+    with open_index(tmp_path / "index", model="tiny-shapes", catalog=pg_url,
+                    settings=Settings(max_file_size=1 << 20)) as index:
+        summary = index.ingest([photos], warn=warnings.append, **strategy)
+    assert (summary.embedded, summary.failed_by_reason) == (12, {"too_large": 1})
+    assert scalar(pg_url, "SELECT state, failure_reason, count(*) FROM items GROUP BY state, failure_reason "
+                          "ORDER BY state") == [("embedded", None, 12), ("failed", "too_large", 1)]
+    assert any("big.png: too_large" in w for w in warnings), warnings
+
+
 def _embed_workers() -> list[int]:
     """Pids of the Ray worker processes that hold the model (Ray titles them after the actor class)."""
     import psutil
@@ -132,8 +154,7 @@ def _embed_workers() -> list[int]:
 
 @pytest.mark.slow
 def test_killing_an_embedding_worker_mid_run_loses_nothing_and_embeds_each_picture_once(tmp_path, pg_url,
-                                                                                         monkeypatch):
-    ray = pytest.importorskip("ray")
+                                                                                         monkeypatch, ray_local):
     photos = tmp_path / "photos"
     good = len(render_folder(photos, per_class=8))  # 96 pictures
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -142,8 +163,6 @@ def test_killing_an_embedding_worker_mid_run_loses_nothing_and_embeds_each_pictu
     monkeypatch.setenv("INDEXER_TEST_TRACE", str(trace))  # each batch's embedded count, from the workers
     monkeypatch.setenv("INDEXER_TEST_PAUSE", "commit:0.4")  # inside each commit's transaction
     monkeypatch.setenv("INDEXER_BATCH_SIZE", "8")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     killed: list[int] = []
 
     def kill_after_first_commits() -> None:
@@ -155,43 +174,41 @@ def test_killing_an_embedding_worker_mid_run_loses_nothing_and_embeds_each_pictu
             killed.append(pid)
 
     killer = threading.Thread(target=kill_after_first_commits)
-    try:
-        killer.start()
-        with open_index(tmp_path / "index", model="tiny-shapes", catalog=pg_url) as index:
-            summary = index.ingest([photos], ray="local", shard_items=24)
-            vector_ids = sorted(index.vectors().ids().tolist())
-        killer.join()
-        assert killed, "no embedding worker was found to kill"
-        with open_index(tmp_path / "index", catalog=pg_url) as index:
-            again = index.ingest([photos], ray="local")
-        embedded_counts = [int(n) for n in trace.read_text().split()]
-        print(f"killed {killed}; batches embedded {embedded_counts}; summary {summary}")  # the trace, with -s
-        assert summary.embedded == good and summary.reused == 1 and summary.failed == 1
-        assert scalar(pg_url, "SELECT state, count(*) FROM items GROUP BY state ORDER BY state") == \
-            [("embedded", good + 1), ("failed", 1)]
-        assert scalar(pg_url, "SELECT count(*), count(DISTINCT sha256) FROM embeddings") == [(good, good)]
-        assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
-                              "(SELECT id FROM embeddings)") == [(0,)]
-        assert vector_ids == [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
-        # Work done twice is bounded by the killed worker's in-flight shard (24 items).
-        assert good <= sum(embedded_counts) <= good + 24
-        assert again.embedded == 0 and again.unchanged == good + 2
-        # A class folder deleted, then a purging run on the cluster: its items and embeddings go for good.
-        gone = sorted(p for p in (photos / "blue_circle").iterdir())
-        shutil.rmtree(photos / "blue_circle")
-        with open_index(tmp_path / "index", catalog=pg_url) as index:
-            purged = index.ingest([photos], ray="local", purge=True)
-            vector_ids = sorted(index.vectors().ids().tolist())
-    finally:
-        ray.shutdown()
+    killer.start()
+    with open_index(tmp_path / "index", model="tiny-shapes", catalog=pg_url) as index:
+        summary = index.ingest([photos], ray="local", shard_items=24)
+        vector_ids = sorted(index.vectors().ids().tolist())
+    killer.join()
+    assert killed, "no embedding worker was found to kill"
+    with open_index(tmp_path / "index", catalog=pg_url) as index:
+        again = index.ingest([photos], ray="local")
+    embedded_counts = [int(n) for n in trace.read_text().split()]
+    print(f"killed {killed}; batches embedded {embedded_counts}; summary {summary}")  # the trace, with -s
+    assert summary.embedded == good and summary.reused == 1 and summary.failed == 1
+    assert scalar(pg_url, "SELECT state, count(*) FROM items GROUP BY state ORDER BY state") == \
+        [("embedded", good + 1), ("failed", 1)]
+    assert scalar(pg_url, "SELECT count(*), count(DISTINCT sha256) FROM embeddings") == [(good, good)]
+    assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'embedded' AND embedding_id NOT IN "
+                          "(SELECT id FROM embeddings)") == [(0,)]
+    assert vector_ids == [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
+    # Work done twice is bounded by the killed worker's in-flight shard (24 items).
+    assert good <= sum(embedded_counts) <= good + 24
+    assert again.embedded == 0 and again.unchanged == good + 2
+    # A class folder deleted, then a purging run on the cluster: its items and embeddings go for good.
+    gone = sorted(p for p in (photos / "blue_circle").iterdir())
+    shutil.rmtree(photos / "blue_circle")
+    with open_index(tmp_path / "index", catalog=pg_url) as index:
+        purged = index.ingest([photos], ray="local", purge=True)
+        vector_ids = sorted(index.vectors().ids().tolist())
     assert purged.deleted == purged.purged == len(gone) == 8
     assert scalar(pg_url, "SELECT count(*) FROM items WHERE state = 'deleted'") == [(0,)]
     assert vector_ids == [row[0] for row in scalar(pg_url, "SELECT id FROM embeddings ORDER BY id")]
     assert len(vector_ids) == good - 8
 
 
-def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_here(tmp_path, pg_url, monkeypatch):
-    ray = pytest.importorskip("ray")
+def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_here(tmp_path, pg_url, monkeypatch,
+                                                                                      ray_local):
+    ray = ray_local
     from indexer.distributed.vectors import RayFiller
     from indexer.store.schema import Embedding
     from indexer.store.vectors import VectorIndex
@@ -201,21 +218,16 @@ def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_
     x = centres[rng.integers(0, 40, 3000)] + rng.normal(scale=0.5, size=(3000, 64))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     monkeypatch.setenv("INDEXER_FLAT_MAX", "1000")  # above it, a trained layout
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with open_index(tmp_path / "index", catalog=pg_url) as index:
         with index.catalog.begin() as conn:
             index.catalog.set_meta("model", {"name": "synthetic", "pretrained": None, "embed_dim": 64}, conn)
             conn.execute(Embedding.__table__.insert(), [
                 {"sha256": f"{i:064x}", "vector": vector_to_blob(v), "created_at": 0.0} for i, v in enumerate(x)])
         index.set_memory_budget(3000 * 24)  # 16 bytes of PQ code a vector: IVF-PQ with exact re-rank
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         added: list[int] = []
-        try:
-            filler = RayFiller(ray, index.path, index.catalog, pg_url, range_ids=700)
-            vectors = index.vectors(filler=lambda trained, progress: filler(trained, added.append))
-        finally:
-            ray.shutdown()
-        here = VectorIndex(tmp_path / "here", index.catalog)
+        filler = RayFiller(ray, index.path, index.catalog, pg_url, range_ids=700)
+        vectors = index.vectors(filler=lambda trained, progress: filler(trained, added.append))
+        here = VectorIndex(tmp_path / "here", index.catalog, index.settings.flat_max)
         (tmp_path / "here").mkdir()
         here.rebuild()
         assert vectors.layout.kind == here.layout.kind == "ivfpq"
@@ -227,7 +239,7 @@ def test_a_compressed_layout_is_encoded_on_the_cluster_and_equals_the_one_built_
         faiss_ivf(vectors.index).nprobe = faiss_ivf(here.index).nprobe = 8
         assert np.array_equal(vectors.index.search(queries, 10)[1], here.index.search(queries, 10)[1])
         # The file on disk is the cluster-built one, and reads back as it was.
-        reread = VectorIndex(tmp_path / "index", index.catalog).load()
+        reread = VectorIndex(tmp_path / "index", index.catalog, index.settings.flat_max).load()
         assert reread.layout.kind == "ivfpq" and int(reread.index.ntotal) == 3000
 
 

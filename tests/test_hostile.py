@@ -1,6 +1,6 @@
 """Hostile input: every category of bad, odd or dangerous file in ``hostile_corpus``, ingested for
-real with the bundled model. Each good file is embedded, each bad one recorded with its reason, and
-the run neither crashes nor hangs."""
+real with the bundled model, here and on a local Ray cluster. Each good file is embedded, each bad one
+recorded with its reason, and the run neither crashes nor hangs."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from indexer.errors import DecodeError
 from indexer.ingest import IngestSummary
 from indexer.media.entries import storable_path
 
-from .conftest import catalog_dicts
+from .conftest import STRATEGIES, catalog_dicts, strategy_options
 from .hostile_corpus import Case, write_hostile_corpus
 
 SAME_PICTURE = 0.99  # one picture, two files: >= 0.996 (float16 storage, lossy CMYK/AVIF re-encodes); a picture
@@ -57,13 +57,15 @@ class Ingested:
         return vector / np.linalg.norm(vector)
 
 
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory) -> Ingested:
+@pytest.fixture(scope="module", params=STRATEGIES)
+def ingested(tmp_path_factory, request) -> Ingested:
+    """The corpus ingested by each strategy of phase 2 (here, or on a local Ray cluster)."""
+    options = strategy_options(request, request.param)
     base = tmp_path_factory.mktemp("hostile")
     cases = write_hostile_corpus(base / "corpus")
     root = (base / "corpus").resolve()
     with open_index(base / "index", model="tiny-shapes") as index:
-        summary = index.ingest([root], warn=lambda message: None)
+        summary = index.ingest([root], warn=lambda message: None, **options)
     return Ingested(root, base / "index", cases, summary)
 
 
@@ -189,7 +191,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(ingested):
     assert time.perf_counter() - started < 1.0
 
 
-def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
+def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch, strategy):
     buffer = io.BytesIO()
     Image.new("RGB", (200, 100), (0, 128, 0)).save(buffer, "PNG")
     data = buffer.getvalue()
@@ -211,7 +213,7 @@ def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
     Image.new("RGB", (100, 100), (0, 0, 200)).save(small, "PNG")
     (folder / "small.png").write_bytes(small.getvalue())
     with open_index(tmp_path / "index", model="tiny-shapes", settings=Settings(max_pixels=15_000)) as index:
-        summary = index.ingest([folder], warn=lambda message: None)
+        summary = index.ingest([folder], warn=lambda message: None, **strategy)
     assert (summary.embedded, summary.failed_by_reason) == (1, {"too_many_pixels": 1})
 
 
@@ -230,12 +232,12 @@ def test_time_limit_stops_a_long_decode():
     time.sleep(0.3)  # and no alarm is left behind to fire later
 
 
-def test_the_decode_time_limit_applies_during_ingestion(tmp_path):
+def test_the_decode_time_limit_applies_during_ingestion(tmp_path, strategy):
     folder = tmp_path / "photos"
     folder.mkdir()
     noise = np.random.default_rng(3).integers(0, 255, (800, 800, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "slow.png")
     settings = Settings(decode_seconds=0.0001)  # far less than decoding an 800x800 PNG takes
     with open_index(tmp_path / "index", model="tiny-shapes", settings=settings) as index:
-        summary = index.ingest([folder], warn=lambda message: None)
+        summary = index.ingest([folder], warn=lambda message: None, **strategy)
     assert summary.failed_by_reason == {"timeout": 1}

@@ -91,7 +91,7 @@ def test_changed_file_is_embedded_again(index_copy, photos_copy):
     assert {top.path, *top.duplicates} >= {str(target)}
 
 
-def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, photos):
+def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, photos, strategy):
     folder = tmp_path / "mixed"
     shutil.copytree(photos / "red_star", folder)
     (folder / "empty.jpg").write_bytes(b"")
@@ -99,9 +99,12 @@ def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, phot
     good = (folder / "red_star_0000.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (folder / "notes.txt").write_text("not an image name: not even scanned")
+    warnings: list[str] = []
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
-        summary = index.ingest([folder], warn=lambda message: None)
+        summary = index.ingest([folder], warn=warnings.append, **strategy)
         status = index.status()
+    assert sorted(w.split(":")[0] for w in warnings) == [f"skipping {folder / name}"
+                                                        for name in ("empty.jpg", "text.png", "truncated.jpg")]
     assert summary.embedded == PER_CLASS
     assert summary.failed == 3
     assert summary.failed_by_reason == {"empty_file": 1, "not_an_image": 1, "truncated": 1}
@@ -111,7 +114,7 @@ def test_bad_files_are_recorded_with_a_reason_and_the_run_goes_on(tmp_path, phot
     with open_index(tmp_path / "index") as index:
         again = index.ingest([folder])
         assert (again.failed, again.unchanged) == (0, PER_CLASS + 3)
-        retried = index.ingest([folder], retry_failed=True, warn=lambda message: None)
+        retried = index.ingest([folder], retry_failed=True, warn=lambda message: None, **strategy)
         assert retried.failed == 3
 
 

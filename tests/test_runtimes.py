@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from indexer import open_index, synthetic
 from indexer.cli import main
-from indexer.errors import ModelError
+from indexer.config import Settings
+from indexer.errors import ConfigError, ModelError
 from indexer.media.decode import decode_image
 from indexer.models import ModelSpec, load_model
 from indexer.models.openvino_runtime import supports_bf16
@@ -237,11 +238,14 @@ def test_an_unwritable_cache_falls_back_to_torch_with_a_warning(tmp_path, monkey
 
 
 def test_a_decode_worker_that_cannot_start_loses_nothing(tmp_path, photos, monkeypatch):
-    # A worker dies before reading anything (here: a setting it cannot parse at start): no item is to
+    # A worker dies before reading anything (here: a priority the system cannot take): no item is to
     # blame, so none is failed; the run reads the rest in its own process and embeds everything.
-    monkeypatch.setenv("INDEXER_WORKER_NICE", "not-a-number")
+    monkeypatch.setenv("INDEXER_WORKER_NICE", "not-a-number")  # a setting that cannot be parsed: said at once
+    with pytest.raises(ConfigError, match="INDEXER_WORKER_NICE"):
+        Settings()
+    monkeypatch.delenv("INDEXER_WORKER_NICE")
     warnings: list[str] = []
-    with open_index(tmp_path / "index", model="tiny-shapes") as index:
+    with open_index(tmp_path / "index", model="tiny-shapes", settings=Settings(workers=1, worker_nice=1 << 40)) as index:
         summary = index.ingest([photos / "red_star", photos / "blue_circle"], warn=warnings.append)
         status = index.status()
     assert summary.embedded == 8 and summary.failed == 0

@@ -83,7 +83,7 @@ def test_a_changed_archive_is_re_read_and_members_it_lost_are_deleted(tmp_path, 
     assert states == {"embedded": 2, "deleted": PER_CLASS - 2}
 
 
-def test_a_broken_archive_is_reported_and_the_run_goes_on(tmp_path, photos):
+def test_a_broken_archive_is_reported_and_the_run_goes_on(tmp_path, photos, strategy):
     good = tmp_path / "good.tar"
     make_tar(good, sorted((photos / "red_circle").iterdir()), photos)
     broken = tmp_path / "broken.tar.gz"
@@ -91,7 +91,7 @@ def test_a_broken_archive_is_reported_and_the_run_goes_on(tmp_path, photos):
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     with open_index(tmp_path / "index", model="tiny-shapes") as opened:
-        summary = opened.ingest([broken, good], warn=lambda m: None)
+        summary = opened.ingest([broken, good], warn=lambda m: None, **strategy)
     assert summary.embedded >= PER_CLASS
     assert summary.failed_by_reason.get("bad_archive", 0) + summary.failed_by_reason.get("bad_archive_member", 0) >= 1
 

@@ -9,7 +9,6 @@ Ray; its part is only merged once complete, so a retried range is never counted 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,11 +18,10 @@ RANGE_IDS = 100_000  # embedding ids per task
 RETRIES = 3
 
 
-def fill_range(trained: Any, index_dir: str, catalog_url: Optional[str], after_id: int, upto_id: int,
-               environment: dict[str, str]) -> tuple[int, Any]:
+def fill_range(trained: Any, index_dir: str, catalog_url: Optional[str], after_id: int,
+               upto_id: int) -> tuple[int, Any]:
     """(embeddings added, the serialised part): ids in (after_id, upto_id] of the catalog added to a copy
     of the ``trained`` index (serialised bytes). Runs as a Ray task."""
-    os.environ.update(environment)
     import faiss
 
     from ..store.catalog import CATALOG_FILE, Catalog
@@ -54,10 +52,8 @@ class RayFiller:
         ray = self.ray
         low, high = self.catalog.embedding_id_range()
         blob = ray.put(faiss.serialize_index(trained))
-        environment = {k: v for k, v in os.environ.items() if k.startswith("INDEXER_")}
         task = ray.remote(fill_range).options(num_cpus=1, max_retries=RETRIES)
-        running = [task.remote(blob, str(self.index_dir), self.catalog_url, start, min(start + self.range_ids, high),
-                               environment)
+        running = [task.remote(blob, str(self.index_dir), self.catalog_url, start, min(start + self.range_ids, high))
                    for start in range(low - 1, high, self.range_ids)]
         log.info("filling %s from %d id ranges on the cluster", type(trained).__name__, len(running))
         while running:

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..config import DEFAULT_LEASE_SECONDS
 from ..errors import IndexBusyError, IndexerError
 
 LOCK_FILE = "ingest.lock"
@@ -71,7 +72,6 @@ class IngestLock:
 
 
 LEASE_NAME = "ingest"
-LEASE_SECONDS = float(os.environ.get("INDEXER_LEASE_SECONDS") or 60)
 
 
 class CatalogLease:
@@ -80,7 +80,7 @@ class CatalogLease:
     if its holder dies, the lease expires and the next run takes it over. ``check()`` raises when the
     lease was lost (a heartbeat could not reach the server for a whole term and someone took over)."""
 
-    def __init__(self, catalog: Any, ttl: float = LEASE_SECONDS) -> None:
+    def __init__(self, catalog: Any, ttl: float = DEFAULT_LEASE_SECONDS) -> None:
         self.catalog = catalog
         self.ttl = ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -120,7 +120,9 @@ class CatalogLease:
             self.catalog.release_lease(LEASE_NAME, self.holder)
 
 
-def ingest_lock(index_dir: Path, catalog: Any) -> Union[IngestLock, CatalogLease]:
+def ingest_lock(index_dir: Path, catalog: Any,
+                lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Union[IngestLock, CatalogLease]:
     """The ingest lock that fits the catalog: the kernel's lock on a file for an SQLite catalog (one
-    machine; released the instant its process dies), a lease in the catalog for a server catalog."""
-    return IngestLock(index_dir) if catalog.dialect == "sqlite" else CatalogLease(catalog)
+    machine; released the instant its process dies), a lease of ``lease_seconds`` in the catalog for a
+    server catalog."""
+    return IngestLock(index_dir) if catalog.dialect == "sqlite" else CatalogLease(catalog, lease_seconds)

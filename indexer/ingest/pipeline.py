@@ -9,7 +9,7 @@ CPU the model is the bottleneck, and a worker needs only a sliver of a core to k
 
 A worker that dies (killed by its decode watchdog, out of memory, crashed) stops the loader with
 ``WorkerLost``: the items not committed yet are still pending in the catalog, so the caller records the
-item that killed it and starts a fresh loader on what is left (``run._embed_pending``).
+item that killed it and starts a fresh loader on what is left (``embedding.LocalEmbedding``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ import os
 import queue
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import islice
-from typing import Iterator, Optional
+from typing import Iterator
 
-import numpy as np
-
+from .. import _faults
 from ..store.items import PendingReader
-from .read import ItemRecord, ReadOptions, iter_pending
+from .read import Batch, ReadOptions, Selection, batches, iter_pending
 
 PREFETCH = 4  # batches per worker waiting in the queue
 POLL_SECONDS = 1.0
@@ -37,33 +34,14 @@ class WorkerLost(Exception):
     """A decode worker died before finishing its share."""
 
 
-@dataclass
-class Batch:
-    """A batch of records; the decoded pictures stacked, in the order of the "ok" records."""
-
-    records: list[ItemRecord]
-    images: Optional[np.ndarray]
-
-
-def collate(records: list[ItemRecord]) -> Batch:
-    pixels = [r.pixels for r in records if r.kind == "ok"]
-    for r in records:
-        r.pixels = None
-    return Batch(records, np.stack(pixels) if pixels else None)
-
-
-def _batches(records: Iterator[ItemRecord], size: int) -> Iterator[Batch]:
-    while chunk := list(islice(records, size)):
-        yield collate(chunk)
-
-
-def _worker(reader: PendingReader, options: ReadOptions, shard: int, shards: int, batch_size: int,
-            out: "multiprocessing.Queue[object]") -> None:
+def _worker(reader: PendingReader, options: ReadOptions, shard: int, shards: int, batch_size: int, nice: int,
+            faults: _faults.Faults, out: "multiprocessing.Queue[object]") -> None:
+    _faults.install(faults)
     try:
-        os.nice(int(os.environ.get("INDEXER_WORKER_NICE", "10")))
+        os.nice(nice)
     except OSError:
-        pass
-    for batch in _batches(iter_pending(reader, options, shard, shards), batch_size):
+        pass  # not allowed to change it here: the worker runs at the model's priority
+    for batch in batches(iter_pending(reader, options, Selection(part=shard, parts=shards)), batch_size):
         out.put(batch)
     out.put((_DONE, shard))
 
@@ -90,18 +68,20 @@ def _main_module_hidden() -> Iterator[None]:
 class BatchLoader:
     """Iterates batches of the catalog's pending items; see the module docstring."""
 
-    def __init__(self, reader: PendingReader, options: ReadOptions, batch_size: int, workers: int) -> None:
+    def __init__(self, reader: PendingReader, options: ReadOptions, batch_size: int, workers: int,
+                 nice: int = 10) -> None:
         self.reader, self.options = reader, options
-        self.batch_size, self.workers = batch_size, workers
+        self.batch_size, self.workers, self.nice = batch_size, workers, nice
 
     def __iter__(self) -> Iterator[Batch]:
         if self.workers <= 0:
-            yield from _batches(iter_pending(self.reader, self.options), self.batch_size)
+            yield from batches(iter_pending(self.reader, self.options), self.batch_size)
             return
         context = multiprocessing.get_context("spawn")
         out = context.Queue(maxsize=PREFETCH * self.workers)
         processes = [context.Process(target=_worker, name=f"indexer-decode-{shard}", daemon=True,
-                                     args=(self.reader, self.options, shard, self.workers, self.batch_size, out))
+                                     args=(self.reader, self.options, shard, self.workers, self.batch_size, self.nice,
+                                           _faults.active(), out))
                      for shard in range(self.workers)]
         with _main_module_hidden():
             for process in processes:

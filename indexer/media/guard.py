@@ -33,6 +33,7 @@ class DecodeWatchdog:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         self._item: Optional[int] = None
         self._deadline = 0.0
+        self._closed = False
         self._wake = threading.Condition()
         threading.Thread(target=self._run, name="decode-watchdog", daemon=True).start()
 
@@ -53,9 +54,16 @@ class DecodeWatchdog:
                 self._item = None
                 self._note("")
 
+    def close(self) -> None:
+        """Stops the watchdog (a process that reads again later, a Ray worker, starts another)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        os.close(self.fd)
+
     def _run(self) -> None:
         with self._wake:
-            while True:
+            while not self._closed:
                 if self._item is None:
                     self._wake.wait()
                     continue

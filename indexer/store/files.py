@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
+from .. import _faults
 from ..errors import DiskFullError, IndexerError
 
 CATALOG_FILE = "catalog.sqlite"
@@ -19,9 +19,7 @@ VECTORS_META = "vectors.json"
 def fault_point(name: str) -> None:
     """A named moment where the crash tests pause the process (``INDEXER_TEST_PAUSE=name:seconds``)
     to kill it there; does nothing otherwise."""
-    spec = os.environ.get("INDEXER_TEST_PAUSE")
-    if spec and spec.rsplit(":", 1)[0] == name:
-        time.sleep(float(spec.rsplit(":", 1)[1]))
+    _faults.pause(name)
 
 
 def _temporary(path: Path) -> Path:

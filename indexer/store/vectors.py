@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import faiss
 import numpy as np
 
+from ..config import DEFAULT_FLAT_MAX
 from .files import VECTORS_FILE, VECTORS_META, atomic_write
 
 if TYPE_CHECKING:  # a search reads through store.quick without importing the database layer
@@ -56,10 +56,6 @@ PQ_RERANK = 50  # IVF-PQ fetches this many times k candidates, then re-ranks the
 RERANK_READ = 65_536  # candidates read from the catalog at once when re-ranking a block of queries
 PQ_RERANK_DEPTHS = (50, 100, 200, 400)  # tried in turn by the build's tuning until recall@10 is reached
 PQ_POINTS_PER_CENTROID = 64  # codebooks trained on at most 64 x 256 = 16,384 points
-
-
-def flat_max() -> int:
-    return int(os.environ.get("INDEXER_FLAT_MAX") or 200_000)
 
 
 @dataclass
@@ -94,9 +90,10 @@ class Layout:
         return {"flat": dim * 4 + 8, "ivf": dim * 4 + 8}.get(self.kind, self.pq_m + 8)
 
 
-def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None) -> Layout:
+def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None,
+                  flat_max: int = DEFAULT_FLAT_MAX) -> Layout:
     over_budget = memory_budget is not None and count * dim * 4 > memory_budget
-    if count <= flat_max() and not (over_budget and count >= 10_000):  # PQ needs data to train on
+    if count <= flat_max and not (over_budget and count >= 10_000):  # PQ needs data to train on
         return Layout("flat")
     nlist = int(min(65536, max(64, 2 ** round(math.log2(math.sqrt(count))))))
     if not over_budget:
@@ -157,9 +154,10 @@ def exact_top_k(catalog: "Catalog", queries: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """The FAISS index of a catalog, kept in step with it; see the module docstring."""
 
-    def __init__(self, index_dir: Path, catalog: "Catalog") -> None:
+    def __init__(self, index_dir: Path, catalog: "Catalog", flat_max: int = DEFAULT_FLAT_MAX) -> None:
         self.dir = index_dir
         self.catalog = catalog
+        self.flat_max = flat_max  # Settings.flat_max: above it, a trained layout
         self.path = index_dir / VECTORS_FILE
         self.meta_path = index_dir / VECTORS_META
         self.index: Optional[faiss.Index] = None
@@ -197,7 +195,7 @@ class VectorIndex:
         return index
 
     def _needs_new_layout(self, count: int, dim: int) -> bool:
-        wanted = choose_layout(count, dim, self.memory_budget())
+        wanted = choose_layout(count, dim, self.memory_budget(), self.flat_max)
         if wanted.kind != self.layout.kind:
             return not (wanted.kind == "flat" and count > 0)  # a shrunken IVF index stays IVF
         return wanted.kind != "flat" and count > 4 * max(1, self.layout.trained_count)
@@ -265,7 +263,7 @@ class VectorIndex:
         dim = self.catalog.embedding_dim()
         assert dim is not None
         count, _ = self.catalog.embedding_state()
-        layout = choose_layout(count, dim, self.memory_budget())
+        layout = choose_layout(count, dim, self.memory_budget(), self.flat_max)
         if layout.kind == "flat":
             index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         else:
