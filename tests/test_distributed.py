@@ -132,7 +132,9 @@ def test_max_file_size_holds_on_a_server_catalog_under_each_strategy(tmp_path, p
     with open_index(tmp_path / "index", model="tiny-shapes", catalog=pg_url,
                     settings=Settings(max_file_size=1 << 20)) as index:
         summary = index.ingest([photos], warn=warnings.append, **strategy)
+        runtimes = index.status()["runtimes"]
     assert (summary.embedded, summary.failed_by_reason) == (12, {"too_large": 1})
+    assert [entry["embedded"] for entry in runtimes.values()] == [12]  # which runtime embedded them, either way
     assert scalar(pg_url, "SELECT state, failure_reason, count(*) FROM items GROUP BY state, failure_reason "
                           "ORDER BY state") == [("embedded", None, 12), ("failed", "too_large", 1)]
     assert any("big.png: too_large" in w for w in warnings), warnings

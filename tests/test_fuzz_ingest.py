@@ -4,7 +4,8 @@ encrypted or unsupported zip members, oversized members). After every run: no ex
 the scan found is embedded or failed with a reason (none left pending), the catalog passes SQLite's
 integrity check, and a second run changes nothing.
 
-Size: TREES trees of up to ~30 files each, two runs per tree (see the constants)."""
+Size: TREES trees of up to ~30 files each, two runs per tree (see the constants); every third tree is
+also ingested on a local Ray cluster (the other strategy of phase 2, through the same reader)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from indexer.media.archives import reads_as_member
 from indexer.media.entries import is_image_name, storable_path
 from indexer.synthetic import render
 
-from .conftest import catalog_rows
+from .conftest import catalog_rows, strategy_options
 
 TREES = 12
 LIMIT = 64 << 10  # a small --max-file-size, so that oversized members are cheap to make
@@ -118,8 +119,10 @@ def build_tree(rng: random.Random, root: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")  # zips with a name twice, on purpose
-@pytest.mark.parametrize("seed", range(TREES))
-def test_random_trees_never_stop_or_poison_an_index(tmp_path, seed):
+@pytest.mark.parametrize("seed, strategy", [(seed, "local") for seed in range(TREES)]
+                         + [(seed, "ray") for seed in range(0, TREES, 3)])
+def test_random_trees_never_stop_or_poison_an_index(tmp_path, seed, strategy, request):
+    options = strategy_options(request, strategy)
     rng = random.Random(seed)
     root = tmp_path / "tree"
     root.mkdir()
@@ -127,7 +130,7 @@ def test_random_trees_never_stop_or_poison_an_index(tmp_path, seed):
     index_dir = tmp_path / "index"
     settings = Settings(max_file_size=LIMIT, workers=rng.choice([0, 1]), decode_seconds=10)
     with open_index(index_dir, model="tiny-shapes", settings=settings) as index:
-        first = index.ingest([root], warn=lambda message: None)
+        first = index.ingest([root], warn=lambda message: None, **options)
     rows = catalog_rows(index_dir, "SELECT state, failure_reason FROM items")
     uris = {uri for (uri,) in catalog_rows(index_dir, "SELECT uri FROM items")}
     for path in root.rglob("*"):  # every plain picture file is an item (a name like ARCHIVE::MEMBER is refused)
@@ -139,7 +142,7 @@ def test_random_trees_never_stop_or_poison_an_index(tmp_path, seed):
     assert catalog_rows(index_dir, "PRAGMA integrity_check") == [("ok",)]
     snapshot = catalog_rows(index_dir, "SELECT uri, state, failure_reason, embedding_id FROM items ORDER BY uri")
     with open_index(index_dir, settings=settings) as index:
-        second = index.ingest([root], warn=lambda message: None)
+        second = index.ingest([root], warn=lambda message: None, **options)
     assert (second.embedded, second.reused, second.deleted) == (0, 0, 0)
     assert catalog_rows(index_dir, "SELECT uri, state, failure_reason, embedding_id FROM items ORDER BY uri") == snapshot
     assert catalog_rows(index_dir, "PRAGMA integrity_check") == [("ok",)]

@@ -85,6 +85,7 @@ class RayEmbedding:
         ray = self._ray = self._stack.enter_context(ray_cluster(self.address, num_cpus=self.num_cpus))
         actors = self._start_actors(ray)
         self.record_model(ray.get(actors[0].identity.remote()))
+        runtime, precision = ray.get(actors[0].runtime.remote())
         options = ray.get(actors[0].read_options.remote())  # the one ReadOptions, built where the model is
         batch_size = self.settings.resolved_batch_size("cuda" if self.gpus_per_worker else "cpu")
         decode = ray.remote(decode_shard).options(num_cpus=1, max_retries=RETRIES)
@@ -126,6 +127,8 @@ class RayEmbedding:
         after = _settled(catalog)
         summary.embedded = after[1] - before[1]
         summary.reused += max(0, after[0] - before[0] - summary.embedded)
+        if summary.embedded:
+            catalog.record_runtime(runtime, precision, summary.embedded)
         if left_pending:
             report.warn(f"{left_pending} shards could not be finished (their workers kept dying); their items stay "
                         "pending: run the same command again to finish them")

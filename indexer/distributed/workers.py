@@ -76,6 +76,10 @@ class EmbedWorker:
     def identity(self) -> dict[str, Any]:
         return self.embedder.identity()
 
+    def runtime(self) -> tuple[str, str]:
+        """The runtime and precision this actor embeds with (the catalog counts embeddings by them)."""
+        return self.embedder.runtime, self.embedder.precision
+
     def read_options(self) -> ReadOptions:
         """How decode tasks prepare pictures for this model (the preprocessing function is picklable)."""
         return read_options(self.embedder, self.settings)
