@@ -164,18 +164,18 @@ def iter_pending(reader: PendingReader, options: ReadOptions, selection: Selecti
     watchdog = options.watchdog()
     guard = watchdog.watch if watchdog is not None else (lambda item_id: nullcontext())
 
-    def load(item_id: int, uri: str, data: Callable[[], Union[bytes, DecodeError]]) -> ItemRecord:
+    def load(item_id: int, uri: str, data: Union[bytes, DecodeError]) -> ItemRecord:
         reason = selection.stuck.get(item_id)
-        if reason is not None:
+        if reason is not None:  # decoding it killed a reader before this one: not again
             return ItemRecord(item_id, uri, "failed", reason=reason, detail=STUCK_DETAILS.get(reason))
         with guard(item_id):
-            return load_item(item_id, uri, data(), reader.embedding_id, options)
+            return load_item(item_id, uri, data, reader.embedding_id, options)
 
     try:
         if selection.files:
             for item_id, uri, raw_path in reader.plain_files(selection.part, selection.parts, selection.first_id,
                                                              selection.last_id):
-                yield load(item_id, uri, lambda: _read_file(uri, raw_path, options.max_file_size))
+                yield load(item_id, uri, _read_file(uri, raw_path, options.max_file_size))
         if not selection.archives:
             return
         for container in [selection.archive] if selection.archive is not None else reader.containers():
@@ -187,7 +187,7 @@ def iter_pending(reader: PendingReader, options: ReadOptions, selection: Selecti
                 continue
             for name, data in _archive_contents(container, set(members), options.max_file_size):
                 item_id, uri = members[name]
-                yield load(item_id, uri, lambda: data)
+                yield load(item_id, uri, data)
     finally:
         if watchdog is not None:
             watchdog.close()
