@@ -75,19 +75,60 @@ def photos_copy(tmp_path, photos) -> Path:
     return target
 
 
+# A local Ray cluster for the tests, in a process of its own: it holds the cluster until its standard input closes.
+_RAY_HEAD = """
+import sys, ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+"""
+
+
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[object]:
-    """``ray``, connected to one local Ray cluster (two CPUs) shared by every test of the session that needs
-    one: starting a cluster takes seconds, so it is started once, on first need. An ingest with
-    ``ray="local"`` uses it (``distributed.cluster`` joins a cluster already connected and leaves it up)."""
-    ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'indexer[cluster]'")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on this machine, as in .ci/run
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def ray_address() -> Iterator[str]:
+    """The address of one local Ray cluster (two CPUs) shared by the session's tests that need one (starting
+    a cluster takes seconds), started on first need. It runs beside the tests, as a real cluster would:
+    the test process connects only while a test uses it (``ray_local``), so no other test runs with Ray
+    in its process."""
+    pytest.importorskip("ray", reason="Ray not installed: pip install 'indexer[cluster]'")
+    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),  # a private cluster, as in .ci/run
+               RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0"))
+    os.environ.update(RAY_AUTH_MODE=env["RAY_AUTH_MODE"], RAY_USAGE_STATS_ENABLED=env["RAY_USAGE_STATS_ENABLED"])
+    head = subprocess.Popen([sys.executable, "-c", _RAY_HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        address = head.stdout.readline().strip() if head.stdout else ""
+        if not address:
+            pytest.fail(f"the test Ray cluster did not start (exit code {head.wait(timeout=60)})")
+        yield address
+    finally:
+        if head.stdin:
+            head.stdin.close()  # the head process shuts its cluster down and exits
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.terminate()
+            head.wait(timeout=30)
+
+
+@contextmanager
+def ray_connected(address: str) -> Iterator[object]:
+    """``ray``, connected to the cluster at ``address`` for the length of the block."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(ray_address) -> Iterator[object]:
+    """``ray``, connected to the tests' local cluster for one test. An ingest with ``ray="local"`` uses that
+    connection (``distributed.cluster`` joins a cluster already connected and leaves it up)."""
+    with ray_connected(ray_address) as ray:
+        yield ray
 
 
 STRATEGIES = ("local", "ray")
@@ -95,7 +136,8 @@ STRATEGIES = ("local", "ray")
 
 def strategy_options(request, strategy: str) -> dict:
     """The ``Index.ingest`` options of an embedding strategy: here (decode workers and the model in the
-    test's process), or on the shared local Ray cluster (shards decoded by tasks, embedded by actors)."""
+    test's process), or on the tests' local Ray cluster (shards decoded by tasks, embedded by actors);
+    for "ray" the test is connected to the cluster (``ray_local``)."""
     if strategy == "ray":
         request.getfixturevalue("ray_local")
         return {"ray": "local"}

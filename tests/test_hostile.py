@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +27,7 @@ from indexer.errors import DecodeError
 from indexer.ingest import IngestSummary
 from indexer.media.entries import storable_path
 
-from .conftest import STRATEGIES, catalog_dicts, strategy_options
+from .conftest import STRATEGIES, catalog_dicts, ray_connected
 from .hostile_corpus import Case, write_hostile_corpus
 
 SAME_PICTURE = 0.99  # one picture, two files: >= 0.996 (float16 storage, lossy CMYK/AVIF re-encodes); a picture
@@ -59,12 +60,15 @@ class Ingested:
 
 @pytest.fixture(scope="module", params=STRATEGIES)
 def ingested(tmp_path_factory, request) -> Ingested:
-    """The corpus ingested by each strategy of phase 2 (here, or on a local Ray cluster)."""
-    options = strategy_options(request, request.param)
+    """The corpus ingested by each strategy of phase 2 (here, or on the tests' local Ray cluster)."""
     base = tmp_path_factory.mktemp("hostile")
     cases = write_hostile_corpus(base / "corpus")
     root = (base / "corpus").resolve()
-    with open_index(base / "index", model="tiny-shapes") as index:
+    with ExitStack() as stack, open_index(base / "index", model="tiny-shapes") as index:
+        options = {}
+        if request.param == "ray":
+            stack.enter_context(ray_connected(request.getfixturevalue("ray_address")))
+            options = {"ray": "local"}
         summary = index.ingest([root], warn=lambda message: None, **options)
     return Ingested(root, base / "index", cases, summary)
 
