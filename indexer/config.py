@@ -1,6 +1,9 @@
-"""Settings: where the index is, which model, which device, how big the batches.
+"""Settings: which device and runtime, how big the batches, what limits a read — and the one reader of the
+environment below the face.
 
-Each has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; the flag wins.
+Each setting has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; the flag wins.
+``Settings()`` reads the environment once, when it is made; it is frozen, and travels as an object (to
+decode workers, to Ray actors). ``settings.replace(device="cpu")`` is a copy with changes.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, TypeVar
 
 from .errors import ConfigError
@@ -53,7 +56,7 @@ def _env_size(name: str) -> Optional[int]:
     return _env(name, parse_size, "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """How an index does its work. ``None`` means: choose from the machine."""
 
@@ -69,6 +72,10 @@ class Settings:
     decode_seconds: float = field(default_factory=lambda: _env_float("INDEXER_DECODE_SECONDS", DEFAULT_DECODE_SECONDS))
     # Files and archive members larger than this fail as too_large, from their size, before any read.
     max_file_size: int = field(default_factory=lambda: _env_size("INDEXER_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE)
+
+    def replace(self, **changes: object) -> "Settings":
+        """A copy with ``changes`` (a value of None leaves that setting as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or (256 if device.startswith("cuda") else 32)

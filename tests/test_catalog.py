@@ -183,7 +183,7 @@ def initial_catalog(tmp_path, built_index) -> Path:
     index_dir = tmp_path / "old-index"
     create_at_revision(index_dir, INITIAL)
     with open_index(built_index) as source:
-        model_key = source.model_key()
+        model_key = source.context.model.key
     for key, value in catalog_rows(built_index, "SELECT key, value FROM meta WHERE key IN ('model', 'catalog_id')"):
         catalog_execute(index_dir, "INSERT INTO meta (key, value) VALUES (?, ?)", key, value)
     catalog_execute(index_dir, f"INSERT INTO embeddings ({INITIAL_COLUMNS['embeddings']}) VALUES (?, ?, ?, ?)",
@@ -228,7 +228,7 @@ def test_a_populated_initial_catalog_is_backed_up_and_upgraded_with_every_row(in
     with open_index(initial_catalog) as index:  # upgrades to head on opening
         hits = index.search("a red star", k=PER_CLASS)
         status = index.status()
-        assert index._embedder is None  # answered from the migrated catalog alone: the model never loaded
+        assert not index.context.model.loaded  # answered from the migrated catalog alone: the model never loaded
 
     assert catalog_rows(initial_catalog, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
     after = initial_rows(initial_catalog)

@@ -9,7 +9,8 @@ import pytest
 from indexer.errors import HeadError
 from indexer.heads.fit import Linear
 from indexer.heads.generative import train_generative
-from indexer.heads.head import Head, arrays_from_blob, normalise
+from indexer.query.scoring import LabelScores
+from indexer.query.head import Head, arrays_from_blob, normalise
 from indexer.heads.projection import train_projection
 from indexer.heads.select import fit_head
 from indexer.query.gzsl import gzsl_figures, zsl_accuracy
@@ -118,7 +119,7 @@ def test_calibration_is_subtracted_from_seen_classes_only():
     head = Head("h", "projection", ["a", "b", "c"], np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
                 np.array([True, True, False]), "key", calibration=0.5)
     assert np.allclose(head.scores(np.array([[1.0, 0.0, 0.0]])), [[0.5, -0.5, 0.0]])
-    assert np.allclose(head.scores_over(["c", "a"], np.array([[1.0, 0.0, 0.0]])), [[0.0, 0.5]])
+    assert np.allclose(LabelScores(["c", "a"], None, 1.0, head).scores(np.array([[1.0, 0.0, 0.0]])), [[0.0, 0.5]])
     with pytest.raises(HeadError, match="does not know"):
         head.columns(["a", "zebra"])
 

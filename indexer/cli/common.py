@@ -49,7 +49,7 @@ index_option = options(
     click.option("--index", "index_dir", envvar="INDEXER_INDEX", required=True,
                  type=click.Path(file_okay=False, path_type=Path),
                  help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX."),
-    click.option("--catalog", envvar="INDEXER_CATALOG", expose_value=False, callback=_remember_catalog,
+    click.option("--catalog", expose_value=False, callback=_remember_catalog,
                  metavar="URL", help="Keep the catalog in this database instead of the index folder's SQLite "
                  "file, e.g. postgresql+psycopg://user@host/db (needs indexer[cluster]); the FAISS files stay "
                  "in --index. Also from $INDEXER_CATALOG."),
@@ -69,11 +69,11 @@ model_options = options(
                  help="open_clip pretrained tag for --model, or 'random' (benchmarks only)."),
     click.option("--weights", type=click.Path(dir_okay=False, exists=True),
                  help="A local checkpoint file for --model (works offline)."),
-    click.option("--device", envvar="INDEXER_DEVICE", help="cuda, cuda:1, mps or cpu. Default: the best available."),
-    click.option("--runtime", type=click.Choice(["auto", "openvino", "torch"]), envvar="INDEXER_RUNTIME",
+    click.option("--device", help="cuda, cuda:1, mps or cpu. Default: the best available. Also from $INDEXER_DEVICE."),
+    click.option("--runtime", type=click.Choice(["auto", "openvino", "torch"]),
                  help="Inference runtime. auto (default): OpenVINO on the CPU (the model is converted once and "
                       "cached; no torch afterwards), torch on a GPU."),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), envvar="INDEXER_PRECISION",
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]),
                  help="OpenVINO precision. auto (default): bf16 where the CPU has the units, else fp32; int8 "
                       "quantises the image tower, calibrated on the collection (needs indexer[int8])."),
 )
@@ -84,15 +84,9 @@ def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Opti
     """Opens the index with the model and settings the command line gives (``None``: the default)."""
     from ..index import open_index
 
-    config = Settings()
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.find_root().meta.get("indexer.catalog"):
-        config.catalog = ctx.find_root().meta["indexer.catalog"]
-    if device:
-        config.device = device
-    for key, value in settings.items():
-        if value is not None:
-            setattr(config, key, value)
+    catalog = ctx.find_root().meta.get("indexer.catalog") if ctx is not None else None
+    config = Settings().replace(catalog=catalog, device=device, **settings)
     return open_index(index_dir, model, pretrained=pretrained, weights=weights, settings=config, create=create)
 
 
