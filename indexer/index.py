@@ -229,7 +229,7 @@ class Index:
         return list_heads(self.catalog, self.context.model)
 
     def delete_head(self, name: str) -> None:
-        if not self.catalog.delete_head(name):
+        if not self.catalog.heads.delete_head(name):
             raise HeadError(f"no head named {name!r} in the index at {self.path}")
 
     # -- what the index holds -----------------------------------------------------------------------
@@ -245,15 +245,15 @@ class Index:
 
     def failures(self, limit: Optional[int] = 100) -> list[dict]:
         """Items that could not be read, with their reason, most recent first."""
-        return self.catalog.failures(limit)
+        return self.catalog.items.failures(limit)
 
     def item(self, item_id: int) -> Optional[dict]:
         """What the catalog holds about one item (path, state, size, sha256, ...), or None."""
-        return self.catalog.item(item_id)
+        return self.catalog.items.item(item_id)
 
     def item_paths(self, item_ids: Sequence[int]) -> dict[int, str]:
         """item id -> path."""
-        return self.catalog.item_uris(item_ids)
+        return self.catalog.items.item_uris(item_ids)
 
     def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
         """The stored embedding of an embedded item, or None."""
@@ -275,7 +275,7 @@ class Index:
 
     def ingest_sources(self) -> list[str]:
         """The sources named by the last finished ingest run (to ingest them again)."""
-        return self.catalog.last_ingest_sources()
+        return self.catalog.runs.last_ingest_sources()
 
     def close(self) -> None:
         self.catalog.close()

@@ -79,9 +79,9 @@ class AuditOptions:
 
     def check(self) -> None:
         if self.neighbours < 1:
-            raise QueryError("--neighbours must be at least 1")
+            raise QueryError("must be at least 1", param="neighbours")
         if not 0.0 <= self.neighbour_weight <= 1.0:
-            raise QueryError("--neighbour-weight must be between 0 and 1")
+            raise QueryError("must be between 0 and 1", param="neighbour_weight")
         if not -1.0 <= self.near_threshold <= 1.0 or not -1.0 <= self.confusable_threshold <= 1.0:
             raise QueryError("cosine thresholds must be between -1 and 1")
         if self.chunk < 1 or self.min_class_size < 0:
@@ -141,7 +141,7 @@ class AuditResult:
 def _dataset_chunks(ctx: "IndexContext", dataset: DatasetLabels, chunk: int
                     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(positions in the dataset arrays, paths, embeddings) of the labelled items, chunk by chunk."""
-    for item_ids, paths, vectors in ctx.catalog.iter_embedded_items(chunk):
+    for item_ids, paths, vectors in ctx.catalog.items.iter_embedded_items(chunk):
         found, positions = dataset.positions(item_ids)
         if found.any():
             yield positions[found], [p for p, keep in zip(paths, found) if keep], vectors[found]
@@ -262,7 +262,7 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     if dataset is None:
         dataset = folder_labels(ctx)
     if dataset.size == 0:
-        raise QueryError(f"no embedded item has a label ({dataset.source}); give --root, or --labels FILE")
+        raise QueryError(f"no embedded item has a label ({dataset.source}); give the folder the labels are read below (--root), or a labels file (--labels FILE)")
     if len(dataset.labels) < 2:
         raise QueryError(f"the dataset has fewer than two labels ({dataset.source}); an audit needs a label set")
     labels = dataset.labels
@@ -337,7 +337,7 @@ def _fill_paths(ctx: "IndexContext", findings: list[Finding]) -> None:
     """Sets ``path`` from an ``item_id`` detail and ``paths`` from ``item_ids``, in one catalog read."""
     wanted = {i for f in findings for i in ([f.details["item_id"]] if "item_id" in f.details else [])
               + f.details.get("item_ids", [])}
-    uris = ctx.catalog.item_uris(sorted(wanted))
+    uris = ctx.catalog.items.item_uris(sorted(wanted))
     for finding in findings:
         if "item_id" in finding.details:
             finding.path = uris.get(finding.details["item_id"], "?")

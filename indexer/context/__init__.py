@@ -40,23 +40,13 @@ class IndexContext:
             raise empty_index(self.path)
 
 
-def _open_catalog(path: Path, create: bool, url: Optional[str]) -> "Catalog":
-    if not url:
-        from ..store.quick import QuickCatalog
-
-        quick = QuickCatalog.open(path)
-        if quick is not None:
-            return quick  # type: ignore[return-value]
-    from ..store.catalog import open_catalog
-
-    return open_catalog(path, create=create, url=url)
-
-
 def open_context(path: Path, requested: Optional["ModelSpec"], settings: Settings, create: bool = True
                  ) -> IndexContext:
     """The context of the index in folder ``path`` (its catalog opened, created or migrated; the model
     asked for checked against the recorded one)."""
-    catalog = _open_catalog(path, create, settings.catalog)
+    from ..store.catalog import open_catalog
+
+    catalog = open_catalog(path, create=create, url=settings.catalog)
     try:
         model = IndexModel(path, catalog, settings, requested)
     except BaseException:

@@ -52,12 +52,12 @@ class TextEncoder:
             return np.stack([known[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
         key, dim = self.model.key, self.model.dim
         wanted = [t for t in dict.fromkeys(texts) if t not in known]
-        blobs = self.catalog.cached_texts(key, wanted)
+        blobs = self.catalog.texts.get(key, wanted)
         missing = [t for t in wanted if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.model.embedder().embed_texts(missing))}
             if not self.catalog.readonly:  # on read-only media they stay in this process's memory only
-                self.catalog.cache_texts(key, new)
+                self.catalog.texts.put(key, new)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
         fresh = dict(zip(wanted, blobs_to_matrix([blobs[t] for t in wanted], dim)))

@@ -52,7 +52,7 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
     summary = IngestSummary()
     catalog = index.catalog
     with ingest_lock(index.path, catalog) as lock:
-        summary.run_id = catalog.start_ingest_run()
+        summary.run_id = catalog.runs.start_ingest_run()
         folders: list[Path] = []
         named: list[str] = []  # the first sources, for the run's record
 
@@ -65,7 +65,7 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
         register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id, retry_failed,
                  summary, warn)
         summary.deleted += mark_missing(catalog, folders, summary.run_id)
-        todo = catalog.pending_count()
+        todo = catalog.worklist.pending_count()
         if todo:
             before = _settled(catalog)
             with ray_cluster(ray_address, num_cpus=num_cpus) as ray:
@@ -82,13 +82,13 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
         if purge:  # in the catalog and the vectors file, here: nothing a cluster would speed up
             summary.purged = purge_deleted(index)
         summary.seconds = round(time.time() - started, 3)
-        catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())
+        catalog.runs.finish_ingest_run(summary.run_id, named, summary.to_dict())
     return summary
 
 
 def _settled(catalog: Any) -> tuple[int, int]:
     """(embedded items, distinct contents): their growth is what the run embedded, however often Ray retried."""
-    return catalog.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.count_contents()
+    return catalog.items.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.embeddings.count_contents()
 
 
 def _start_actors(ray: Any, index: "Index", embed_workers: Optional[int], gpus_per_worker: float) -> list:
@@ -129,7 +129,7 @@ def _embed_on_cluster(ray: Any, index: "Index", shards: list[Shard], todo: int, 
     options = ray.get(actors[0].read_options.remote(settings.max_pixels, settings.decode_seconds))
     batch_size = settings.resolved_batch_size("cuda" if gpus_per_worker else "cpu")
     decode = ray.remote(decode_shard).options(num_cpus=1, max_retries=RETRIES)
-    reader = index.catalog.pending_reader()
+    reader = index.catalog.worklist.pending_reader()
     queue, running = deque(shards), {}
     load = {i: 0 for i in range(len(actors))}
     warned, left_pending = 0, 0

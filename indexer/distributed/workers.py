@@ -19,7 +19,7 @@ from ..errors import DecodeError
 from ..ingest.read import ItemRecord, ReadOptions, load_item
 from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents
 from ..media.sources import read_bytes
-from ..store.items import PendingReader
+from ..store.worklist import PendingReader
 from .shards import Shard
 
 MAX_REPORTED_FAILURES = 20

@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..store.items import PendingReader
+from ..store.worklist import PendingReader
 from .read import ItemRecord, ReadOptions, iter_pending
 
 PREFETCH = 4  # batches per worker waiting in the queue

@@ -21,7 +21,7 @@ import numpy as np
 from ..media.sources import scan
 from ..store.codec import vector_to_blob
 from ..store.files import fault_point
-from ..store.items import EmbeddedRecord, FailedRecord
+from ..store.worklist import EmbeddedRecord, FailedRecord
 from .lock import ingest_lock
 from .register import Warn, mark_missing, register
 from .summary import IngestSummary
@@ -40,7 +40,7 @@ def commit_batch(catalog: "Catalog", batch: Any, embedder: Any, summary: IngestS
     Returns the failed records (for the warnings)."""
     records = batch.records
     ok = [r for r in records if r.kind == "ok"]
-    existing = catalog.embedding_ids_for_contents(r.sha256 for r in ok) if ok else {}
+    existing = catalog.embeddings.embedding_ids_for_contents(r.sha256 for r in ok) if ok else {}
     fresh: dict[str, int] = {}  # sha -> row of batch.images
     for row, r in enumerate(ok):
         if r.sha256 not in existing and r.sha256 not in fresh:
@@ -51,7 +51,7 @@ def commit_batch(catalog: "Catalog", batch: Any, embedder: Any, summary: IngestS
                                embedding_id=r.embedding_id if r.kind == "known" else existing.get(r.sha256))
                 for r in records if r.kind != "failed"]
     failed = [r for r in records if r.kind == "failed"]
-    catalog.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
+    catalog.worklist.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
                          [FailedRecord(r.item_id, r.reason, r.detail, r.sha256) for r in failed])
     for row, r in enumerate(ok):
         if fresh.get(r.sha256) == row:
@@ -119,7 +119,7 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
         workers = settings.resolved_workers(embedder.device)
         while True:
             # The work list is the catalog: after a decode worker dies, fresh workers take up what is pending.
-            loader = BatchLoader(index.catalog.pending_reader(), options, settings.resolved_batch_size(embedder.device),
+            loader = BatchLoader(index.catalog.worklist.pending_reader(), options, settings.resolved_batch_size(embedder.device),
                                  workers)
             try:
                 for batch in _calibrated(embedder, iter(loader), warn):
@@ -138,7 +138,7 @@ def _embed_pending(index: "Index", todo: int, summary: IngestSummary, progress: 
     if summary.failed > warned:
         warn(f"... and {summary.failed - warned} more unreadable files (`indexer status` counts them by reason)")
     if summary.embedded:
-        index.catalog.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
+        index.catalog.worklist.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
 
 
 def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
@@ -153,8 +153,8 @@ def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
         details = {"timeout": "the decoder did not stop within the time limit; killed",
                    "worker_crashed": "the decode worker died while reading it; --retry-failed tries again"}
         records = [FailedRecord(item_id, reason, details.get(reason)) for item_id, reason in stuck.items()]
-        index.catalog.commit_batch({}, [], records)
-        uris = index.catalog.item_uris(list(stuck))
+        index.catalog.worklist.commit_batch({}, [], records)
+        uris = index.catalog.items.item_uris(list(stuck))
         for record in records:
             summary.count_failure(record.reason)
         report(_Failed(uris.get(r.item_id, f"item {r.item_id}"), r.reason, r.detail) for r in records)
@@ -171,7 +171,7 @@ class _Failed:
 
 def purge_deleted(index: "Index") -> int:
     """Removes deleted items for good, and the embeddings (and vectors) no item uses any more."""
-    purged, orphans = index.catalog.purge_deleted()
+    purged, orphans = index.catalog.worklist.purge_deleted()
     index.remove_vectors(orphans)
     return purged
 
@@ -193,12 +193,12 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
             yield item
 
     with ingest_lock(index.path, catalog):
-        summary.run_id = catalog.start_ingest_run()
+        summary.run_id = catalog.runs.start_ingest_run()
         folders: list[Path] = []
         register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
                  retry_failed, summary, warn)
         summary.deleted += mark_missing(catalog, folders, summary.run_id)
-        todo = catalog.pending_count()
+        todo = catalog.worklist.pending_count()
         if todo:
             _embed_pending(index, todo, summary, progress, warn)
         if purge:
@@ -206,5 +206,5 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
         if index.recorded_model is not None and (summary.embedded or summary.reused or not index.vectors_file_exists()):
             index.vectors()  # brings the FAISS file in step with the catalog
         summary.seconds = round(time.time() - started, 3)
-        catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())
+        catalog.runs.finish_ingest_run(summary.run_id, named, summary.to_dict())
     return summary

@@ -86,8 +86,8 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels}, head=head)
     if store:
-        result.run_id = ctx.catalog.start_classification_run(labels, templates, k)
-    for item_ids, paths, embeddings in ctx.catalog.iter_embedded_items(CHUNK):
+        result.run_id = ctx.catalog.runs.start_classification_run(labels, templates, k)
+    for item_ids, paths, embeddings in ctx.catalog.items.iter_embedded_items(CHUNK):
         scores = scorer.scores(embeddings)
         probabilities = softmax(scores * scorer.scale)
         best = top_labels(scores, k)
@@ -100,7 +100,7 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
             result.counts[labels[best[row, 0]]] += 1
         result.items += len(predictions)
         if store:
-            ctx.catalog.add_classifications(result.run_id, [
+            ctx.catalog.runs.add_classifications(result.run_id, [
                 (p.item_id, rank, label, score) for p in predictions
                 for rank, (label, score, _) in enumerate(p.labels, start=1)])
         if on_predictions:
@@ -109,5 +109,5 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
             progress(len(predictions))
     result.seconds = round(time.time() - started, 3)
     if store:
-        ctx.catalog.finish_classification_run(result.run_id, result.items)
+        ctx.catalog.runs.finish_classification_run(result.run_id, result.items)
     return result

@@ -137,10 +137,10 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
     if unseen:
         unknown = sorted(unseen - set(classes))
         if unknown:
-            raise QueryError(f"--unseen names classes that are not in the dataset: {', '.join(unknown[:5])}")
+            raise QueryError(f"names classes that are not in the dataset: {', '.join(unknown[:5])}", param="unseen")
         unseen_mask = np.array([c in unseen for c in classes])
         if unseen_mask.all():
-            raise QueryError("--unseen lists every class; GZSL needs seen classes too")
+            raise QueryError("lists every class; GZSL needs seen classes too", param="unseen")
         on_unseen = unseen_mask[truth]
         zsl, zsl_per_picture = zsl_accuracy(scores, truth, unseen_mask)
         gzsl: dict[str, Any] = {
@@ -175,11 +175,11 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
     a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
     same pictures and the same unseen classes."""
     pairs = load_dataset(dataset, mapping)
-    found, embeddings = ctx.catalog.embeddings_for_uris([p for p, _ in pairs])
+    found, embeddings = ctx.catalog.embeddings.embeddings_for_uris([p for p, _ in pairs])
     if not found.any():
         raise QueryError(f"the index at {ctx.path} holds none of the pictures of {dataset}; ingest them first "
                          f"(indexer ingest {dataset} --index {ctx.path}), or use `indexer eval`, which does")
-    failed = set(ctx.catalog.failed_uris([p for p, ok in zip((p for p, _ in pairs), found) if not ok]))
+    failed = set(ctx.catalog.items.failed_uris([p for p, ok in zip((p for p, _ in pairs), found) if not ok]))
     absent = int((~found).sum()) - len(failed)
     if absent:
         raise QueryError(f"{absent} pictures of {dataset} are not in the index at {ctx.path}; ingest the dataset "
@@ -190,7 +190,7 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
     scores = plain
     extra: dict[str, Any] = {}
     # The measured pictures' items, read once for every head's check of its unlabelled training items.
-    stored = ctx.catalog.items_by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
+    stored = ctx.catalog.items.items_by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
         if head is not None or compare else {}
     if head is not None:
         trained = load_head(ctx.catalog, ctx.model, head, ctx.path)
@@ -205,8 +205,8 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
     report.unreadable = len(failed)
     if compare:
         if not unseen:
-            raise QueryError("--compare needs the unseen classes: give --unseen FILE (or --head NAME, whose unseen "
-                             "classes are then used)")
+            raise QueryError("needs the unseen classes: give them, or a head (whose unseen classes are then used)",
+                             param="compare")
         unseen_mask = np.array([c in set(unseen) for c in classes])
         extra["comparison"] = comparison(ctx, embeddings, truth, classes, plain, unseen_mask, stored)
     report.extra.update(extra)

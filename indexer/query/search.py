@@ -85,7 +85,7 @@ def query_vector(ctx: "IndexContext", terms: Sequence[QueryTerm],
     """The normalised weighted sum of the terms' embeddings and of ``vectors`` ((weight, embedding)
     pairs already computed: an uploaded picture, a stored item)."""
     if not terms and not vectors:
-        raise QueryError("give a query text, an --image, or both")
+        raise QueryError("give a query text, an image, or both")
     if all(t.weight <= 0 for t in terms) and all(w <= 0 for w, _ in vectors):
         raise QueryError("a query needs at least one positive term")
     texts = [t.text for t in terms if t.text is not None]
@@ -128,9 +128,9 @@ def _hits(rows: list[tuple[int, str, int]], ranked: list[tuple[int, float]], k: 
 def _search_filtered(ctx: "IndexContext", vector: np.ndarray, k: int, path_filter: str,
                      min_score: Optional[float]) -> Optional[list[SearchHit]]:
     """Exact search over the items a path filter selects, when they are few; None when they are many."""
-    if ctx.catalog.count_matching(path_filter) > FILTERED_EXACT_MAX:
+    if ctx.catalog.items.count_matching(path_filter) > FILTERED_EXACT_MAX:
         return None
-    rows, blobs = ctx.catalog.matching_items(path_filter)
+    rows, blobs = ctx.catalog.items.matching_items(path_filter)
     if not rows:
         return []
     contents = list(blobs)
