@@ -22,7 +22,7 @@ from ..config import library_env
 from ..errors import ModelError
 from .embedder import ClipEmbedder, FeatureMatrix, ImageBatch
 from .preprocess import PreprocessConfig, Preprocessor
-from .spec import ModelSpec
+from .spec import LOCAL_DIR, ModelSpec
 
 OFFLINE_VALUES = ("1", "true", "yes", "on")
 
@@ -93,7 +93,7 @@ def offline_help(spec: ModelSpec) -> str:
         f"the weights of {spec.describe()} are not in the local cache and the model hub cannot be reached. "
         "Offline options: --model tiny-shapes (bundled with indexer), "
         f"--model {spec.name} --weights PATH (a checkpoint file you copied here), "
-        "--model local-dir:FOLDER (an open_clip folder with open_clip_config.json), "
+        f"--model {LOCAL_DIR}FOLDER (an open_clip folder with open_clip_config.json), "
         "or copy a Hugging Face cache from a connected machine and point HF_HOME at it"
     )
 
