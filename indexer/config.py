@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, TypeVar
@@ -99,3 +100,20 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text[:40]!r} (try 512MB or 4GB)")
     factor = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
     return int(value * factor)
+
+
+def cache_dir() -> pathlib.Path:
+    """Where indexer keeps what it derives once per model (converted OpenVINO models): ``$INDEXER_CACHE``,
+    else ``$XDG_CACHE_HOME/indexer``, else ``~/.cache/indexer``. Read at each call: a cache moved while a
+    process runs (the tests do) is followed."""
+    configured = os.environ.get("INDEXER_CACHE")
+    if configured:
+        return pathlib.Path(configured).expanduser()
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "indexer"
+
+
+def library_env(name: str) -> Optional[str]:
+    """A variable that a library indexer drives reads itself (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+    ``CUDA_VISIBLE_DEVICES``, ``OMP_WAIT_POLICY``): read here too, where indexer must know it beforehand,
+    so that the environment is read in one module."""
+    return os.environ.get(name)

@@ -61,6 +61,14 @@ class ModelMismatchError(ModelError):
     """The index was built with another embedding model than the one asked for."""
 
 
+class RuntimeUnsupported(ModelError):
+    """This model cannot run on OpenVINO here (its tokenizer, or its towers disagree after conversion)."""
+
+
+class OpenVinoUnavailable(ModelError):
+    """No usable converted model: not converted yet, converted by another OpenVINO version, or broken."""
+
+
 class SourceError(IndexerError):
     """A source to ingest (folder, archive, list) does not exist or cannot be read."""
 
