@@ -229,7 +229,7 @@ class Index:
         return list_heads(self.catalog, self.context.model)
 
     def delete_head(self, name: str) -> None:
-        if not self.catalog.heads.delete_head(name):
+        if not self.catalog.heads.delete(name):
             raise HeadError(f"no head named {name!r} in the index at {self.path}")
 
     # -- what the index holds -----------------------------------------------------------------------
@@ -249,11 +249,11 @@ class Index:
 
     def item(self, item_id: int) -> Optional[dict]:
         """What the catalog holds about one item (path, state, size, sha256, ...), or None."""
-        return self.catalog.items.item(item_id)
+        return self.catalog.items.get(item_id)
 
     def item_paths(self, item_ids: Sequence[int]) -> dict[int, str]:
         """item id -> path."""
-        return self.catalog.items.item_uris(item_ids)
+        return self.catalog.items.uris(item_ids)
 
     def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
         """The stored embedding of an embedded item, or None."""

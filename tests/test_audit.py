@@ -419,7 +419,7 @@ def test_an_interrupted_classification_run_is_never_taken_for_labels(planted, tm
     with open_index(copy) as index:
         finished = index.classify(list(CLASSES), templates="none").run_id
         # A classify killed half-way leaves a run with some rows and no completion mark.
-        broken = index.catalog.runs.start_classification_run(list(CLASSES), "none", 1)
+        broken = index.catalog.runs.start_classification(list(CLASSES), "none", 1)
         index.catalog.runs.add_classifications(broken, [(1, 1, CLASSES[0], 0.5)])
         assert run_labels(index.context).source == f"classification run {finished}"
         with pytest.raises(QueryError, match=f"run {broken} was interrupted"):

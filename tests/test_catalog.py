@@ -89,7 +89,7 @@ def test_a_catalog_at_0003_with_rows_is_upgraded_on_either_database(tmp_path, ca
         with catalog.begin() as conn:
             conn.execute(text("UPDATE items SET size = :s, mtime_ns = :t"), {"s": 5 * 2**40, "t": 1_790_000_000 * 10**9})
         assert catalog.worklist.known_items(["/a.jpg"])["/a.jpg"].mtime_ns == 1_790_000_000 * 10**9
-        assert catalog.leases.acquire_lease("ingest", "me", 30) is None
+        assert catalog.leases.acquire("ingest", "me", 30) is None
         with catalog.read() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
     finally:
@@ -301,8 +301,8 @@ def test_a_0003_catalog_is_upgraded_with_an_empty_heads_table_that_works(tmp_pat
     assert "heads" not in {r[0] for r in catalog_rows(index_dir, "SELECT name FROM sqlite_master")}
     catalog = open_catalog(index_dir)  # upgrades to head on opening
     try:
-        catalog.heads.save_head("h", "projection", ["a", "b", "c"], {"calibration": 0.0}, "key", {}, b"blob")
-        assert catalog.heads.head_row("h").classes == ["a", "b", "c"]
+        catalog.heads.save("h", "projection", ["a", "b", "c"], {"calibration": 0.0}, "key", {}, b"blob")
+        assert catalog.heads.get("h").classes == ["a", "b", "c"]
     finally:
         catalog.close()
     assert catalog_rows(index_dir, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]

@@ -20,13 +20,13 @@ def test_the_plain_sql_reads_agree_with_the_members(index_copy):
     catalog = open_catalog(index_copy, create=False)
     try:
         assert "sqlalchemy.engine.base" not in repr(catalog.__dict__)  # nothing of SQLAlchemy opened yet
-        live = [item for page in catalog.items.iter_live_items() for item in page]
+        live = [item for page in catalog.items.iter_live() for item in page]
         assert catalog.count_embedded() == len(live) and catalog.has_embedded()
         count, max_id = catalog.embedding_state()
-        assert count == catalog.embeddings.count_contents() and max_id == catalog.embeddings.embedding_id_range()[1]
+        assert count == catalog.embeddings.count() and max_id == catalog.embeddings.id_range()[1]
         found = catalog.items_for_embeddings(list(range(1, max_id + 2)))  # every id, and one past the end
         assert found == sorted(live) and all(isinstance(item, LiveItem) for item in found)
-        assert found[0].uri == catalog.items.item(found[0].item_id)["path"]
+        assert found[0].uri == catalog.items.get(found[0].item_id)["path"]
         catalog.texts.put("model-key", {"a red star": b"\x01\x02", "ünïcode 🦊": b"\x03"})
         catalog.texts.put("model-key", {"a red star": b"\xff"})  # the first vector stays
         assert catalog.texts.get("model-key", ["a red star", "ünïcode 🦊", "absent"]) == \

@@ -47,7 +47,7 @@ def test_concurrent_writers_never_double_or_lose_an_item_or_content(tmp_path, pg
         own = open_catalog(tmp_path / "index", url=pg_url)
         try:
             barrier.wait()
-            run_id = own.runs.start_ingest_run()
+            run_id = own.runs.start_ingest()
             own.worklist.apply_scan(run_id, [{"uri": u, "size": 1, "mtime_ns": 1, "state": "pending"} for u in uris], [], [])
             ids = {u: k.id for u, k in own.worklist.known_items(uris).items()}
             order = np.random.default_rng(seed).permutation(len(uris))
@@ -78,20 +78,20 @@ def test_the_ingest_lease_excludes_a_second_run_and_is_taken_over_once_expired(t
     first = open_catalog(tmp_path / "index", url=server)
     second = open_catalog(tmp_path / "index", url=server)
     try:
-        assert first.leases.acquire_lease("ingest", "dead-worker", ttl=1.0) is None
-        held = second.leases.acquire_lease("ingest", "successor", ttl=30)
+        assert first.leases.acquire("ingest", "dead-worker", ttl=1.0) is None
+        held = second.leases.acquire("ingest", "successor", ttl=30)
         assert held is not None and held.holder == "dead-worker"
         time.sleep(1.3)  # the dead worker's heartbeat never came
-        assert second.leases.acquire_lease("ingest", "successor", ttl=30) is None
-        assert first.leases.renew_lease("ingest", "dead-worker", ttl=30) is False
+        assert second.leases.acquire("ingest", "successor", ttl=30) is None
+        assert first.leases.renew("ingest", "dead-worker", ttl=30) is False
         with pytest.raises(IndexBusyError, match="successor"):
             CatalogLease(first, ttl=30).__enter__()
-        second.leases.release_lease("ingest", "successor")
+        second.leases.release("ingest", "successor")
         with CatalogLease(first, ttl=0.6) as lease:
             time.sleep(1.0)  # longer than the term: only the heartbeat keeps it
-            assert second.leases.acquire_lease("ingest", "other", ttl=30) is not None
+            assert second.leases.acquire("ingest", "other", ttl=30) is not None
             lease.check()
-        assert second.leases.acquire_lease("ingest", "other", ttl=30) is None
+        assert second.leases.acquire("ingest", "other", ttl=30) is None
     finally:
         first.close()
         second.close()

@@ -105,9 +105,9 @@ def test_weights_and_record_survive_the_catalog(tmp_path, data):
     head = Head("clusters", "generative", [f"c{i}" for i in range(24)], layer.weight, layer.bias, data["seen"],
                 "model-key", calibration=0.7, hparams=layer.hparams)
     catalog = open_catalog(tmp_path / "index")
-    catalog.heads.save_head(head.name, head.method, head.classes, head.hparams, head.model_key, {"items": 1},
+    catalog.heads.save(head.name, head.method, head.classes, head.hparams, head.model_key, {"items": 1},
                       head.weights_blob())
-    row = catalog.heads.head_row("clusters")
+    row = catalog.heads.get("clusters")
     catalog.close()
     weight, bias, seen = arrays_from_blob(row.weights, row.name)
     back = Head(row.name, row.method, row.classes, weight, bias, seen, row.model_key, 0.7, row.hparams)

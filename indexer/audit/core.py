@@ -141,7 +141,7 @@ class AuditResult:
 def _dataset_chunks(ctx: "IndexContext", dataset: DatasetLabels, chunk: int
                     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(positions in the dataset arrays, paths, embeddings) of the labelled items, chunk by chunk."""
-    for item_ids, paths, vectors in ctx.catalog.items.iter_embedded_items(chunk):
+    for item_ids, paths, vectors in ctx.catalog.items.iter_embedded(chunk):
         found, positions = dataset.positions(item_ids)
         if found.any():
             yield positions[found], [p for p, keep in zip(paths, found) if keep], vectors[found]
@@ -337,7 +337,7 @@ def _fill_paths(ctx: "IndexContext", findings: list[Finding]) -> None:
     """Sets ``path`` from an ``item_id`` detail and ``paths`` from ``item_ids``, in one catalog read."""
     wanted = {i for f in findings for i in ([f.details["item_id"]] if "item_id" in f.details else [])
               + f.details.get("item_ids", [])}
-    uris = ctx.catalog.items.item_uris(sorted(wanted))
+    uris = ctx.catalog.items.uris(sorted(wanted))
     for finding in findings:
         if "item_id" in finding.details:
             finding.path = uris.get(finding.details["item_id"], "?")

@@ -134,7 +134,7 @@ def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]
 def common_root(ctx: "IndexContext") -> Optional[str]:
     """The deepest folder holding every embedded item's parent folder (one pass over the uris)."""
     root: Optional[str] = None
-    for rows in ctx.catalog.items.iter_live_items(_CHUNK):
+    for rows in ctx.catalog.items.iter_live(_CHUNK):
         for _, uri, _ in rows:
             parent = os.path.dirname(_as_path(uri))
             root = parent if root is None else os.path.commonpath([root, parent])
@@ -154,7 +154,7 @@ def folder_labels(ctx: "IndexContext", root: Union[str, Path, None] = None) -> D
         root_text = derived
     builder = _Builder()
     unlabelled = 0
-    for rows in ctx.catalog.items.iter_live_items(_CHUNK):
+    for rows in ctx.catalog.items.iter_live(_CHUNK):
         chunk = []
         for item_id, uri, content_id in rows:
             label, split = label_from_path(_as_path(uri), root_text)
@@ -176,7 +176,7 @@ def csv_labels(ctx: "IndexContext", path: Union[str, Path], root: Union[str, Pat
 
     def flush(pending: dict[str, tuple[str, Optional[str]]]) -> None:
         nonlocal unmatched
-        found = ctx.catalog.items.items_by_uris(list(pending))
+        found = ctx.catalog.items.by_uris(list(pending))
         rows = []
         for uri, (label, split) in pending.items():
             if uri in found:
@@ -203,7 +203,7 @@ def csv_labels(ctx: "IndexContext", path: Union[str, Path], root: Union[str, Pat
 
 def run_labels(ctx: "IndexContext", run_id: Optional[int] = None) -> DatasetLabels:
     """Labels from a stored ``classify`` run (its best label per item); ``None`` takes the latest run."""
-    run = ctx.catalog.runs.classification_run(run_id)
+    run = ctx.catalog.runs.classification(run_id)
     if run is None:
         raise QueryError(f"no classification run {run_id} in {ctx.path}; `indexer classify` stores one"
                          if run_id is not None else
@@ -213,7 +213,7 @@ def run_labels(ctx: "IndexContext", run_id: Optional[int] = None) -> DatasetLabe
         raise QueryError(f"classification run {run.id} was interrupted before every item was classified; run "
                          "`indexer classify` again (or give --from-run with a complete run)")
     builder = _Builder(run.labels)
-    for rows in ctx.catalog.runs.iter_run_labels(run.id, _CHUNK):
+    for rows in ctx.catalog.runs.iter_labels(run.id, _CHUNK):
         builder.add([(item_id, content_id, label, None) for item_id, content_id, label in rows])
     dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates)
     dataset.unlabelled = max(0, ctx.catalog.count_embedded() - dataset.size)

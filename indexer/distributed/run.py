@@ -52,7 +52,7 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
     summary = IngestSummary()
     catalog = index.catalog
     with ingest_lock(index.path, catalog) as lock:
-        summary.run_id = catalog.runs.start_ingest_run()
+        summary.run_id = catalog.runs.start_ingest()
         folders: list[Path] = []
         named: list[str] = []  # the first sources, for the run's record
 
@@ -82,13 +82,13 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
         if purge:  # in the catalog and the vectors file, here: nothing a cluster would speed up
             summary.purged = purge_deleted(index)
         summary.seconds = round(time.time() - started, 3)
-        catalog.runs.finish_ingest_run(summary.run_id, named, summary.to_dict())
+        catalog.runs.finish_ingest(summary.run_id, named, summary.to_dict())
     return summary
 
 
 def _settled(catalog: Any) -> tuple[int, int]:
     """(embedded items, distinct contents): their growth is what the run embedded, however often Ray retried."""
-    return catalog.items.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.embeddings.count_contents()
+    return catalog.items.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.embeddings.count()
 
 
 def _start_actors(ray: Any, index: "Index", embed_workers: Optional[int], gpus_per_worker: float) -> list:

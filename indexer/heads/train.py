@@ -74,7 +74,7 @@ def labelled_items(ctx: "IndexContext", labels_csv: Union[str, Path], classes: S
     if not given:
         raise HeadError(f"{labels_csv} labels no item")
     uris = list(given)
-    found, embeddings = ctx.catalog.embeddings.embeddings_for_uris(uris)
+    found, embeddings = ctx.catalog.embeddings.for_uris(uris)
     failed = set(ctx.catalog.items.failed_uris([u for u, ok in zip(uris, found) if not ok]))
     absent = [u for u, ok in zip(uris, found) if not ok and u not in failed]
     if absent:
@@ -99,9 +99,9 @@ def unlabelled_items(ctx: "IndexContext", unlabelled: str, labelled_uris: Sequen
     prefix = None
     if unlabelled != "all":
         prefix = unlabelled if "::" in unlabelled else os.path.abspath(os.path.expanduser(unlabelled))
-    labelled = {content for _, content in ctx.catalog.items.items_by_uris(list(labelled_uris)).values()}
+    labelled = {content for _, content in ctx.catalog.items.by_uris(list(labelled_uris)).values()}
     contents: set[int] = set()
-    for page in ctx.catalog.items.iter_live_items():
+    for page in ctx.catalog.items.iter_live():
         contents.update(content for _, uri, content in page
                         if content not in labelled and (prefix is None or uri_under(uri, prefix)))
     if prefix is not None and not contents:
@@ -111,7 +111,7 @@ def unlabelled_items(ctx: "IndexContext", unlabelled: str, labelled_uris: Sequen
     ids = sorted(contents)
     if len(ids) > limit:
         ids = sorted(np.random.default_rng(seed).choice(ids, limit, replace=False).tolist())
-    _, embeddings = ctx.catalog.embeddings.embeddings_by_id(ids)
+    _, embeddings = ctx.catalog.embeddings.by_ids(ids)
     return (embeddings if len(ids) else None), (prefix or "all"), len(contents)
 
 
@@ -138,7 +138,7 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
     classes = list(dict.fromkeys(classes))
     if len(classes) < 3:
         raise HeadError("a head needs at least three classes")
-    if not replace and ctx.catalog.heads.head_row(name) is not None:
+    if not replace and ctx.catalog.heads.get(name) is not None:
         raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                         f"(indexer heads delete {name}) or pass --replace")
     features, labels, unreadable, uris = labelled_items(ctx, labels_csv, classes)
@@ -162,11 +162,11 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
                "unseen_classes": int((~seen).sum()), "train_seconds": fitted.seconds,
                "unlabelled_items": 0 if pool is None else int(len(pool)), "unlabelled_matching": matching,
                # Contents stored by then (ids only grow): what an evaluation checks its pictures against.
-               "unlabelled_upto_embedding_id": 0 if pool is None else int(ctx.catalog.embeddings.embedding_id_range()[1]),
+               "unlabelled_upto_embedding_id": 0 if pool is None else int(ctx.catalog.embeddings.id_range()[1]),
                "validation": fitted.selection}
     head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
                 seen_mask=seen, model_key=ctx.model.key, calibration=fitted.calibration, hparams=hparams,
                 figures=figures)
-    ctx.catalog.heads.save_head(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
+    ctx.catalog.heads.save(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
                             replace=replace)
     return load_head(ctx.catalog, ctx.model, name, ctx.path)

@@ -40,7 +40,7 @@ def commit_batch(catalog: "Catalog", batch: Any, embedder: Any, summary: IngestS
     Returns the failed records (for the warnings)."""
     records = batch.records
     ok = [r for r in records if r.kind == "ok"]
-    existing = catalog.embeddings.embedding_ids_for_contents(r.sha256 for r in ok) if ok else {}
+    existing = catalog.embeddings.ids_for_contents(r.sha256 for r in ok) if ok else {}
     fresh: dict[str, int] = {}  # sha -> row of batch.images
     for row, r in enumerate(ok):
         if r.sha256 not in existing and r.sha256 not in fresh:
@@ -154,7 +154,7 @@ def _fail_stuck(index: "Index", notes: str, error: str, summary: IngestSummary,
                    "worker_crashed": "the decode worker died while reading it; --retry-failed tries again"}
         records = [FailedRecord(item_id, reason, details.get(reason)) for item_id, reason in stuck.items()]
         index.catalog.worklist.commit_batch({}, [], records)
-        uris = index.catalog.items.item_uris(list(stuck))
+        uris = index.catalog.items.uris(list(stuck))
         for record in records:
             summary.count_failure(record.reason)
         report(_Failed(uris.get(r.item_id, f"item {r.item_id}"), r.reason, r.detail) for r in records)
@@ -193,7 +193,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
             yield item
 
     with ingest_lock(index.path, catalog):
-        summary.run_id = catalog.runs.start_ingest_run()
+        summary.run_id = catalog.runs.start_ingest()
         folders: list[Path] = []
         register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
                  retry_failed, summary, warn)
@@ -206,5 +206,5 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
         if index.recorded_model is not None and (summary.embedded or summary.reused or not index.vectors_file_exists()):
             index.vectors()  # brings the FAISS file in step with the catalog
         summary.seconds = round(time.time() - started, 3)
-        catalog.runs.finish_ingest_run(summary.run_id, named, summary.to_dict())
+        catalog.runs.finish_ingest(summary.run_id, named, summary.to_dict())
     return summary

@@ -86,8 +86,8 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels}, head=head)
     if store:
-        result.run_id = ctx.catalog.runs.start_classification_run(labels, templates, k)
-    for item_ids, paths, embeddings in ctx.catalog.items.iter_embedded_items(CHUNK):
+        result.run_id = ctx.catalog.runs.start_classification(labels, templates, k)
+    for item_ids, paths, embeddings in ctx.catalog.items.iter_embedded(CHUNK):
         scores = scorer.scores(embeddings)
         probabilities = softmax(scores * scorer.scale)
         best = top_labels(scores, k)
@@ -109,5 +109,5 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
             progress(len(predictions))
     result.seconds = round(time.time() - started, 3)
     if store:
-        ctx.catalog.runs.finish_classification_run(result.run_id, result.items)
+        ctx.catalog.runs.finish_classification(result.run_id, result.items)
     return result

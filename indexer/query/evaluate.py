@@ -175,7 +175,7 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
     a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
     same pictures and the same unseen classes."""
     pairs = load_dataset(dataset, mapping)
-    found, embeddings = ctx.catalog.embeddings.embeddings_for_uris([p for p, _ in pairs])
+    found, embeddings = ctx.catalog.embeddings.for_uris([p for p, _ in pairs])
     if not found.any():
         raise QueryError(f"the index at {ctx.path} holds none of the pictures of {dataset}; ingest them first "
                          f"(indexer ingest {dataset} --index {ctx.path}), or use `indexer eval`, which does")
@@ -190,7 +190,7 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
     scores = plain
     extra: dict[str, Any] = {}
     # The measured pictures' items, read once for every head's check of its unlabelled training items.
-    stored = ctx.catalog.items.items_by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
+    stored = ctx.catalog.items.by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
         if head is not None or compare else {}
     if head is not None:
         trained = load_head(ctx.catalog, ctx.model, head, ctx.path)

@@ -109,9 +109,9 @@ def arrays_from_blob(blob: bytes, name: str) -> tuple[FeatureMatrix, np.ndarray,
 
 def load_head(catalog: "Catalog", model: "IndexModel", name: str, index_path: Path) -> Head:
     """The stored head ``name``, refused when it was trained for another model than the index's."""
-    row = catalog.heads.head_row(name)
+    row = catalog.heads.get(name)
     if row is None:
-        known = [r.name for r in catalog.heads.head_rows()]
+        known = [r.name for r in catalog.heads.rows()]
         hint = f"stored heads: {', '.join(known)}" if known else "there is none yet (indexer heads train)"
         raise HeadError(f"no head named {name!r} in the index at {index_path}; {hint}")
     key, dim = model.key, model.dim
@@ -135,4 +135,4 @@ def list_heads(catalog: "Catalog", model: "IndexModel") -> list[dict[str, Any]]:
              "unseen_classes": r.figures.get("unseen_classes"), "items": r.figures.get("items"),
              "descriptions": r.hparams.get("descriptions"), "calibration": r.hparams.get("calibration"),
              "created_at": r.created_at, "weights_bytes": r.weights_bytes, "usable": r.model_key == key}
-            for r in catalog.heads.head_rows()]
+            for r in catalog.heads.rows()]

@@ -30,7 +30,7 @@ def embed_image_bytes(ctx: "IndexContext", data: bytes, name: str = "the query i
     """The embedding of a picture given as bytes (an upload, a file's content)."""
     from ..media.decode import decode_image, limit_aspect, time_limit
 
-    stored = ctx.catalog.embeddings.embedding_for_content(hashlib.sha256(data).hexdigest())
+    stored = ctx.catalog.embeddings.for_content(hashlib.sha256(data).hexdigest())
     if stored is not None:
         return stored
     embedder = ctx.model.embedder()

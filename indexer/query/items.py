@@ -31,28 +31,28 @@ def status(ctx: "IndexContext") -> dict:
         "failed": by_state.get(ItemState.FAILED.value, 0),
         "deleted": by_state.get(ItemState.DELETED.value, 0),
         "failures_by_reason": catalog.items.failures_by_reason(),
-        "distinct_contents": catalog.embeddings.count_contents(),
+        "distinct_contents": catalog.embeddings.count(),
         "model": recorded,
         "model_description": describe_identity(recorded) if recorded else None,
         "runtimes": catalog.get_meta("runtimes", {}),
         "vectors": vectors_file_info(ctx.path),
         "catalog_bytes": catalog.size_bytes(),
-        "last_ingest": catalog.runs.last_ingest_run(),
+        "last_ingest": catalog.runs.last_ingest(),
     }
 
 
 def item_embedding(catalog: "Catalog", item_id: int) -> Optional[np.ndarray]:
     """The stored embedding of an embedded item, or None."""
-    item = catalog.items.item(item_id)
+    item = catalog.items.get(item_id)
     if item is None or item["state"] != ItemState.EMBEDDED.value or item["embedding_id"] is None:
         return None
-    ids, matrix = catalog.embeddings.embeddings_by_id([item["embedding_id"]])
+    ids, matrix = catalog.embeddings.by_ids([item["embedding_id"]])
     return matrix[0] if len(ids) else None
 
 
 def same_content(catalog: "Catalog", item_id: int) -> list[tuple[int, str]]:
     """(item id, path) of the other embedded items holding the same content as ``item_id``."""
-    item = catalog.items.item(item_id)
+    item = catalog.items.get(item_id)
     if item is None or item["embedding_id"] is None:
         return []
     return [(other, uri) for other, uri, _ in catalog.items_for_embeddings([item["embedding_id"]]) if other != item_id]
@@ -62,7 +62,7 @@ def item_bytes(ctx: "IndexContext", item_id: int) -> bytes:
     """The content of an item, read from where the catalog says it is (a file, an archive member)."""
     from ..media.sources import read_uri
 
-    item = ctx.catalog.items.item(item_id)
+    item = ctx.catalog.items.get(item_id)
     if item is None:
         raise QueryError(f"no item {item_id} in {ctx.path}")
     try:

@@ -130,7 +130,7 @@ def _search_filtered(ctx: "IndexContext", vector: np.ndarray, k: int, path_filte
     """Exact search over the items a path filter selects, when they are few; None when they are many."""
     if ctx.catalog.items.count_matching(path_filter) > FILTERED_EXACT_MAX:
         return None
-    rows, blobs = ctx.catalog.items.matching_items(path_filter)
+    rows, blobs = ctx.catalog.items.matching(path_filter)
     if not rows:
         return []
     contents = list(blobs)

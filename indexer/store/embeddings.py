@@ -22,11 +22,11 @@ class CatalogEmbeddings:
     def __init__(self, catalog: "Catalog") -> None:
         self.catalog = catalog
 
-    def count_contents(self) -> int:
+    def count(self) -> int:
         with self.catalog.read() as conn:
             return int(conn.execute(select(func.count(Embedding.id))).scalar() or 0)
 
-    def iter_embeddings(self, after_id: int = 0, page: int = PAGE, upto_id: Optional[int] = None
+    def pages(self, after_id: int = 0, page: int = PAGE, upto_id: Optional[int] = None
                         ) -> Iterator[tuple[np.ndarray, FeatureMatrix]]:
         """(ids, matrix) pages of the embeddings with ``after_id`` < id (<= ``upto_id``), in id order."""
         dim = self.catalog.embedding_dim()
@@ -39,7 +39,7 @@ class CatalogEmbeddings:
             yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), \
                 blobs_to_matrix([r[1] for r in rows], dim)
 
-    def embeddings_by_id(self, ids: Sequence[int]) -> tuple[np.ndarray, FeatureMatrix]:
+    def by_ids(self, ids: Sequence[int]) -> tuple[np.ndarray, FeatureMatrix]:
         """(ids found, their embeddings); ids the catalog does not hold are left out."""
         dim, found, blobs = self.catalog.dim(), [], []
         with self.catalog.read() as conn:
@@ -50,18 +50,18 @@ class CatalogEmbeddings:
                     blobs.append(blob)
         return np.array(found, dtype=np.int64), blobs_to_matrix(blobs, dim)
 
-    def embedding_id_range(self) -> tuple[int, int]:
+    def id_range(self) -> tuple[int, int]:
         with self.catalog.read() as conn:
             low, high = conn.execute(select(func.min(Embedding.id), func.max(Embedding.id))).one()
         return int(low or 0), int(high or 0)
 
-    def embedding_for_content(self, sha256: str) -> Optional[np.ndarray]:
+    def for_content(self, sha256: str) -> Optional[np.ndarray]:
         """The stored embedding of the content with this sha256, if the catalog holds it."""
         with self.catalog.read() as conn:
             blob = conn.execute(select(Embedding.vector).where(Embedding.sha256 == sha256)).scalar()
         return None if blob is None else blobs_to_matrix([blob], self.catalog.dim())[0]
 
-    def embedding_ids_for_contents(self, shas: Iterable[str]) -> dict[str, int]:
+    def ids_for_contents(self, shas: Iterable[str]) -> dict[str, int]:
         """sha256 -> embedding id, for the contents the catalog already holds."""
         found: dict[str, int] = {}
         with self.catalog.read() as conn:
@@ -69,7 +69,7 @@ class CatalogEmbeddings:
                 found.update(conn.execute(select(Embedding.sha256, Embedding.id).where(Embedding.sha256.in_(part))).all())
         return found
 
-    def embeddings_for_uris(self, uris: Sequence[str]) -> tuple[np.ndarray, FeatureMatrix]:
+    def for_uris(self, uris: Sequence[str]) -> tuple[np.ndarray, FeatureMatrix]:
         """(mask of ``uris`` that are embedded, their embeddings in ``uris`` order)."""
         dim = self.catalog.dim()
         position = {uri: i for i, uri in enumerate(uris)}

@@ -40,7 +40,7 @@ class CatalogHeads:
     def __init__(self, catalog: "Catalog") -> None:
         self.catalog = catalog
 
-    def save_head(self, name: str, method: str, classes: list[str], hparams: dict[str, Any], model_key: str,
+    def save(self, name: str, method: str, classes: list[str], hparams: dict[str, Any], model_key: str,
                   figures: dict[str, Any], weights: bytes, replace: bool = False) -> int:
         """Stores a head under ``name`` (replacing one of that name only when ``replace``); its id."""
         values = dict(name=name, method=method, classes=json.dumps(list(classes)), hparams=json.dumps(hparams),
@@ -54,13 +54,13 @@ class CatalogHeads:
             raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                             f"(indexer heads delete {name}) or pass --replace") from None
 
-    def head_row(self, name: str) -> Optional[HeadRow]:
+    def get(self, name: str) -> Optional[HeadRow]:
         """The head ``name`` with its weights, or None."""
         with self.catalog.read() as conn:
             row = conn.execute(select(TrainedHead).where(TrainedHead.name == name)).first()
         return None if row is None else _to_row(row, with_weights=True)
 
-    def head_rows(self) -> list[HeadRow]:
+    def rows(self) -> list[HeadRow]:
         """Every stored head, oldest first, without its weights (their size only)."""
         columns = [c for c in TrainedHead.__table__.columns if c.name != "weights"]
         with self.catalog.read() as conn:
@@ -68,7 +68,7 @@ class CatalogHeads:
                                 .order_by(TrainedHead.id)).all()
         return [_to_row(row, with_weights=False) for row in rows]
 
-    def delete_head(self, name: str) -> bool:
+    def delete(self, name: str) -> bool:
         """Deletes the head ``name``; False when there was none."""
         with self.catalog.begin() as conn:
             return conn.execute(delete(TrainedHead).where(TrainedHead.name == name)).rowcount > 0

@@ -43,7 +43,7 @@ class CatalogItems:
         with self.catalog.read() as conn:
             return [{"path": uri, "reason": reason, "detail": detail} for uri, reason, detail in conn.execute(query)]
 
-    def iter_embedded_items(self, page: int = PAGE) -> Iterator[tuple[list[int], list[str], FeatureMatrix]]:
+    def iter_embedded(self, page: int = PAGE) -> Iterator[tuple[list[int], list[str], FeatureMatrix]]:
         """(item ids, paths, embeddings) of every embedded item, page by page, in item order."""
         dim = self.catalog.dim()
         statement = (select(Item.id, Item.uri, Embedding.vector).join(Embedding, Item.embedding_id == Embedding.id)
@@ -51,14 +51,14 @@ class CatalogItems:
         for rows in pages(self.catalog, statement, Item.id, page):
             yield [r[0] for r in rows], [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], dim)
 
-    def iter_live_items(self, page: int = PAGE) -> Iterator[list[LiveItem]]:
+    def iter_live(self, page: int = PAGE) -> Iterator[list[LiveItem]]:
         """Every embedded item, page by page, in item order."""
         statement = select(Item.id, Item.uri, Item.embedding_id).where(Item.state == EMBEDDED,
                                                                       Item.embedding_id.is_not(None))
         for rows in pages(self.catalog, statement, Item.id, page):
             yield [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
-    def items_by_uris(self, uris: Sequence[str]) -> dict[str, tuple[int, int]]:
+    def by_uris(self, uris: Sequence[str]) -> dict[str, tuple[int, int]]:
         """uri -> (item id, embedding id) for the embedded items among ``uris``."""
         found: dict[str, tuple[int, int]] = {}
         with self.catalog.read() as conn:
@@ -78,7 +78,7 @@ class CatalogItems:
                     Item.uri.in_(part), Item.state == ItemState.FAILED.value))]
         return failed
 
-    def item_uris(self, item_ids: Sequence[int]) -> dict[int, str]:
+    def uris(self, item_ids: Sequence[int]) -> dict[int, str]:
         """item id -> uri."""
         uris: dict[int, str] = {}
         with self.catalog.read() as conn:
@@ -86,7 +86,7 @@ class CatalogItems:
                 uris.update(conn.execute(select(Item.id, Item.uri).where(Item.id.in_(part))).all())
         return uris
 
-    def item(self, item_id: int) -> Optional[dict[str, Any]]:
+    def get(self, item_id: int) -> Optional[dict[str, Any]]:
         """Everything the catalog knows about one item, as plain data."""
         with self.catalog.read() as conn:
             row = conn.execute(select(Item).where(Item.id == int(item_id))).first()
@@ -111,7 +111,7 @@ class CatalogItems:
                 Item.state == EMBEDDED, Item.embedding_id.is_not(None), self._filter_condition(path_filter))
             ).scalar() or 0)
 
-    def matching_items(self, path_filter: str) -> tuple[list[LiveItem], dict[int, bytes]]:
+    def matching(self, path_filter: str) -> tuple[list[LiveItem], dict[int, bytes]]:
         """The embedded items matching ``path_filter`` in item order, and the stored vector blob of each of
         their contents."""
         with self.catalog.read() as conn:

@@ -39,7 +39,7 @@ class CatalogLeases:
     def __init__(self, catalog: "Catalog") -> None:
         self.catalog = catalog
 
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> Optional[LeaseInfo]:
+    def acquire(self, name: str, holder: str, ttl: float) -> Optional[LeaseInfo]:
         """Takes the lease ``name`` for ``holder`` for ``ttl`` seconds when it is free, expired or already
         ``holder``'s. Returns None on success, else who holds it."""
         with self.catalog.begin() as conn:
@@ -56,13 +56,13 @@ class CatalogLeases:
                                .where(IngestLease.name == name)).one()
             return LeaseInfo(row.holder, row.expires_at - now)
 
-    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
+    def renew(self, name: str, holder: str, ttl: float) -> bool:
         """Pushes the expiry on; False when ``holder`` no longer holds the lease (it expired and was taken)."""
         with self.catalog.begin() as conn:
             now = _now(conn)
             return conn.execute(update(IngestLease).where(IngestLease.name == name, IngestLease.holder == holder)
                                 .values(heartbeat_at=now, expires_at=now + ttl)).rowcount == 1
 
-    def release_lease(self, name: str, holder: str) -> None:
+    def release(self, name: str, holder: str) -> None:
         with self.catalog.begin() as conn:
             conn.execute(delete(IngestLease).where(IngestLease.name == name, IngestLease.holder == holder))

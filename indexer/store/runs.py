@@ -35,17 +35,17 @@ class CatalogRuns:
     def __init__(self, catalog: "Catalog") -> None:
         self.catalog = catalog
 
-    def start_ingest_run(self) -> int:
+    def start_ingest(self) -> int:
         with self.catalog.begin() as conn:
             return int(conn.execute(insert(IngestRun).values(started_at=time.time(), sources="[]"))
                        .inserted_primary_key[0])
 
-    def finish_ingest_run(self, run_id: int, sources: list[str], counts: dict) -> None:
+    def finish_ingest(self, run_id: int, sources: list[str], counts: dict) -> None:
         with self.catalog.begin() as conn:
             conn.execute(update(IngestRun).where(IngestRun.id == run_id).values(
                 finished_at=time.time(), sources=json.dumps(sources), counts=json.dumps(counts)))
 
-    def last_ingest_run(self) -> Optional[dict]:
+    def last_ingest(self) -> Optional[dict]:
         with self.catalog.read() as conn:
             run = conn.execute(select(IngestRun).order_by(IngestRun.id.desc()).limit(1)).first()
         if run is None:
@@ -64,7 +64,7 @@ class CatalogRuns:
                                    .order_by(IngestRun.id.desc()).limit(1)).scalar()
         return list(json.loads(sources)) if sources else []
 
-    def start_classification_run(self, labels: Sequence[str], templates: str, top_k: int) -> int:
+    def start_classification(self, labels: Sequence[str], templates: str, top_k: int) -> int:
         with self.catalog.begin() as conn:
             return int(conn.execute(insert(ClassificationRun).values(
                 created_at=time.time(), labels=json.dumps(list(labels)), templates=templates, top_k=top_k,
@@ -79,12 +79,12 @@ class CatalogRuns:
                 {"run_id": run_id, "item_id": item_id, "rank": rank, "label": label, "score": score}
                 for item_id, rank, label, score in rows])
 
-    def finish_classification_run(self, run_id: int, item_count: int) -> None:
+    def finish_classification(self, run_id: int, item_count: int) -> None:
         with self.catalog.begin() as conn:
             conn.execute(update(ClassificationRun).where(ClassificationRun.id == run_id)
                          .values(item_count=item_count, completed_at=time.time()))
 
-    def classification_run(self, run_id: Optional[int] = None) -> Optional[RunInfo]:
+    def classification(self, run_id: Optional[int] = None) -> Optional[RunInfo]:
         """The run ``run_id``, or the latest complete one when ``None`` (an interrupted run is never
         the latest)."""
         query = select(ClassificationRun)
@@ -98,7 +98,7 @@ class CatalogRuns:
         return RunInfo(run.id, json.loads(run.labels), run.templates, run.top_k, run.item_count, run.created_at,
                        run.completed_at is not None)
 
-    def iter_run_labels(self, run_id: int, page: int = PAGE) -> Iterator[list[tuple[int, int, str]]]:
+    def iter_labels(self, run_id: int, page: int = PAGE) -> Iterator[list[tuple[int, int, str]]]:
         """(item id, embedding id, best label) of the still-embedded items of a run, page by page."""
         statement = (select(Classification.item_id, Item.embedding_id, Classification.label)
                      .join(Item, Item.id == Classification.item_id)
