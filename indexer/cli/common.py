@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -54,7 +55,47 @@ index_option = options(
                  "file, e.g. postgresql+psycopg://user@host/db (needs indexer[cluster]); the FAISS files stay "
                  "in --index. Also from $INDEXER_CATALOG."),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def _results_only_on_stdout(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """With ``--json`` stdout carries the JSON and nothing else: while the command runs, whatever a library
+    writes to stdout (a quantiser's progress bar, a C library's notice) goes to stderr, at the level of the
+    file descriptor, and the results go to the real stdout through ``results()``."""
+    if not value or RESULTS in ctx.meta:
+        return value
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-process runner's buffer: no descriptor to move
+        fd = None
+    if fd is None:
+        stream = sys.stdout
+        sys.stdout = sys.stderr
+
+        def restore() -> None:
+            sys.stdout = stream
+    else:
+        saved = os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+        stream = os.fdopen(saved, "w", encoding="utf-8", closefd=True)
+
+        def restore() -> None:
+            stream.flush()
+            sys.stdout.flush()
+            os.dup2(saved, fd)
+            stream.close()
+    ctx.meta[RESULTS] = stream
+    ctx.call_on_close(restore)
+    return value
+
+
+RESULTS = "indexer.results"
+json_option = click.option("--json", "as_json", is_flag=True, callback=_results_only_on_stdout,
+                           help="Print machine-readable JSON on stdout (and nothing else there).")
+
+
+def results() -> Any:
+    """Where results go: the real stdout (under ``--json``, while libraries' output is sent to stderr)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(RESULTS, sys.stdout) if ctx is not None else sys.stdout
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Progress bar on stderr (default: when a terminal).")
 templates_option = click.option(
@@ -122,7 +163,7 @@ def progress_bars(enabled: bool, unit: str = "img", together: bool = False) -> I
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False), file=results())
 
 
 def err(message: str) -> None:
