@@ -126,11 +126,9 @@ class Catalog:
         self.readonly = readonly and self.dialect == "sqlite"
         self._lock = threading.Lock()  # the sqlite3 connection, shared between threads
         self._conn: Optional[sqlite3.Connection] = None
-        if url:
-            self.url  # parsed (and refused) now
-            self.location = self.url.render_as_string(hide_password=True)
-        else:
-            self.location = str(path)
+        # Where the catalog is, for messages: the file, or the URL without its password (parsing it here
+        # refuses a malformed one at once).
+        self.location = self.url.render_as_string(hide_password=True) if url else str(path)
         try:
             if self.dialect == "sqlite":
                 self._conn = self._sqlite_connection()
@@ -232,18 +230,18 @@ class Catalog:
         if not params:
             return
         try:
-            if conn is not None or self._conn is None:
-                from sqlalchemy import text
+            if conn is None and self._conn is not None:
+                with self._lock, self._conn:
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany(sql, params)
+                return
+            from sqlalchemy import text
 
-                if conn is not None:
-                    conn.execute(text(sql), list(params))
-                    return
+            if conn is not None:
+                conn.execute(text(sql), list(params))
+            else:
                 with self.engine.begin() as own:
                     own.execute(text(sql), list(params))
-                return
-            with self._lock, self._conn:
-                self._conn.execute("BEGIN")
-                self._conn.executemany(sql, params)
         except (sqlite3.Error, *self._sqlalchemy_errors()) as exc:
             raise translate_errors(exc, self.location) from exc
 
