@@ -1,14 +1,18 @@
-"""Settings: where the index is, which model, which device, how big the batches.
+"""Settings: which device and runtime, how big the batches, what limits a read — and the one reader of the
+environment below the face.
 
-Each has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; the flag wins.
+Each setting has a default here, an ``INDEXER_*`` environment variable, and a CLI flag; the flag wins.
+``Settings()`` reads the environment once, when it is made; it is frozen, and travels as an object (to
+decode workers, to Ray actors). ``settings.replace(device="cpu")`` is a copy with changes.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pathlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, TypeVar
 
 from .errors import ConfigError
@@ -61,7 +65,7 @@ def _env_size(name: str) -> Optional[int]:
     return _env(name, parse_size, "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """How an index does its work. ``None`` means: choose from the machine."""
 
@@ -82,6 +86,10 @@ class Settings:
     lease_seconds: float = field(default_factory=lambda: _env_float("INDEXER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
     # The decode workers' niceness increment (os.nice); 0 runs them at the model's priority.
     worker_nice: int = field(default_factory=lambda: _env_int_or("INDEXER_WORKER_NICE", DEFAULT_WORKER_NICE))
+
+    def replace(self, **changes: object) -> "Settings":
+        """A copy with ``changes`` (a value of None leaves that setting as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def resolved_batch_size(self, device: str) -> int:
         return self.batch_size or (256 if device.startswith("cuda") else 32)
@@ -105,3 +113,20 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text[:40]!r} (try 512MB or 4GB)")
     factor = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
     return int(value * factor)
+
+
+def cache_dir() -> pathlib.Path:
+    """Where indexer keeps what it derives once per model (converted OpenVINO models): ``$INDEXER_CACHE``,
+    else ``$XDG_CACHE_HOME/indexer``, else ``~/.cache/indexer``. Read at each call: a cache moved while a
+    process runs (the tests do) is followed."""
+    configured = os.environ.get("INDEXER_CACHE")
+    if configured:
+        return pathlib.Path(configured).expanduser()
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "indexer"
+
+
+def library_env(name: str) -> Optional[str]:
+    """A variable that a library indexer drives reads itself (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+    ``CUDA_VISIBLE_DEVICES``, ``OMP_WAIT_POLICY``): read here too, where indexer must know it beforehand,
+    so that the environment is read in one module."""
+    return os.environ.get(name)

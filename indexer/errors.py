@@ -1,6 +1,8 @@
 """The one exception tree of indexer. The CLI turns any of these into exit code 1 and its message.
 
-Messages are written for the person at the terminal: what went wrong, and what to do about it.
+Messages are written for the person at the terminal: what went wrong, and what to do about it. They speak
+the library's language: an error about one argument carries that argument's name as ``param`` (``top_k``),
+and the face renders it as the user typed it (``--top-k`` on the command line, ``top_k`` in a notebook).
 """
 
 from __future__ import annotations
@@ -8,6 +10,19 @@ from __future__ import annotations
 
 class IndexerError(Exception):
     """Base class of every error indexer raises on purpose."""
+
+    def __init__(self, *args: object, param: "str | None" = None) -> None:
+        super().__init__(*args)
+        self.param = param  # the library argument the error is about, if one
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.param}: {message}" if self.param else message
+
+    @property
+    def message(self) -> str:
+        """The message without the argument's name."""
+        return super().__str__()
 
 
 class ConfigError(IndexerError):
@@ -44,6 +59,14 @@ class ModelError(IndexerError):
 
 class ModelMismatchError(ModelError):
     """The index was built with another embedding model than the one asked for."""
+
+
+class RuntimeUnsupported(ModelError):
+    """This model cannot run on OpenVINO here (its tokenizer, or its towers disagree after conversion)."""
+
+
+class OpenVinoUnavailable(ModelError):
+    """No usable converted model: not converted yet, converted by another OpenVINO version, or broken."""
 
 
 class SourceError(IndexerError):

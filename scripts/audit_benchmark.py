@@ -69,7 +69,7 @@ def main() -> None:
         wrong = {items[i][0] for i in flipped}
         with open_index(index_dir) as index:
             started = time.time()
-            result = audit(index, csv_labels(index, labels_file), options)
+            result = audit(index.context, csv_labels(index.context, labels_file), options)
             seconds = time.time() - started
         found = [f.path for f in result.of_type("mislabel")]
         k = len(wrong)

@@ -25,15 +25,15 @@ from sqlalchemy import insert
 
 def build(index_dir: Path, items: int, seed: int = 0) -> None:
     from indexer import open_index, synthetic
-    from indexer.query.classify import label_embeddings
+    from indexer.query.scoring import label_embeddings
     from indexer.store.codec import vector_to_blob
     from indexer.store.schema import Embedding, Item, ItemState
 
     labels = list(synthetic.ALL_CLASSES)
     rng = np.random.default_rng(seed)
     with open_index(index_dir, model="tiny-shapes") as index:
-        index.embedder()  # records the model's identity in the catalog
-        centres = label_embeddings(index, labels, "default")
+        index.context.model.embedder()  # records the model's identity in the catalog
+        centres = label_embeddings(index.context.texts, labels, "default")
         chunk, embedding_id, now = 20000, 0, time.time()
         for start in range(0, items, chunk):
             n = min(chunk, items - start)
@@ -84,7 +84,7 @@ def run_audit(index_dir: Path, chunk: int) -> None:
 
     started = time.time()
     with open_index(index_dir) as index:
-        result = audit(index, options=AuditOptions(near_threshold=0.999, chunk=chunk))
+        result = audit(index.context, options=AuditOptions(near_threshold=0.999, chunk=chunk))
     peak = peak_memory_mb()
     print(f"audited {result.items} items in {time.time() - started:.1f} s, peak memory {peak:.0f} MB "
           f"(chunk {chunk}): {result.counts()}")

@@ -116,7 +116,7 @@ def run_table(work: Path, paths: dict[str, Path], head_seed: int, heads: list[st
                     k: row[k] for k in ("seen_accuracy", "unseen_accuracy", "harmonic_mean", "zsl_unseen_accuracy")}
             # Each head again with its calibration constant forced to 0: what the head does on its own.
             pairs = load_dataset(work / measured)
-            found, embeddings = index.catalog.embeddings_for_uris([p for p, _ in pairs])
+            found, embeddings = index.catalog.embeddings.for_uris([p for p, _ in pairs])
             truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok])
             unseen = np.array([c in synthetic.UNSEEN_CLASSES for c in classes])
             for listed in index.heads():
@@ -130,7 +130,7 @@ def run_table(work: Path, paths: dict[str, Path], head_seed: int, heads: list[st
 
 
 def time_one(data: Path, method: str, n: int) -> dict:
-    from indexer.heads.head import normalise
+    from indexer.query.head import normalise
     from indexer.heads.select import fit_head
     from indexer.heads.train import UNLABELLED_LIMIT
 
@@ -157,15 +157,15 @@ def time_one(data: Path, method: str, n: int) -> dict:
 
 
 def run_timing(paths: dict[str, Path], work: Path, sizes: list[int], heads: list[str]) -> list[dict]:
-    from indexer.query.classify import label_embeddings
+    from indexer.query.scoring import label_embeddings
 
     classes = list(synthetic.ALL_CLASSES)
     rows = [line.split(",") for line in paths["labels"].read_text().splitlines()[1:]]
     with open_index(paths["index"]) as index:
-        found, x = index.catalog.embeddings_for_uris([p for p, _ in rows])
-        a = label_embeddings(index, classes, "default")
+        found, x = index.catalog.embeddings.for_uris([p for p, _ in rows])
+        a = label_embeddings(index.context.texts, classes, "default")
         pool = [p for p, _ in load_dataset(paths["pool"] / "drawn") + load_dataset(paths["pool"] / "plain")]
-        _, unlabelled = index.catalog.embeddings_for_uris(pool)
+        _, unlabelled = index.catalog.embeddings.for_uris(pool)
     y = np.array([classes.index(label) for (_, label), ok in zip(rows, found) if ok])
     data = work / "timing.npz"
     np.savez(data, x=x, y=y, a=a, seen=np.array([c in synthetic.SEEN_CLASSES for c in classes]), pool=unlabelled)

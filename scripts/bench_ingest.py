@@ -113,7 +113,7 @@ def main() -> None:
             os.symlink(p, corpus / p.name)
     pretrained = None if args.model == "tiny-shapes" else args.pretrained
     index = open_index(work / "index", args.model, pretrained=pretrained, settings=settings)
-    embedder = index.embedder()
+    embedder = index.context.model.embedder()
     import torch
 
     batch = settings.resolved_batch_size(embedder.device)

@@ -58,7 +58,7 @@ def build(path: Path, count: int, centres_texts: list[str], seed: int) -> np.nda
     from indexer.store.schema import Embedding
 
     with open_index(path, model="tiny-shapes") as index:
-        centres = index.embedder().embed_texts(centres_texts)  # records tiny-shapes as the index's model
+        centres = index.context.model.embedder().embed_texts(centres_texts)  # records tiny-shapes as the index's model
         rng = np.random.default_rng(seed)
         picks = rng.choice(len(centres), size=count, p=(w := rng.zipf(1.6, len(centres)).astype(float)) / w.sum())
         dim = centres.shape[1]

@@ -61,7 +61,7 @@ def main() -> None:
         with open_index(work / f"index-{name}", model="tiny-shapes") as index:
             index.ingest([work / name])
             for templates in ("none", "default", "ensemble"):
-                report = evaluate(index, work / name, templates, synthetic.UNSEEN_CLASSES, "auto")
+                report = evaluate(index.context, work / name, templates, synthetic.UNSEEN_CLASSES, "auto")
                 results[f"{name}/{templates}"] = figures(report)
                 f = results[f"{name}/{templates}"]
                 print(f"{name:<9} {templates:<8} top-1 {f['top1']:.3f}  S {f['seen_accuracy_S']:.3f}  "

@@ -105,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     started = time.perf_counter()
     with open_index(base / "index", model="tiny-shapes") as index:
-        index.embedder()  # load the model first, to tell its memory from the ingest's
+        index.context.model.embedder()  # load the model first, to tell its memory from the ingest's
         model_peak = peak_rss_mb()
         summary = index.ingest([root], warn=lambda message: None)
     ingest_seconds = time.perf_counter() - started

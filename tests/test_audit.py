@@ -126,7 +126,7 @@ def planted(tmp_path_factory) -> Planted:
 @pytest.fixture(scope="module")
 def audited(planted):
     with open_index(planted.index) as index:
-        return audit(index, options=AuditOptions(near_threshold=NEAR))
+        return audit(index.context, options=AuditOptions(near_threshold=NEAR))
 
 
 def groups_with(result, *paths: str) -> list[Finding]:
@@ -155,7 +155,7 @@ def test_label_and_split_from_a_path(path, root, expected):
 
 def test_folder_labels_find_classes_splits_and_unlabelled_items(planted):
     with open_index(planted.index) as index:
-        dataset = folder_labels(index)
+        dataset = folder_labels(index.context)
     assert dataset.root == str(planted.data)
     assert dataset.labels == sorted(CLASSES + (SMALL_CLASS,))
     assert sorted(dataset.splits) == ["train", "val"]
@@ -207,7 +207,7 @@ def test_planted_exact_and_near_duplicates_are_all_found(planted, audited):
 
 def test_near_duplicates_need_the_threshold(planted, audited):
     with open_index(planted.index) as index:
-        strict = audit(index, options=AuditOptions(near_threshold=1.0))
+        strict = audit(index.context, options=AuditOptions(near_threshold=1.0))
     near_before = [g for g in audited.of_type("duplicate") if g.details["kind"] == "near"]
     near_after = [g for g in strict.of_type("duplicate") if g.details["kind"] == "near"]
     assert len(near_after) < len(near_before)
@@ -232,7 +232,7 @@ def test_small_classes_are_reported_with_their_pictures(planted, audited):
 
 def test_chunked_passes_give_the_same_findings(planted, audited):
     with open_index(planted.index) as index:
-        chunked = audit(index, options=AuditOptions(near_threshold=NEAR, chunk=7))
+        chunked = audit(index.context, options=AuditOptions(near_threshold=NEAR, chunk=7))
     assert len(chunked.findings) == len(audited.findings)
     for small, whole in zip(chunked.findings, audited.findings):
         a, b = small.to_dict(), whole.to_dict()
@@ -246,7 +246,7 @@ def test_chunked_passes_give_the_same_findings(planted, audited):
 
 def test_zero_neighbour_weight_is_pure_zero_shot(planted):
     with open_index(planted.index) as index:
-        result = audit(index, options=AuditOptions(near_threshold=NEAR, neighbour_weight=0.0))
+        result = audit(index.context, options=AuditOptions(near_threshold=NEAR, neighbour_weight=0.0))
     mislabels = result.of_type("mislabel")
     assert mislabels
     for f in mislabels:
@@ -267,8 +267,8 @@ def test_csv_labels_with_splits_relative_paths_and_a_confusable_pair(planted, tm
         csv.writer(f).writerows([["path", "label", "split"]] + rows)
     try:
         with open_index(planted.index) as index:
-            dataset = csv_labels(index, labels_file)
-            result = audit(index, dataset, AuditOptions(near_threshold=NEAR))
+            dataset = csv_labels(index.context, labels_file)
+            result = audit(index.context, dataset, AuditOptions(near_threshold=NEAR))
     finally:
         labels_file.unlink()
     assert dataset.unmatched == 1 and dataset.unmatched_examples[0].endswith("missing.png")
@@ -288,7 +288,7 @@ def test_bad_csv_is_a_clear_error(planted, tmp_path):
     labels_file = tmp_path / "labels.csv"
     labels_file.write_text("path,label\nonly-a-path\n")
     with open_index(planted.index) as index, pytest.raises(QueryError, match="labels.csv:2"):
-        csv_labels(index, labels_file)
+        csv_labels(index.context, labels_file)
 
 
 def test_labels_from_a_classification_run(planted, tmp_path):
@@ -296,10 +296,10 @@ def test_labels_from_a_classification_run(planted, tmp_path):
     shutil.copytree(planted.index, copy)
     with open_index(copy) as index:
         with pytest.raises(QueryError, match="no classification run"):
-            run_labels(index)
+            run_labels(index.context)
         index.classify(list(CLASSES), templates="none")
-        dataset = run_labels(index)
-        result = audit(index, dataset, AuditOptions(templates=dataset.templates, near_threshold=NEAR))
+        dataset = run_labels(index.context)
+        result = audit(index.context, dataset, AuditOptions(templates=dataset.templates, near_threshold=NEAR))
     assert dataset.labels == list(CLASSES) and dataset.templates == "none"
     assert dataset.size == len(planted.truth) + 2 + 1  # every embedded item has a predicted label
     assert result.items == dataset.size
@@ -419,10 +419,10 @@ def test_an_interrupted_classification_run_is_never_taken_for_labels(planted, tm
     with open_index(copy) as index:
         finished = index.classify(list(CLASSES), templates="none").run_id
         # A classify killed half-way leaves a run with some rows and no completion mark.
-        broken = index.catalog.start_classification_run(list(CLASSES), "none", 1)
-        index.catalog.add_classifications(broken, [(1, 1, CLASSES[0], 0.5)])
-        assert run_labels(index).source == f"classification run {finished}"
+        broken = index.catalog.runs.start_classification(list(CLASSES), "none", 1)
+        index.catalog.runs.add_classifications(broken, [(1, 1, CLASSES[0], 0.5)])
+        assert run_labels(index.context).source == f"classification run {finished}"
         with pytest.raises(QueryError, match=f"run {broken} was interrupted"):
-            run_labels(index, broken)
+            run_labels(index.context, broken)
     result = CliRunner().invoke(audit_command, ["--index", str(copy), "--from-run", str(broken), "--no-report"])
     assert result.exit_code == 1 and "interrupted" in result.output

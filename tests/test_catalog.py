@@ -85,11 +85,11 @@ def test_a_catalog_at_0003_with_rows_is_upgraded_on_either_database(tmp_path, ca
         os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
     catalog = open_catalog(index_dir, url=server)
     try:
-        assert catalog.catalog_id() == "abc" and catalog.pending_count() == 1
+        assert catalog.catalog_id() == "abc" and catalog.worklist.pending_count() == 1
         with catalog.begin() as conn:
             conn.execute(text("UPDATE items SET size = :s, mtime_ns = :t"), {"s": 5 * 2**40, "t": 1_790_000_000 * 10**9})
-        assert catalog.known_items(["/a.jpg"])["/a.jpg"].mtime_ns == 1_790_000_000 * 10**9
-        assert catalog.acquire_lease("ingest", "me", 30) is None
+        assert catalog.worklist.known_items(["/a.jpg"])["/a.jpg"].mtime_ns == 1_790_000_000 * 10**9
+        assert catalog.leases.acquire("ingest", "me", 30) is None
         with catalog.read() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
     finally:
@@ -183,7 +183,7 @@ def initial_catalog(tmp_path, built_index) -> Path:
     index_dir = tmp_path / "old-index"
     create_at_revision(index_dir, INITIAL)
     with open_index(built_index) as source:
-        model_key = source.model_key()
+        model_key = source.context.model.key
     for key, value in catalog_rows(built_index, "SELECT key, value FROM meta WHERE key IN ('model', 'catalog_id')"):
         catalog_execute(index_dir, "INSERT INTO meta (key, value) VALUES (?, ?)", key, value)
     catalog_execute(index_dir, f"INSERT INTO embeddings ({INITIAL_COLUMNS['embeddings']}) VALUES (?, ?, ?, ?)",
@@ -228,7 +228,7 @@ def test_a_populated_initial_catalog_is_backed_up_and_upgraded_with_every_row(in
     with open_index(initial_catalog) as index:  # upgrades to head on opening
         hits = index.search("a red star", k=PER_CLASS)
         status = index.status()
-        assert index._embedder is None  # answered from the migrated catalog alone: the model never loaded
+        assert not index.context.model.loaded  # answered from the migrated catalog alone: the model never loaded
 
     assert catalog_rows(initial_catalog, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
     after = initial_rows(initial_catalog)
@@ -301,8 +301,8 @@ def test_a_0003_catalog_is_upgraded_with_an_empty_heads_table_that_works(tmp_pat
     assert "heads" not in {r[0] for r in catalog_rows(index_dir, "SELECT name FROM sqlite_master")}
     catalog = open_catalog(index_dir)  # upgrades to head on opening
     try:
-        catalog.save_head("h", "projection", ["a", "b", "c"], {"calibration": 0.0}, "key", {}, b"blob")
-        assert catalog.head_row("h").classes == ["a", "b", "c"]
+        catalog.heads.save("h", "projection", ["a", "b", "c"], {"calibration": 0.0}, "key", {}, b"blob")
+        assert catalog.heads.get("h").classes == ["a", "b", "c"]
     finally:
         catalog.close()
     assert catalog_rows(index_dir, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]

@@ -19,7 +19,7 @@ from indexer.errors import IndexBusyError
 from indexer.ingest.lock import CatalogLease
 from indexer.store.catalog import open_catalog
 from indexer.store.codec import vector_to_blob
-from indexer.store.items import EmbeddedRecord
+from indexer.store.worklist import EmbeddedRecord
 
 from .conftest import render_folder, run_cli
 
@@ -47,14 +47,14 @@ def test_concurrent_writers_never_double_or_lose_an_item_or_content(tmp_path, pg
         own = open_catalog(tmp_path / "index", url=pg_url)
         try:
             barrier.wait()
-            run_id = own.start_ingest_run()
-            own.apply_scan(run_id, [{"uri": u, "size": 1, "mtime_ns": 1, "state": "pending"} for u in uris], [], [])
-            ids = {u: k.id for u, k in own.known_items(uris).items()}
+            run_id = own.runs.start_ingest()
+            own.worklist.apply_scan(run_id, [{"uri": u, "size": 1, "mtime_ns": 1, "state": "pending"} for u in uris], [], [])
+            ids = {u: k.id for u, k in own.worklist.known_items(uris).items()}
             order = np.random.default_rng(seed).permutation(len(uris))
             for start in range(0, len(order), 15):
                 part = order[start:start + 15]
                 fresh = {shas[i]: vector_to_blob(np.full(8, seed, np.float32) / np.sqrt(8)) for i in part}
-                own.commit_batch(fresh, [EmbeddedRecord(ids[uris[i]], shas[i]) for i in part], [])
+                own.worklist.commit_batch(fresh, [EmbeddedRecord(ids[uris[i]], shas[i]) for i in part], [])
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
         finally:
@@ -78,20 +78,20 @@ def test_the_ingest_lease_excludes_a_second_run_and_is_taken_over_once_expired(t
     first = open_catalog(tmp_path / "index", url=server)
     second = open_catalog(tmp_path / "index", url=server)
     try:
-        assert first.acquire_lease("ingest", "dead-worker", ttl=1.0) is None
-        held = second.acquire_lease("ingest", "successor", ttl=30)
+        assert first.leases.acquire("ingest", "dead-worker", ttl=1.0) is None
+        held = second.leases.acquire("ingest", "successor", ttl=30)
         assert held is not None and held.holder == "dead-worker"
         time.sleep(1.3)  # the dead worker's heartbeat never came
-        assert second.acquire_lease("ingest", "successor", ttl=30) is None
-        assert first.renew_lease("ingest", "dead-worker", ttl=30) is False
+        assert second.leases.acquire("ingest", "successor", ttl=30) is None
+        assert first.leases.renew("ingest", "dead-worker", ttl=30) is False
         with pytest.raises(IndexBusyError, match="successor"):
             CatalogLease(first, ttl=30).__enter__()
-        second.release_lease("ingest", "successor")
+        second.leases.release("ingest", "successor")
         with CatalogLease(first, ttl=0.6) as lease:
             time.sleep(1.0)  # longer than the term: only the heartbeat keeps it
-            assert second.acquire_lease("ingest", "other", ttl=30) is not None
+            assert second.leases.acquire("ingest", "other", ttl=30) is not None
             lease.check()
-        assert second.acquire_lease("ingest", "other", ttl=30) is None
+        assert second.leases.acquire("ingest", "other", ttl=30) is None
     finally:
         first.close()
         second.close()

@@ -23,7 +23,7 @@ def test_an_exact_copy_under_another_label_is_an_exact_group_ranked_first(tmp_pa
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
         index.ingest([data])
         # A low threshold: the tiny model finds many renders of one class near one another.
-        result = audit(index, options=AuditOptions(near_threshold=0.99))
+        result = audit(index.context, options=AuditOptions(near_threshold=0.99))
     groups = result.of_type("duplicate")
     exact = [g for g in groups if g.details["kind"] == "exact"]
     assert [sorted(g.paths) for g in exact] == [sorted([str(original), str(copy)])]

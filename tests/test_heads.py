@@ -9,7 +9,8 @@ import pytest
 from indexer.errors import HeadError
 from indexer.heads.fit import Linear
 from indexer.heads.generative import train_generative
-from indexer.heads.head import Head, arrays_from_blob, normalise
+from indexer.query.scoring import LabelScores
+from indexer.query.head import Head, arrays_from_blob, normalise
 from indexer.heads.projection import train_projection
 from indexer.heads.select import fit_head
 from indexer.query.gzsl import gzsl_figures, zsl_accuracy
@@ -104,9 +105,9 @@ def test_weights_and_record_survive_the_catalog(tmp_path, data):
     head = Head("clusters", "generative", [f"c{i}" for i in range(24)], layer.weight, layer.bias, data["seen"],
                 "model-key", calibration=0.7, hparams=layer.hparams)
     catalog = open_catalog(tmp_path / "index")
-    catalog.save_head(head.name, head.method, head.classes, head.hparams, head.model_key, {"items": 1},
+    catalog.heads.save(head.name, head.method, head.classes, head.hparams, head.model_key, {"items": 1},
                       head.weights_blob())
-    row = catalog.head_row("clusters")
+    row = catalog.heads.get("clusters")
     catalog.close()
     weight, bias, seen = arrays_from_blob(row.weights, row.name)
     back = Head(row.name, row.method, row.classes, weight, bias, seen, row.model_key, 0.7, row.hparams)
@@ -118,7 +119,7 @@ def test_calibration_is_subtracted_from_seen_classes_only():
     head = Head("h", "projection", ["a", "b", "c"], np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
                 np.array([True, True, False]), "key", calibration=0.5)
     assert np.allclose(head.scores(np.array([[1.0, 0.0, 0.0]])), [[0.5, -0.5, 0.0]])
-    assert np.allclose(head.scores_over(["c", "a"], np.array([[1.0, 0.0, 0.0]])), [[0.0, 0.5]])
+    assert np.allclose(LabelScores(["c", "a"], None, 1.0, head).scores(np.array([[1.0, 0.0, 0.0]])), [[0.0, 0.5]])
     with pytest.raises(HeadError, match="does not know"):
         head.columns(["a", "zebra"])
 

@@ -51,7 +51,7 @@ def test_train_stores_the_head_with_its_choice_and_model(trained):
     assert figures["items"] == PER_CLASS * (len(TEST_CLASSES) - len(UNSEEN)) and figures["unseen_classes"] == 2
     assert figures["validation"]["unseen_pictures_used"] == 0 and len(figures["validation"]["candidates"]) > 1
     with open_index(trained["index"]) as index:
-        assert row["model_key"] == index.model_key()
+        assert row["model_key"] == index.context.model.key
         assert sorted(index.head("shapes").unseen_classes) == sorted(UNSEEN)
 
 

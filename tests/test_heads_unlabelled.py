@@ -13,7 +13,7 @@ import pytest
 
 from indexer.errors import HeadError
 from indexer.heads.generative import train_generative
-from indexer.heads.head import normalise
+from indexer.query.head import normalise
 from indexer.heads.projection import train_projection
 from indexer.heads.select import fit_head
 from indexer.heads.transductive import pooled_covariance, refine_means, regress_means

@@ -37,7 +37,7 @@ def test_second_run_skips_unchanged_files_without_reading_them(index_copy, photo
         summary = index.ingest([photos])
     assert (summary.embedded, summary.reused, summary.failed) == (0, 0, 0)
     assert summary.unchanged == len(TEST_CLASSES) * PER_CLASS
-    assert index._embedder is None  # nothing was decoded: the model was never loaded
+    assert not index.context.model.loaded  # nothing was decoded: the model was never loaded
 
 
 def test_moved_and_duplicated_files_reuse_their_embedding(index_copy, photos_copy, tmp_path):

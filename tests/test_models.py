@@ -72,3 +72,27 @@ def test_local_checkpoint_with_weights_is_identified_by_its_hash(tiny_arch, tmp_
         assert len(index.search("red", k=2)) == 2
     with pytest.raises(ModelMismatchError, match="weights"):
         open_index(tmp_path / "index", tiny_arch, weights=str(second))
+
+
+def test_a_model_name_is_parsed_once_into_its_source_and_folder(tmp_path):
+    import pickle
+
+    from indexer.models import bundled
+
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    cases = {
+        "tiny-shapes": ("bundled", bundled.folder("tiny-shapes"), None),
+        f"local-dir:{tmp_path}": ("local-dir", tmp_path, None),
+        "hf-hub:org/repo": ("hf-hub", None, "org/repo"),
+        "ViT-B-32": ("named", None, None),
+    }
+    for name, (source, folder, hub_id) in cases.items():
+        spec = ModelSpec(name=name)
+        assert (spec.source, spec.folder, spec.hub_id) == (source, folder, hub_id), name
+        assert pickle.loads(pickle.dumps(spec)).source == source  # specs travel to Ray actors
+    assert ModelSpec(f"local-dir:{tmp_path}").open_clip_name == f"local-dir:{tmp_path.resolve()}"
+    assert ModelSpec("ViT-B-32", pretrained="x") == ModelSpec(name="ViT-B-32", pretrained="x")  # three fields decide
+    with pytest.raises(ModelError, match="model folder not found"):
+        ModelSpec(f"local-dir:{tmp_path / 'missing'}")
+    with pytest.raises(ModelError, match="comes with its own weights"):
+        ModelSpec(f"local-dir:{tmp_path}", weights=str(tmp_path / "open_clip_config.json"))

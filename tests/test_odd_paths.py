@@ -105,5 +105,5 @@ def test_reading_commands_work_on_a_read_only_index(tmp_path, built_index):
         assert audited.returncode == 0, audited.stderr
         stored = run_cli("classify", "--labels", "red star,blue circle", "--index", str(index))
         assert stored.returncode == 1 and "Traceback" not in stored.stderr
-        assert "read-only" in stored.stderr and "--no-store" in stored.stderr
+        assert "read-only" in stored.stderr and "without storing the run" in stored.stderr
         assert sorted(p.name for p in index.iterdir()) == before

@@ -134,6 +134,24 @@ def test_a_model_without_numpy_text_weights_answers_on_openvino(tiny_vit, tmp_pa
     assert converted._towers is not None
 
 
+def test_a_converted_model_removed_under_a_running_process_is_a_model_error_that_says_what_to_do(
+        tiny_vit, tmp_path, monkeypatch):
+    import shutil
+
+    from indexer.models.openvino_clip import identity_key, openvino_cache
+    from indexer.models.openvino_runtime import model_folder
+
+    source = model_folder(openvino_cache(), identity_key(tiny_vit))
+    load_model(tiny_vit, runtime="openvino", precision="fp32")  # converted into the shared cache if not yet
+    monkeypatch.setenv("INDEXER_CACHE", str(tmp_path))
+    copy = model_folder(openvino_cache(), identity_key(tiny_vit))
+    shutil.copytree(source, copy)
+    converted = load_model(tiny_vit, runtime="openvino", precision="fp32")  # the towers start on first use
+    shutil.rmtree(copy)  # a cache cleaner, say
+    with pytest.raises(ModelError, match="missing or damaged; run the command again"):
+        converted.embed_images(np.zeros((1, 3, 64, 64), dtype=np.float32))
+
+
 def _jpeg(picture) -> bytes:
     import io
 

@@ -51,7 +51,7 @@ def test_image_search_finds_the_same_picture_first_without_the_model(built_index
     query = photos / "green_square" / "green_square_0002.jpg"
     with open_index(built_index) as index:
         hits = index.search(images=[query], k=3)
-        assert index._embedder is None  # the query image's content is in the catalog already
+        assert not index.context.model.loaded  # the query image's content is in the catalog already
     assert hits[0].path == str(query)
     assert hits[0].score == pytest.approx(1.0, abs=1e-3)
 
@@ -73,7 +73,7 @@ def test_text_embeddings_are_cached_per_model_and_text(index_copy):
     assert catalog_rows(index_copy, "SELECT count(*) FROM text_embeddings WHERE text = 'a red star'")[0][0] == 1
     with open_index(index_copy) as index:
         again = index.text_embeddings(["a red star"])
-        assert index._embedder is None
+        assert not index.context.model.loaded
     np.testing.assert_allclose(first, again, atol=1e-6)
 
 

@@ -166,7 +166,7 @@ def test_items_classify_status_metrics(service, photos, index_copy):
     assert service.post("/api/classify", json={"labels": [" ", ""]}).status_code == 400
     # The service stored nothing: runs are kept in memory.
     with open_index(index_copy) as index:
-        assert index.catalog.classification_run() is None
+        assert index.catalog.runs.classification() is None
 
     # Status has the keys of `status --json`; metrics count what was answered.
     status = service.get("/api/status").json()

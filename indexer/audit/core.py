@@ -44,13 +44,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
-from ..errors import EmptyIndexError, QueryError
+from ..errors import QueryError
 from .dataset import DatasetLabels, folder_labels
 from .duplicates import DuplicateLinks, duplicate_groups
-from .scoring import LabelScorer, label_scorer
+from ..query.head import load_head
+from ..query.scoring import LabelScores
+from .scoring import NeighbourMix
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 FINDING_TYPES: tuple[str, ...] = ("mislabel", "duplicate", "outlier", "confusable_labels", "small_class")
 Progress = Callable[[str, int, int], None]  # (stage, items done now, stage total)
@@ -77,9 +79,9 @@ class AuditOptions:
 
     def check(self) -> None:
         if self.neighbours < 1:
-            raise QueryError("--neighbours must be at least 1")
+            raise QueryError("must be at least 1", param="neighbours")
         if not 0.0 <= self.neighbour_weight <= 1.0:
-            raise QueryError("--neighbour-weight must be between 0 and 1")
+            raise QueryError("must be between 0 and 1", param="neighbour_weight")
         if not -1.0 <= self.near_threshold <= 1.0 or not -1.0 <= self.confusable_threshold <= 1.0:
             raise QueryError("cosine thresholds must be between -1 and 1")
         if self.chunk < 1 or self.min_class_size < 0:
@@ -136,10 +138,10 @@ class AuditResult:
         return data
 
 
-def _dataset_chunks(index: "Index", dataset: DatasetLabels, chunk: int
+def _dataset_chunks(ctx: "IndexContext", dataset: DatasetLabels, chunk: int
                     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(positions in the dataset arrays, paths, embeddings) of the labelled items, chunk by chunk."""
-    for item_ids, paths, vectors in index.catalog.iter_embedded_items(chunk):
+    for item_ids, paths, vectors in ctx.catalog.items.iter_embedded(chunk):
         found, positions = dataset.positions(item_ids)
         if found.any():
             yield positions[found], [p for p, keep in zip(paths, found) if keep], vectors[found]
@@ -158,20 +160,20 @@ class _Neighbourhood:
     centroids: np.ndarray  # per label: normalised mean embedding
 
 
-def _neighbour_pass(index: "Index", dataset: DatasetLabels, scorer: LabelScorer, options: AuditOptions, chunk: int,
+def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, options: AuditOptions, chunk: int,
                     progress: Optional[Progress]) -> _Neighbourhood:
     """Pass 1: k-NN search (label votes, near-duplicate links, k-NN distance), self-confidence, centroids."""
     n_items, n_labels, k = dataset.size, len(dataset.labels), options.neighbours
-    vectors = index.vectors()
+    vectors = ctx.vectors.get()
     fetch = min(vectors.ntotal, 2 * k + 2)  # room for the item itself and contents outside the dataset
     contents, first = np.unique(dataset.content_ids, return_index=True)
     content_label = dataset.label_index[first]
     found = _Neighbourhood(neighbour_labels=np.full((n_items, k), -1, dtype=np.int32),
                            knn_distance=np.full(n_items, np.nan, dtype=np.float32), links=DuplicateLinks(contents),
                            seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
-                           thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, index.dim)))
+                           thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, ctx.model.dim)))
     self_confidence = np.zeros(n_labels)
-    for positions, _, embeddings in _dataset_chunks(index, dataset, chunk):
+    for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         scores, ids = vectors.search(embeddings, fetch)
         own = dataset.content_ids[positions][:, None]
@@ -212,14 +214,14 @@ class _Swaps:
         return self.counts.get((a, b), 0) + self.counts.get((b, a), 0)
 
 
-def _mislabel_pass(index: "Index", dataset: DatasetLabels, scorer: LabelScorer, near: _Neighbourhood, chunk: int,
+def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, near: _Neighbourhood, chunk: int,
                    progress: Optional[Progress]) -> tuple[list[Finding], np.ndarray, _Swaps]:
     """Pass 2: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
     labels = dataset.labels
     mislabels: list[Finding] = []
     distance = np.full(dataset.size, np.nan, dtype=np.float32)
     swaps = _Swaps()
-    for positions, paths, embeddings in _dataset_chunks(index, dataset, chunk):
+    for positions, paths, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions])
         rows = np.arange(len(given))
@@ -250,25 +252,26 @@ def _mislabel_pass(index: "Index", dataset: DatasetLabels, scorer: LabelScorer, 
     return mislabels, distance, swaps
 
 
-def audit(index: "Index", dataset: Optional[DatasetLabels] = None, options: Optional[AuditOptions] = None,
+def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options: Optional[AuditOptions] = None,
           progress: Optional[Progress] = None) -> AuditResult:
-    """Audits the labelled items of ``index`` (labels from folder names unless ``dataset`` is given)."""
+    """Audits the labelled items of the index (labels from folder names unless ``dataset`` is given)."""
     started = time.time()
     options = options or AuditOptions()
     options.check()
-    if index.count_embedded() == 0:
-        raise EmptyIndexError(f"no embedded items in {index.path}; run `indexer ingest` first")
+    ctx.require_embedded()
     if dataset is None:
-        dataset = folder_labels(index)
+        dataset = folder_labels(ctx)
     if dataset.size == 0:
-        raise QueryError(f"no embedded item has a label ({dataset.source}); give --root, or --labels FILE")
+        raise QueryError(f"no embedded item has a label ({dataset.source}); give the folder the labels are read below (--root), or a labels file (--labels FILE)")
     if len(dataset.labels) < 2:
         raise QueryError(f"the dataset has fewer than two labels ({dataset.source}); an audit needs a label set")
     labels = dataset.labels
     chunk = max(1, min(options.chunk, (1 << 24) // len(labels)))  # keeps a chunk's items x labels bounded
-    scorer = label_scorer(index, labels, options.templates, options.neighbour_weight, options.head)
-    near = _neighbour_pass(index, dataset, scorer, options, chunk, progress)
-    mislabels, distance, swaps = _mislabel_pass(index, dataset, scorer, near, chunk, progress)
+    head = load_head(ctx.catalog, ctx.model, options.head, ctx.path) if options.head is not None else None
+    scorer = NeighbourMix(LabelScores.build(ctx.texts, labels, options.templates, head, with_text=True),
+                          options.neighbour_weight)
+    near = _neighbour_pass(ctx, dataset, scorer, options, chunk, progress)
+    mislabels, distance, swaps = _mislabel_pass(ctx, dataset, scorer, near, chunk, progress)
 
     outliers = _outliers(dataset, near.knn_distance, distance, near.seen, options.outlier_z)
     flagged_ids = {f.details["item_id"] for f in mislabels}
@@ -281,7 +284,7 @@ def audit(index: "Index", dataset: Optional[DatasetLabels] = None, options: Opti
                                    -len(f.details["item_ids"]), f.details["item_ids"][0]))
     label_findings = _confusable_labels(labels, scorer.text, near.counts, swaps, options)
     label_findings += _small_classes(dataset, near.seen, near.counts, options.min_class_size)
-    _fill_paths(index, outliers + duplicates + label_findings)
+    _fill_paths(ctx, outliers + duplicates + label_findings)
     return AuditResult(
         findings=mislabels + duplicates + outliers + label_findings, items=int(near.seen.sum()), labels=labels,
         class_counts={label: int(n) for label, n in zip(labels, near.counts)}, splits=dataset.splits,
@@ -330,11 +333,11 @@ def _outliers(dataset: DatasetLabels, knn_distance: np.ndarray, centroid_distanc
         "item_id": int(dataset.item_ids[p])}) for score, p in flagged]
 
 
-def _fill_paths(index: "Index", findings: list[Finding]) -> None:
+def _fill_paths(ctx: "IndexContext", findings: list[Finding]) -> None:
     """Sets ``path`` from an ``item_id`` detail and ``paths`` from ``item_ids``, in one catalog read."""
     wanted = {i for f in findings for i in ([f.details["item_id"]] if "item_id" in f.details else [])
               + f.details.get("item_ids", [])}
-    uris = index.catalog.item_uris(sorted(wanted))
+    uris = ctx.catalog.items.uris(sorted(wanted))
     for finding in findings:
         if "item_id" in finding.details:
             finding.path = uris.get(finding.details["item_id"], "?")

@@ -26,7 +26,7 @@ from ..media.archives import split_member_uri, strip_archive_suffix
 from ..query.labels import SPLIT_NAMES, label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 NO_SPLIT = -1
 _CHUNK = 5000
@@ -131,30 +131,30 @@ def label_from_path(path: str, root: str) -> tuple[Optional[str], Optional[str]]
     return label_from_folder_name(label) or None, split
 
 
-def common_root(index: "Index") -> Optional[str]:
+def common_root(ctx: "IndexContext") -> Optional[str]:
     """The deepest folder holding every embedded item's parent folder (one pass over the uris)."""
     root: Optional[str] = None
-    for rows in index.catalog.iter_live_items(_CHUNK):
+    for rows in ctx.catalog.items.iter_live(_CHUNK):
         for _, uri, _ in rows:
             parent = os.path.dirname(_as_path(uri))
             root = parent if root is None else os.path.commonpath([root, parent])
     return root
 
 
-def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> DatasetLabels:
+def folder_labels(ctx: "IndexContext", root: Union[str, Path, None] = None) -> DatasetLabels:
     """Labels from class folder names below ``root`` (default: the items' common root)."""
     if root is not None:
         root_text = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(root_text):
-            raise QueryError(f"--root {root}: no such folder")
+            raise QueryError(f"{root}: no such folder", param="root")
     else:
-        derived = common_root(index)
+        derived = common_root(ctx)
         if derived is None:
             return _Builder().build("folders", sort_labels=True)
         root_text = derived
     builder = _Builder()
     unlabelled = 0
-    for rows in index.catalog.iter_live_items(_CHUNK):
+    for rows in ctx.catalog.items.iter_live(_CHUNK):
         chunk = []
         for item_id, uri, content_id in rows:
             label, split = label_from_path(_as_path(uri), root_text)
@@ -166,7 +166,7 @@ def folder_labels(index: "Index", root: Union[str, Path, None] = None) -> Datase
     return builder.build(f"folder names below {root_text}", sort_labels=True, root=root_text, unlabelled=unlabelled)
 
 
-def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, None] = None) -> DatasetLabels:
+def csv_labels(ctx: "IndexContext", path: Union[str, Path], root: Union[str, Path, None] = None) -> DatasetLabels:
     """Labels from a CSV of ``path,label`` (optional ``split`` column; a header row is optional).
     Relative paths are taken below ``root``, or else below the CSV file's folder."""
     path = Path(path).expanduser()
@@ -176,7 +176,7 @@ def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, No
 
     def flush(pending: dict[str, tuple[str, Optional[str]]]) -> None:
         nonlocal unmatched
-        found = index.catalog.items_by_uris(list(pending))
+        found = ctx.catalog.items.by_uris(list(pending))
         rows = []
         for uri, (label, split) in pending.items():
             if uri in found:
@@ -197,24 +197,24 @@ def csv_labels(index: "Index", path: Union[str, Path], root: Union[str, Path, No
     flush(pending)
     dataset = builder.build(f"labels file {path}", sort_labels=True, unmatched=unmatched,
                             unmatched_examples=examples)
-    dataset.unlabelled = max(0, index.count_embedded() - dataset.size)
+    dataset.unlabelled = max(0, ctx.catalog.count_embedded() - dataset.size)
     return dataset
 
 
-def run_labels(index: "Index", run_id: Optional[int] = None) -> DatasetLabels:
+def run_labels(ctx: "IndexContext", run_id: Optional[int] = None) -> DatasetLabels:
     """Labels from a stored ``classify`` run (its best label per item); ``None`` takes the latest run."""
-    run = index.catalog.classification_run(run_id)
+    run = ctx.catalog.runs.classification(run_id)
     if run is None:
-        raise QueryError(f"no classification run {run_id} in {index.path}; `indexer classify` stores one"
+        raise QueryError(f"no classification run {run_id} in {ctx.path}; `indexer classify` stores one"
                          if run_id is not None else
-                         f"no classification run in {index.path} that finished; run `indexer classify` first, "
+                         f"no classification run in {ctx.path} that finished; run `indexer classify` first, "
                          "or give labels")
     if not run.complete:
         raise QueryError(f"classification run {run.id} was interrupted before every item was classified; run "
                          "`indexer classify` again (or give --from-run with a complete run)")
     builder = _Builder(run.labels)
-    for rows in index.catalog.iter_run_labels(run.id, _CHUNK):
+    for rows in ctx.catalog.runs.iter_labels(run.id, _CHUNK):
         builder.add([(item_id, content_id, label, None) for item_id, content_id, label in rows])
     dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates)
-    dataset.unlabelled = max(0, index.count_embedded() - dataset.size)
+    dataset.unlabelled = max(0, ctx.catalog.count_embedded() - dataset.size)
     return dataset

@@ -1,29 +1,24 @@
-"""The audit's label probabilities: zero-shot (the model's cosines, or a stored head's scores) mixed with
-the labels of each item's nearest neighbours."""
+"""The audit's label probabilities: the one scorer of labels (``query.scoring``: cosines, or a stored head)
+mixed with the labels of each item's nearest neighbours."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
-
 import numpy as np
 
-from ..query.classify import label_embeddings, softmax
-
-if TYPE_CHECKING:
-    from ..index import Index
+from ..query.scoring import LabelScores
 
 
-class LabelScorer:
-    """Label probabilities of a chunk: zero-shot softmax mixed with the neighbours' label vote. The
-    zero-shot logits are the model's (cosines times its logit scale), or a stored head's scores."""
+class NeighbourMix:
+    """Label probabilities of a chunk: zero-shot probabilities mixed with the neighbours' label vote,
+    ``weight`` of the vote (0: pure zero-shot)."""
 
-    def __init__(self, text: np.ndarray, scale: float, weight: float,
-                 logits: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
-        self.text, self.scale, self.weight = text, scale, weight
-        self.logits = logits or (lambda vectors: (vectors @ self.text.T) * self.scale)
+    def __init__(self, scores: LabelScores, weight: float) -> None:
+        self.scores, self.weight = scores, weight
+        assert scores.text is not None, "the audit's centroids need the labels' text embeddings"
+        self.text: np.ndarray = scores.text
 
     def __call__(self, vectors: np.ndarray, neighbour_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zero_shot = softmax(self.logits(vectors))
+        zero_shot = self.scores.probabilities(vectors)
         if self.weight == 0.0:
             return zero_shot, zero_shot
         votes = np.zeros_like(zero_shot)
@@ -34,14 +29,3 @@ class LabelScorer:
         mixed = zero_shot.copy()  # an item without labelled neighbours keeps its zero-shot probabilities
         mixed[voted] = (1 - self.weight) * zero_shot[voted] + self.weight * votes[voted] / total[voted]
         return zero_shot, mixed
-
-
-def label_scorer(index: "Index", labels: Sequence[str], templates: str, neighbour_weight: float,
-                 head: Optional[str] = None) -> LabelScorer:
-    """The scorer of ``labels``: the head's scores over them when ``head`` names a stored head."""
-    text = label_embeddings(index, labels, templates)
-    if head is None:
-        return LabelScorer(text, index.logit_scale, neighbour_weight)
-    trained = index.head(head)
-    columns = trained.columns(labels)
-    return LabelScorer(text, index.logit_scale, neighbour_weight, lambda vectors: trained.scores(vectors)[:, columns])

@@ -49,7 +49,23 @@ class IndexerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except IndexerError as exc:
-            raise click.ClickException(safe(str(exc))) from None
+            message = f"{flag_of(self, exc.param)}: {exc.message}" if exc.param else str(exc)
+            raise click.ClickException(safe(message)) from None
+
+
+def flag_of(command: click.Command, param: str) -> str:
+    """How the command line spells the library argument ``param`` (``top_k`` -> ``--top-k``)."""
+    found = [p for p in _params(command) if p.name == param]
+    if found and found[0].opts:
+        return max(found[0].opts, key=len)
+    return "--" + param.replace("_", "-")
+
+
+def _params(command: click.Command) -> list[click.Parameter]:
+    params = list(command.params)
+    for sub in getattr(command, "commands", {}).values():
+        params += _params(sub)
+    return params
 
 
 @click.group(cls=IndexerGroup, context_settings=CONTEXT)

@@ -92,17 +92,11 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
 def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Optional[int], root: Optional[Path],
          templates: Optional[str], output: Optional[Path], no_report: bool, max_rows: int, thumbnails: bool,
          options: AuditOptions, model: dict[str, Any], show_progress: bool, as_json: bool) -> None:
-    from ..audit.dataset import csv_labels, folder_labels, run_labels
     from ..audit.report import write_report
     from ..audit.summary import summary_lines
 
     with open_from_cli(index_dir, **model) as index:
-        if use_run:
-            dataset = run_labels(index, run_id)
-        elif labels_file is not None:
-            dataset = csv_labels(index, labels_file, root)
-        else:
-            dataset = folder_labels(index, root)
+        dataset = index.audit_labels(labels_file, root, run_id, from_run=use_run)
         options.templates = templates or dataset.templates or "default"
         with progress_bars(show_progress) as bars:
             result = index.audit(dataset, options, progress=bars)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -49,12 +50,52 @@ index_option = options(
     click.option("--index", "index_dir", envvar="INDEXER_INDEX", required=True,
                  type=click.Path(file_okay=False, path_type=Path),
                  help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX."),
-    click.option("--catalog", envvar="INDEXER_CATALOG", expose_value=False, callback=_remember_catalog,
+    click.option("--catalog", expose_value=False, callback=_remember_catalog,
                  metavar="URL", help="Keep the catalog in this database instead of the index folder's SQLite "
                  "file, e.g. postgresql+psycopg://user@host/db (needs indexer[cluster]); the FAISS files stay "
                  "in --index. Also from $INDEXER_CATALOG."),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def _results_only_on_stdout(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """With ``--json`` stdout carries the JSON and nothing else: while the command runs, whatever a library
+    writes to stdout (a quantiser's progress bar, a C library's notice) goes to stderr, at the level of the
+    file descriptor, and the results go to the real stdout through ``results()``."""
+    if not value or RESULTS in ctx.meta:
+        return value
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-process runner's buffer: no descriptor to move
+        fd = None
+    if fd is None:
+        stream = sys.stdout
+        sys.stdout = sys.stderr
+
+        def restore() -> None:
+            sys.stdout = stream
+    else:
+        saved = os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+        stream = os.fdopen(saved, "w", encoding="utf-8", closefd=True)
+
+        def restore() -> None:
+            stream.flush()
+            sys.stdout.flush()
+            os.dup2(saved, fd)
+            stream.close()
+    ctx.meta[RESULTS] = stream
+    ctx.call_on_close(restore)
+    return value
+
+
+RESULTS = "indexer.results"
+json_option = click.option("--json", "as_json", is_flag=True, callback=_results_only_on_stdout,
+                           help="Print machine-readable JSON on stdout (and nothing else there).")
+
+
+def results() -> Any:
+    """Where results go: the real stdout (under ``--json``, while libraries' output is sent to stderr)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(RESULTS, sys.stdout) if ctx is not None else sys.stdout
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Progress bar on stderr (default: when a terminal).")
 templates_option = click.option(
@@ -69,11 +110,11 @@ model_options = options(
                  help="open_clip pretrained tag for --model, or 'random' (benchmarks only)."),
     click.option("--weights", type=click.Path(dir_okay=False, exists=True),
                  help="A local checkpoint file for --model (works offline)."),
-    click.option("--device", envvar="INDEXER_DEVICE", help="cuda, cuda:1, mps or cpu. Default: the best available."),
-    click.option("--runtime", type=click.Choice(["auto", "openvino", "torch"]), envvar="INDEXER_RUNTIME",
+    click.option("--device", help="cuda, cuda:1, mps or cpu. Default: the best available. Also from $INDEXER_DEVICE."),
+    click.option("--runtime", type=click.Choice(["auto", "openvino", "torch"]),
                  help="Inference runtime. auto (default): OpenVINO on the CPU (the model is converted once and "
                       "cached; no torch afterwards), torch on a GPU."),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), envvar="INDEXER_PRECISION",
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]),
                  help="OpenVINO precision. auto (default): bf16 where the CPU has the units, else fp32; int8 "
                       "quantises the image tower, calibrated on the collection (needs indexer[int8])."),
 )
@@ -84,15 +125,9 @@ def open_from_cli(index_dir: Path, model: Optional[str] = None, pretrained: Opti
     """Opens the index with the model and settings the command line gives (``None``: the default)."""
     from ..index import open_index
 
-    config = Settings()
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.find_root().meta.get("indexer.catalog"):
-        config.catalog = ctx.find_root().meta["indexer.catalog"]
-    if device:
-        config.device = device
-    for key, value in settings.items():
-        if value is not None:
-            setattr(config, key, value)
+    catalog = ctx.find_root().meta.get("indexer.catalog") if ctx is not None else None
+    config = Settings().replace(catalog=catalog, device=device, **settings)
     return open_index(index_dir, model, pretrained=pretrained, weights=weights, settings=config, create=create)
 
 
@@ -128,7 +163,7 @@ def progress_bars(enabled: bool, unit: str = "img", together: bool = False) -> I
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False), file=results())
 
 
 def err(message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .common import CONTEXT, echo_json, echo_lines, err, index_option, json_option, open_from_cli, progress_bars, \
+from .common import CONTEXT, echo_json, echo_lines, index_option, json_option, open_from_cli, progress_bars, \
     progress_enabled, progress_option, safe
 
 

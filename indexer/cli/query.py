@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, \
+from .common import CONTEXT, echo_json, err, results, index_option, json_option, model_options, open_from_cli, \
     progress_bars, progress_enabled, progress_option, safe, templates_option
 
 
@@ -93,7 +93,7 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
             label_list = index.head(head).classes
         if output is not None:
             sinks.append(stack.enter_context(PredictionWriter(output, min(top_k, len(label_list)))))
-        stream = JsonArrayStream(sys.stdout) if as_json else None
+        stream = JsonArrayStream(results()) if as_json else None
         if stream is not None:
             sinks.append(stream)
         elif output is None:

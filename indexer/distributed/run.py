@@ -89,7 +89,7 @@ class RayEmbedding:
         options = ray.get(actors[0].read_options.remote())  # the one ReadOptions, built where the model is
         batch_size = self.settings.resolved_batch_size("cuda" if self.gpus_per_worker else "cpu")
         decode = ray.remote(decode_shard).options(num_cpus=1, max_retries=RETRIES)
-        reader = catalog.pending_reader()
+        reader = catalog.worklist.pending_reader()
         faults = _faults.active()
         queue, running = deque(shards), {}
         load = {i: 0 for i in range(len(actors))}
@@ -128,7 +128,7 @@ class RayEmbedding:
         summary.embedded = after[1] - before[1]
         summary.reused += max(0, after[0] - before[0] - summary.embedded)
         if summary.embedded:
-            catalog.record_runtime(runtime, precision, summary.embedded)
+            catalog.worklist.record_runtime(runtime, precision, summary.embedded)
         if left_pending:
             report.warn(f"{left_pending} shards could not be finished (their workers kept dying); their items stay "
                         "pending: run the same command again to finish them")
@@ -166,4 +166,4 @@ class RayEmbedding:
 
 def _settled(catalog: Any) -> tuple[int, int]:
     """(embedded items, distinct contents): their growth is what the run embedded, however often Ray retried."""
-    return catalog.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.count_contents()
+    return catalog.items.counts_by_state().get(ItemState.EMBEDDED.value, 0), catalog.embeddings.count()

@@ -26,10 +26,10 @@ class Shard:
 def plan_shards(catalog: Any, shard_items: int) -> list[Shard]:
     """Shards covering every pending item of ``catalog``: id ranges of ``shard_items`` ids each (fewer
     pending items where some ids are settled), then the archives."""
-    low, high = catalog.pending_id_bounds()
+    low, high = catalog.worklist.pending_id_bounds()
     shards = [Shard(n, Selection.id_range(start, min(start + shard_items - 1, high)))
               for n, start in enumerate(range(low, high + 1, shard_items))]
-    reader = catalog.pending_reader()
+    reader = catalog.worklist.pending_reader()
     try:
         archives = reader.containers()
     finally:

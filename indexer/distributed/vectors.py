@@ -29,7 +29,7 @@ def fill_range(trained: Any, index_dir: str, catalog_url: Optional[str], after_i
     part = faiss.deserialize_index(trained)
     catalog = Catalog(Path(index_dir) / CATALOG_FILE, catalog_url)
     try:
-        for ids, matrix in catalog.iter_embeddings(after_id=after_id, upto_id=upto_id):
+        for ids, matrix in catalog.embeddings.pages(after_id=after_id, upto_id=upto_id):
             part.add_with_ids(matrix, ids)
     finally:
         catalog.close()
@@ -50,7 +50,7 @@ class RayFiller:
         from ..store.vectors import merge_ivf
 
         ray = self.ray
-        low, high = self.catalog.embedding_id_range()
+        low, high = self.catalog.embeddings.id_range()
         blob = ray.put(faiss.serialize_index(trained))
         task = ray.remote(fill_range).options(num_cpus=1, max_retries=RETRIES)
         running = [task.remote(blob, str(self.index_dir), self.catalog_url, start, min(start + self.range_ids, high))

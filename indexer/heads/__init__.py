@@ -19,6 +19,6 @@ Hyper-parameters and the calibration constant are chosen on held-out *seen* clas
 ``generative`` import torch.
 """
 
-from .head import METHODS, Head
+from ..query.head import METHODS, Head
 
 __all__ = ["METHODS", "Head"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HeadError
-from .head import normalise
+from ..query.head import normalise
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import HeadError
 from .fit import Linear, balanced_weights, check_inputs, check_unlabelled, fit_softmax, generator, single_threaded
-from .head import normalise
+from ..query.head import normalise
 from .transductive import Refined, pooled_covariance, refine_means, regress_means
 
 GENERATORS: tuple[str, ...] = ("gaussian", "wgan")

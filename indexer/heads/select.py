@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import HeadError
-from ..query.classify import softmax
+from ..query.scoring import softmax
 from ..query.gzsl import per_class_h, tune_calibration
 from .fit import Linear, check_inputs, check_unlabelled
 

@@ -1,5 +1,5 @@
 """Heads against an index: training from labelled items already in it (stored embeddings only, never an
-image), and loading a stored head, refused when it belongs to another model."""
+image). Loading a stored head, refused when it belongs to another model, is ``query.head.load_head``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 from ..errors import HeadError
 from ..query.labels import read_label_csv, read_text
 from ..store.paths import uri_under
-from .head import METHODS, Head, arrays_from_blob
+from ..query.head import METHODS, Head, load_head
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 UNLABELLED_LIMIT = 20_000  # unlabelled items EM reads at most (a seeded sample beyond)
@@ -56,7 +56,7 @@ def read_attributes(path: Union[str, Path], classes: Sequence[str]) -> np.ndarra
     return matrix
 
 
-def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequence[str]
+def labelled_items(ctx: "IndexContext", labels_csv: Union[str, Path], classes: Sequence[str]
                    ) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     """(stored embeddings, class positions, unreadable items left out, every labelled path) of a
     ``path,label`` CSV's items;
@@ -74,19 +74,19 @@ def labelled_items(index: "Index", labels_csv: Union[str, Path], classes: Sequen
     if not given:
         raise HeadError(f"{labels_csv} labels no item")
     uris = list(given)
-    found, embeddings = index.catalog.embeddings_for_uris(uris)
-    failed = set(index.catalog.failed_uris([u for u, ok in zip(uris, found) if not ok]))
+    found, embeddings = ctx.catalog.embeddings.for_uris(uris)
+    failed = set(ctx.catalog.items.failed_uris([u for u, ok in zip(uris, found) if not ok]))
     absent = [u for u, ok in zip(uris, found) if not ok and u not in failed]
     if absent:
-        raise HeadError(f"{len(absent)} labelled items are not in the index at {index.path}, e.g. {absent[0]}; "
-                        f"ingest them first (indexer ingest ... --index {index.path})")
+        raise HeadError(f"{len(absent)} labelled items are not in the index at {ctx.path}, e.g. {absent[0]}; "
+                        f"ingest them first (indexer ingest ... --index {ctx.path})")
     if not found.any():
         raise HeadError(f"none of the items of {labels_csv} could be read; nothing to train on")
     labels = np.array([position[given[u]] for u, ok in zip(uris, found) if ok], dtype=np.int64)
     return embeddings, labels, len(failed), uris
 
 
-def unlabelled_items(index: "Index", unlabelled: str, labelled_uris: Sequence[str], seed: int = 0,
+def unlabelled_items(ctx: "IndexContext", unlabelled: str, labelled_uris: Sequence[str], seed: int = 0,
                      limit: int = UNLABELLED_LIMIT) -> tuple[Optional[np.ndarray], str, int]:
     """(stored embeddings of up to ``limit`` unlabelled items, the choice as stored, how many matched).
 
@@ -99,23 +99,23 @@ def unlabelled_items(index: "Index", unlabelled: str, labelled_uris: Sequence[st
     prefix = None
     if unlabelled != "all":
         prefix = unlabelled if "::" in unlabelled else os.path.abspath(os.path.expanduser(unlabelled))
-    labelled = {content for _, content in index.catalog.items_by_uris(list(labelled_uris)).values()}
+    labelled = {content for _, content in ctx.catalog.items.by_uris(list(labelled_uris)).values()}
     contents: set[int] = set()
-    for page in index.catalog.iter_live_items():
+    for page in ctx.catalog.items.iter_live():
         contents.update(content for _, uri, content in page
                         if content not in labelled and (prefix is None or uri_under(uri, prefix)))
     if prefix is not None and not contents:
-        raise HeadError(f"--unlabelled {unlabelled}: no unlabelled item of the index at {index.path} is at or "
+        raise HeadError(f"{unlabelled}: no unlabelled item of the index at {ctx.path} is at or "
                         f"below {prefix}; give a folder, an archive or a file already ingested (indexer ingest), "
-                        "'all' or 'none'")
+                        "'all' or 'none'", param="unlabelled")
     ids = sorted(contents)
     if len(ids) > limit:
         ids = sorted(np.random.default_rng(seed).choice(ids, limit, replace=False).tolist())
-    _, embeddings = index.catalog.embeddings_by_id(ids)
+    _, embeddings = ctx.catalog.embeddings.by_ids(ids)
     return (embeddings if len(ids) else None), (prefix or "all"), len(contents)
 
 
-def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes: Sequence[str],
+def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], classes: Sequence[str],
                method: str = "generative", attributes: Optional[Union[str, Path]] = None,
                templates: str = "default", seed: int = 0, generator: str = "gaussian", replace: bool = False,
                grid: Optional[Sequence[Mapping[str, Any]]] = None, unlabelled: str = "all") -> Head:
@@ -138,11 +138,11 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
     classes = list(dict.fromkeys(classes))
     if len(classes) < 3:
         raise HeadError("a head needs at least three classes")
-    if not replace and index.catalog.head_row(name) is not None:
+    if not replace and ctx.catalog.heads.get(name) is not None:
         raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                         f"(indexer heads delete {name}) or pass --replace")
-    features, labels, unreadable, uris = labelled_items(index, labels_csv, classes)
-    pool, choice, matching = unlabelled_items(index, unlabelled, uris, seed)
+    features, labels, unreadable, uris = labelled_items(ctx, labels_csv, classes)
+    pool, choice, matching = unlabelled_items(ctx, unlabelled, uris, seed)
     seen = np.zeros(len(classes), dtype=bool)
     seen[np.unique(labels)] = True
     if seen.all():
@@ -150,9 +150,9 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
     if attributes is not None:
         descriptions = read_attributes(attributes, classes)
     else:
-        from ..query.classify import label_embeddings
+        from ..query.scoring import label_embeddings
 
-        descriptions = label_embeddings(index, classes, templates)
+        descriptions = label_embeddings(ctx.texts, classes, templates)
     fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator,
                       unlabelled=pool)
     hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed, "unlabelled": choice,
@@ -162,32 +162,11 @@ def train_head(index: "Index", name: str, labels_csv: Union[str, Path], classes:
                "unseen_classes": int((~seen).sum()), "train_seconds": fitted.seconds,
                "unlabelled_items": 0 if pool is None else int(len(pool)), "unlabelled_matching": matching,
                # Contents stored by then (ids only grow): what an evaluation checks its pictures against.
-               "unlabelled_upto_embedding_id": 0 if pool is None else int(index.catalog.embedding_id_range()[1]),
+               "unlabelled_upto_embedding_id": 0 if pool is None else int(ctx.catalog.embeddings.id_range()[1]),
                "validation": fitted.selection}
     head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
-                seen_mask=seen, model_key=index.model_key(), calibration=fitted.calibration, hparams=hparams,
+                seen_mask=seen, model_key=ctx.model.key, calibration=fitted.calibration, hparams=hparams,
                 figures=figures)
-    index.catalog.save_head(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
+    ctx.catalog.heads.save(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
                             replace=replace)
-    return load_head(index, name)
-
-
-def load_head(index: "Index", name: str) -> Head:
-    """The stored head ``name``, refused when it was trained for another model than the index's."""
-    row = index.catalog.head_row(name)
-    if row is None:
-        known = [r.name for r in index.catalog.head_rows()]
-        hint = f"stored heads: {', '.join(known)}" if known else "there is none yet (indexer heads train)"
-        raise HeadError(f"no head named {name!r} in the index at {index.path}; {hint}")
-    key = index.model_key()
-    if row.model_key != key:
-        raise HeadError(f"head {name!r} was trained for another model (key {row.model_key[:12]}) than this index's "
-                        f"(key {key[:12]}): its weights score another model's embeddings. Train it again on this "
-                        f"index: indexer heads train {name} --replace --index {index.path} ...")
-    weight, bias, seen = arrays_from_blob(row.weights, name)
-    if len(weight) != len(row.classes) or weight.shape[1] != index.dim:
-        raise HeadError(f"head {name!r} does not fit this index ({weight.shape} weights, {len(row.classes)} "
-                        f"classes, {index.dim}-d embeddings); train it again")
-    return Head(name=row.name, method=row.method, classes=row.classes, weight=weight, bias=bias, seen_mask=seen,
-                model_key=row.model_key, calibration=float(row.hparams.get("calibration", 0.0)),
-                hparams=row.hparams, figures=row.figures, created_at=row.created_at)
+    return load_head(ctx.catalog, ctx.model, name, ctx.path)

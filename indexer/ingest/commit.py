@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _faults
 from ..store.codec import vector_to_blob
-from ..store.items import EmbeddedRecord, FailedRecord
+from ..store.worklist import EmbeddedRecord, FailedRecord
 from .read import Batch, ItemRecord
 from .summary import IngestSummary
 
@@ -22,7 +22,7 @@ def commit_batch(catalog: "Catalog", batch: Batch, embedder: Any, summary: Inges
     Returns the failed records (for the warnings)."""
     records = batch.records
     ok = [r for r in records if r.kind == "ok"]
-    existing = catalog.embedding_ids_for_contents(r.sha256 for r in ok) if ok else {}
+    existing = catalog.embeddings.ids_for_contents(r.sha256 for r in ok) if ok else {}
     fresh: dict[str, int] = {}  # sha -> row of batch.images
     for row, r in enumerate(ok):
         if r.sha256 not in existing and r.sha256 not in fresh:
@@ -33,7 +33,7 @@ def commit_batch(catalog: "Catalog", batch: Batch, embedder: Any, summary: Inges
                                embedding_id=r.embedding_id if r.kind == "known" else existing.get(r.sha256))
                 for r in records if r.kind != "failed"]
     failed = [r for r in records if r.kind == "failed"]
-    catalog.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
+    catalog.worklist.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
                          [FailedRecord(r.item_id, r.reason, r.detail, r.sha256) for r in failed])
     for row, r in enumerate(ok):
         if fresh.get(r.sha256) == row:

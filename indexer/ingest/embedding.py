@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple,
 import numpy as np
 
 from .. import _faults
-from ..store.items import FailedRecord
+from ..store.worklist import FailedRecord
 from .commit import commit_batch
 from .read import STUCK_DETAILS, read_options
 from .summary import IngestSummary
@@ -97,7 +97,7 @@ class LocalEmbedding:
             workers = settings.resolved_workers(embedder.device)
             while True:
                 # The work list is the catalog: after a decode worker dies, fresh workers take up what is pending.
-                loader = BatchLoader(catalog.pending_reader(), options, settings.resolved_batch_size(embedder.device),
+                loader = BatchLoader(catalog.worklist.pending_reader(), options, settings.resolved_batch_size(embedder.device),
                                      workers, settings.worker_nice)
                 try:
                     for batch in _calibrated(embedder, iter(loader), report.warn):
@@ -114,7 +114,7 @@ class LocalEmbedding:
                     report.warn(f"{error}; reading the rest in this process")
                     workers = 0
         if summary.embedded:
-            catalog.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
+            catalog.worklist.record_runtime(embedder.runtime, embedder.precision, summary.embedded)
 
     def filler(self) -> None:
         return None
@@ -154,8 +154,8 @@ def _fail_stuck(catalog: "Catalog", notes: str, error: str, summary: IngestSumma
     if not stuck:
         return False
     records = [FailedRecord(item_id, reason, STUCK_DETAILS.get(reason)) for item_id, reason in stuck.items()]
-    catalog.commit_batch({}, [], records)
-    uris = catalog.item_uris(list(stuck))
+    catalog.worklist.commit_batch({}, [], records)
+    uris = catalog.items.uris(list(stuck))
     for record in records:
         summary.count_failure(record.reason)
     report.skipped(Skipped(uris.get(r.item_id, f"item {r.item_id}"), r.reason, r.detail) for r in records)

@@ -89,7 +89,7 @@ class CatalogLease:
         self.lost = False
 
     def __enter__(self) -> "CatalogLease":
-        held = self.catalog.acquire_lease(LEASE_NAME, self.holder, self.ttl)
+        held = self.catalog.leases.acquire(LEASE_NAME, self.holder, self.ttl)
         if held is not None:
             raise IndexBusyError(
                 f"the index with catalog {self.catalog.location} is being ingested into by {held.holder} (its lease "
@@ -101,7 +101,7 @@ class CatalogLease:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                if not self.catalog.renew_lease(LEASE_NAME, self.holder, self.ttl):
+                if not self.catalog.leases.renew(LEASE_NAME, self.holder, self.ttl):
                     self.lost = True
                     return
             except IndexerError:
@@ -117,7 +117,7 @@ class CatalogLease:
         if self._thread is not None:
             self._thread.join()
         if not self.lost:
-            self.catalog.release_lease(LEASE_NAME, self.holder)
+            self.catalog.leases.release(LEASE_NAME, self.holder)
 
 
 def ingest_lock(index_dir: Path, catalog: Any,

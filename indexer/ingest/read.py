@@ -27,7 +27,7 @@ from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents
 from ..media.decode import decode_image, limit_aspect, time_limit
 from ..media.guard import DecodeWatchdog, hard_limit
 from ..media.sources import read_bytes
-from ..store.items import PendingReader
+from ..store.worklist import PendingReader
 
 if TYPE_CHECKING:
     from ..config import Settings

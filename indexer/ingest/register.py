@@ -19,7 +19,7 @@ from ..errors import DecodeError
 from ..media.archives import iter_archive_members
 from ..media.entries import ArchiveSource, SourceEntry, storable_path
 from ..store.catalog import Catalog
-from ..store.items import ArchiveRecord
+from ..store.worklist import ArchiveRecord
 from ..store.schema import ItemState
 from .summary import IngestSummary
 
@@ -47,9 +47,9 @@ def expand_archives(catalog: Catalog, entries: Iterable[Union[SourceEntry, Archi
         if isinstance(entry, SourceEntry):
             yield entry
             continue
-        known = catalog.archive(entry.uri)
+        known = catalog.worklist.archive(entry.uri)
         if known and known.complete and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
-            settled = catalog.settle_unchanged_archive(entry.uri, run_id)
+            settled = catalog.worklist.settle_unchanged_archive(entry.uri, run_id)
             summary.unchanged += settled
             summary.scanned += settled
             continue
@@ -61,7 +61,7 @@ def expand_archives(catalog: Catalog, entries: Iterable[Union[SourceEntry, Archi
         except DecodeError as exc:
             warn(f"skipping the rest of {entry.uri}: {exc.reason} ({exc.detail})")
             summary.count_failure(exc.reason)
-            catalog.record_archive(ArchiveRecord(entry.uri, entry.size, entry.mtime_ns, members, complete=False))
+            catalog.worklist.record_archive(ArchiveRecord(entry.uri, entry.size, entry.mtime_ns, members, complete=False))
             continue
         yield ArchiveDone(entry, members)
 
@@ -81,7 +81,7 @@ def register(catalog: Catalog, entries: Iterable[Union[SourceEntry, ArchiveSourc
         files = list({e.uri: e for e in chunk if isinstance(e, SourceEntry)}.values())
         finished = [e.record() for e in chunk if isinstance(e, ArchiveDone)]
         summary.scanned += len(files)
-        known = catalog.known_items([e.uri for e in files]) if files else {}
+        known = catalog.worklist.known_items([e.uri for e in files]) if files else {}
         seen, new, changed = [], [], []
         for entry in files:
             state = FAILED if entry.problem else PENDING
@@ -103,7 +103,7 @@ def register(catalog: Catalog, entries: Iterable[Union[SourceEntry, ArchiveSourc
                                 "failure_reason": entry.problem})
                 if entry.problem:
                     summary.count_failure(entry.problem)
-        summary.deleted += catalog.apply_scan(run_id, new, changed, seen, finished)
+        summary.deleted += catalog.worklist.apply_scan(run_id, new, changed, seen, finished)
 
 
 def mark_missing(catalog: Catalog, sources: Iterable[Path], run_id: int) -> int:
@@ -115,6 +115,6 @@ def mark_missing(catalog: Catalog, sources: Iterable[Path], run_id: int) -> int:
     for source in sources:
         path = Path(source).expanduser()
         if path.is_dir():
-            deleted += catalog.mark_unseen_deleted(storable_path(str(path.resolve()))[0].rstrip(os.sep) + os.sep,
+            deleted += catalog.worklist.mark_unseen_deleted(storable_path(str(path.resolve()))[0].rstrip(os.sep) + os.sep,
                                                    run_id)
     return deleted

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def purge_deleted(index: "Index") -> int:
     """Removes deleted items for good, and the embeddings (and vectors) no item uses any more."""
-    purged, orphans = index.catalog.purge_deleted()
+    purged, orphans = index.catalog.worklist.purge_deleted()
     index.remove_vectors(orphans)
     return purged
 
@@ -56,12 +56,12 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
 
     try:
         with ingest_lock(index.path, catalog, index.settings.lease_seconds) as lock:
-            summary.run_id = catalog.start_ingest_run()
+            summary.run_id = catalog.runs.start_ingest()
             folders: list[Path] = []
             register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
                      retry_failed, summary, warn)
             summary.deleted += mark_missing(catalog, folders, summary.run_id)
-            todo = catalog.pending_count()
+            todo = catalog.worklist.pending_count()
             if todo:
                 report = Report(warn, progress, lock.check)
                 embedding.embed_pending(catalog, todo, summary, report)
@@ -72,7 +72,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
                                                      or not index.vectors_file_exists()):
                 index.vectors(filler=embedding.filler())  # brings the FAISS file in step with the catalog
             summary.seconds = round(time.time() - started, 3)
-            catalog.finish_ingest_run(summary.run_id, named, summary.to_dict())
+            catalog.runs.finish_ingest(summary.run_id, named, summary.to_dict())
     finally:
         embedding.close()
     return summary

@@ -3,28 +3,38 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
-import os
 import platform
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ModelError
+from ..config import library_env
+from ..errors import ModelError, RuntimeUnsupported
 from . import bundled
-from .embedder import Embedder, PreprocessConfig
+from .embedder import PRECISIONS, ClipEmbedder, Embedder, PreprocessConfig
 from .spec import RANDOM, ModelSpec, same_model
 
-__all__ = ["Embedder", "ModelSpec", "PreprocessConfig", "RANDOM", "RUNTIMES", "same_model", "list_models",
-           "load_model", "bundled"]
+__all__ = ["Embedder", "ModelSpec", "PreprocessConfig", "PRECISIONS", "RANDOM", "RUNTIMES", "same_model",
+           "list_models", "load_model", "bundled"]
 
-RUNTIMES = ("auto", "openvino", "torch")
+# The runtimes, each a ``ClipEmbedder``: (module, class), imported when a model loads (the modules
+# import torch or OpenVINO only then, but a query on numpy should not even read them).
+RUNTIME_CLASSES = {"openvino": ("openvino_clip", "OpenVinoClipEmbedder"), "torch": ("torch_clip", "TorchClipEmbedder")}
+RUNTIMES = ("auto", *RUNTIME_CLASSES)
 log = logging.getLogger(__name__)
+
+
+def runtime_class(runtime: str) -> type[ClipEmbedder]:
+    """The class of ``runtime`` (a key of ``RUNTIME_CLASSES``)."""
+    module, name = RUNTIME_CLASSES[runtime]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def accelerator_present() -> bool:
     """Whether torch would find a GPU (CUDA, Apple's MPS), judged without importing torch."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+    if library_env("CUDA_VISIBLE_DEVICES") == "":
         return False
     if Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists():
         return True
@@ -54,19 +64,13 @@ def load_model(spec: ModelSpec, device: Optional[str] = None, threads: Optional[
     cannot run (its tokenizer, say) falls back to torch with a warning."""
     chosen = choose_runtime(runtime, device)
     if chosen == "openvino":
-        from .openvino_clip import OpenVinoClipEmbedder, RuntimeUnsupported
-
         try:
-            return OpenVinoClipEmbedder(spec, precision=precision, threads=threads)
+            return runtime_class("openvino")(spec, device=device, threads=threads, precision=precision)
         except RuntimeUnsupported as exc:
             if runtime == "openvino":
                 raise
             log.warning("%s; running it on torch instead", exc)
-    if precision not in ("auto", "fp32", "fp16"):
-        raise ModelError(f"--precision {precision} needs the OpenVINO runtime on the CPU (--runtime openvino)")
-    from .torch_clip import TorchClipEmbedder
-
-    return TorchClipEmbedder(spec, device=device, threads=threads)
+    return runtime_class("torch")(spec, device=device, threads=threads, precision=precision)
 
 
 def list_models(include_pretrained: bool = True) -> list[dict[str, Any]]:

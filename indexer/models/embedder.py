@@ -8,14 +8,22 @@ model or importing torch, whatever runtime embeds them.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ..errors import ModelError
 from .preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
 
 FeatureMatrix = np.ndarray  # float32, shape (n, dim), rows L2-normalised
 ImageBatch = np.ndarray  # float32, shape (n, 3, size, size), preprocessed
+# The precisions one may ask for. auto: the runtime's best (OpenVINO: bf16 where the CPU has the units,
+# else fp32; torch: fp16 on CUDA, else fp32); fp32, bf16 and int8 (the image tower quantised) on OpenVINO.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @runtime_checkable
@@ -42,3 +50,44 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> FeatureMatrix:
         """Embeddings of texts (tokenised by the model's own tokenizer)."""
         ...
+
+
+class ClipEmbedder(ABC):
+    """What the runtimes share (``load_model`` picks one from ``models.RUNTIME_CLASSES``): one
+    constructor signature, the precisions a runtime accepts, and the identity a catalog records. A
+    runtime sets the attributes of ``Embedder`` in its constructor and implements the two ``embed_*``."""
+
+    runtime: str
+    device: str
+    # What ``precision`` a runtime accepts; ``check_precision`` refuses the others.
+    precisions: tuple[str, ...] = PRECISIONS
+    spec: "ModelSpec"
+    dim: int
+    image_size: int
+    logit_scale: float
+    preprocess_config: PreprocessConfig
+    preprocess: Any
+
+    @abstractmethod
+    def __init__(self, spec: "ModelSpec", device: Optional[str] = None, threads: Optional[int] = None,
+                 precision: str = "auto") -> None:
+        """Loads ``spec`` on ``device`` (None: the runtime's choice) with at most ``threads`` threads."""
+
+    @classmethod
+    def check_precision(cls, precision: str) -> None:
+        if precision not in cls.precisions:
+            raise ModelError(f"--precision {precision}: choose one of {', '.join(cls.precisions)}")
+
+    def identity(self) -> dict[str, Any]:
+        """The spec's identity with what the loaded model adds: embedding size, picture size, logit scale."""
+        identity = self.spec.identity()
+        identity.update(embed_dim=self.dim, image_size=self.image_size, logit_scale=self.logit_scale)
+        return identity
+
+    @abstractmethod
+    def embed_images(self, batch: ImageBatch) -> FeatureMatrix:
+        """Embeddings of a batch of preprocessed pictures."""
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> FeatureMatrix:
+        """Embeddings of texts (tokenised by the model's own tokenizer)."""

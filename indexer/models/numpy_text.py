@@ -16,7 +16,6 @@ mask, pooling at the end-of-text token); any other returns the reason and the ru
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -220,15 +219,19 @@ def export(model: "torch.nn.Module", folder: Path) -> Optional[str]:
         "activation": "quick_gelu" if isinstance(blocks[0].mlp.gelu, QuickGELU) else "gelu",
         "pool": model.text_pool_type, "eos_id": getattr(model, "text_eos_id", None), "arrays": {},
     }
-    offset = 0
-    staging = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    with staging.open("wb") as handle:
-        for name, array in arrays.items():
-            table["arrays"][name] = [offset, list(array.shape)]
-            handle.write(array.astype(np.float32).tobytes())
-            offset += array.size
-    os.replace(staging, folder / WEIGHTS_FILE)
-    (folder / TABLE_FILE).write_text(json.dumps(table), encoding="utf-8")
+    from ..fileio import atomic_write  # here, with torch: a query that loads the tower never needs it
+
+    def write_weights(staging: Path) -> None:
+        offset = 0
+        with staging.open("wb") as handle:
+            for name, array in arrays.items():
+                table["arrays"][name] = [offset, list(array.shape)]
+                handle.write(array.astype(np.float32).tobytes())
+                offset += array.size
+
+    # The weights first, the table last: a tower is loaded only once its table is there (``load``).
+    atomic_write(folder / WEIGHTS_FILE, write_weights)
+    atomic_write(folder / TABLE_FILE, lambda staging: staging.write_text(json.dumps(table), encoding="utf-8"))
     return None
 
 

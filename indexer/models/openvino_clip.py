@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -25,12 +24,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ModelError
-from . import bundled
-from .embedder import FeatureMatrix, ImageBatch
-from . import numpy_text
+from ..config import cache_dir
+from ..errors import ModelError, OpenVinoUnavailable, RuntimeUnsupported
+from ..fileio import atomic_write
+from . import bundled, numpy_text
+from .embedder import ClipEmbedder, FeatureMatrix, ImageBatch
 from .numpy_text import NUMPY_TEXT_ROWS, NumpyTextTower
-from .openvino_runtime import IMAGE_INT8_IR, META_FILE, OpenVinoTowers, convert, is_converted, model_folder
+from .openvino_runtime import (IMAGE_INT8_IR, META_FILE, PRECISIONS, OpenVinoTowers, convert, is_converted,
+                               model_folder)
 from .preprocess import PreprocessConfig, Preprocessor
 from .spec import ModelSpec
 from .tokenizer import ClipTokenizer, default_bpe_path
@@ -42,25 +43,12 @@ NUMPY_AGREEMENT = 0.99999  # the same for the numpy text tower: both compute in 
 NUMPY_CALLS_BEFORE_COMPILE = 3  # questions answered in numpy before a long-lived process compiles the tower
 PROBE_TEXTS = ("a photo of a dog", "a red star on a blue background", "", "Ünïcode — émoji 🦊 and CJK 漢字",
                "a very long caption " * 12)
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 TOKENIZER_TABLES = "tokenizer-v2.pickle"  # v2: merge ranks keyed by "first second" strings
 
 
-class RuntimeUnsupported(ModelError):
-    """This model cannot run on OpenVINO here (its tokenizer, or its towers disagree after conversion)."""
-
-
-def cache_root() -> Path:
-    """Where converted models are kept: ``$INDEXER_CACHE``, else the user's cache folder."""
-    configured = os.environ.get("INDEXER_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "indexer"
-
-
 def openvino_cache() -> Path:
-    return cache_root() / "openvino"
+    """Where converted models are kept: ``openvino/`` in indexer's cache folder (``config.cache_dir``)."""
+    return cache_dir() / "openvino"
 
 
 def identity_key(spec: ModelSpec) -> str:
@@ -70,9 +58,8 @@ def identity_key(spec: ModelSpec) -> str:
 
 def _model_config(spec: ModelSpec) -> dict[str, Any]:
     """The open_clip config of ``spec`` (its ``model_cfg``), read from the folder or open_clip's registry."""
-    if spec.is_bundled or spec.name.startswith("local-dir:"):
-        folder = bundled.folder(spec.name) if spec.is_bundled else Path(spec.name[len("local-dir:"):])
-        config = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+    if spec.folder is not None:
+        config = json.loads((spec.folder / "open_clip_config.json").read_text(encoding="utf-8"))
         return config.get("model_cfg", config)
     import open_clip
 
@@ -84,10 +71,8 @@ def _bpe_source(spec: ModelSpec) -> dict[str, Any]:
     file is found again in the installed package, wherever that is)."""
     if spec.is_bundled:
         return {"bundled": spec.name}
-    if spec.name.startswith("local-dir:"):
-        found = sorted(Path(spec.name[len("local-dir:"):]).glob("*.txt.gz"))
-        if found:
-            return {"path": str(found[0].resolve())}
+    if spec.bpe_file is not None:
+        return {"path": str(spec.bpe_file.resolve())}
     return {"default": True}
 
 
@@ -113,11 +98,12 @@ def _tokenizer(meta: dict[str, Any], folder: Optional[Path] = None) -> ClipToken
     tokenizer = ClipTokenizer(bpe_path=_bpe_path(settings["bpe"]), context_length=settings["context_length"],
                               clean=settings["clean"], additional_special_tokens=settings.get("special_tokens"))
     if tables is not None:
-        try:
-            staging = tables.with_name(f".{tables.name}.tmp-{os.getpid()}")
+        def write(staging: Path) -> None:
             with staging.open("wb") as handle:
                 pickle.dump(tokenizer, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(staging, tables)
+
+        try:
+            atomic_write(tables, write)
         except OSError:
             pass  # a read-only cache: the tokenizer is built again next time
     return tokenizer
@@ -184,15 +170,17 @@ def _export_numpy_text(reference: Any, folder: Path, tokens: np.ndarray, expecte
     numpy_text.remove(folder)
 
 
-class OpenVinoClipEmbedder:
+class OpenVinoClipEmbedder(ClipEmbedder):
     """A converted open_clip model on OpenVINO: the ``Embedder`` protocol, on the CPU, without torch."""
 
     runtime = "openvino"
     device = "cpu"
+    precisions = PRECISIONS
 
-    def __init__(self, spec: ModelSpec, precision: str = "auto", threads: Optional[int] = None) -> None:
-        if precision not in PRECISIONS:
-            raise ModelError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    def __init__(self, spec: ModelSpec, device: Optional[str] = None, threads: Optional[int] = None,
+                 precision: str = "auto") -> None:
+        """``device`` is the CPU whatever is given (``choose_runtime`` sends only CPU work here)."""
+        self.check_precision(precision)
         self.spec = spec
         key, cache = identity_key(spec), openvino_cache()
         if not is_converted(cache, key):
@@ -200,7 +188,7 @@ class OpenVinoClipEmbedder:
             seconds = convert_model(spec, threads)
             log.warning("converted in %.0f s", seconds)
         self._int8_wanted = precision == "int8"
-        self._precision = "auto" if precision == "int8" else precision
+        self._precision = precision
         self.threads = threads
         self.folder = model_folder(cache, key)
         self._towers: Optional[OpenVinoTowers] = None
@@ -237,8 +225,11 @@ class OpenVinoClipEmbedder:
                     self._towers = OpenVinoTowers(openvino_cache(), identity_key(self.spec), precision=self._precision,
                                                   threads=self.threads, int8_image=self._int8_wanted and int8_ready)
                 except ValueError as exc:  # bf16 asked for on a CPU without it
-                    asked = "int8" if self._int8_wanted else self._precision
-                    raise ModelError(f"--precision {asked}: {exc}") from None
+                    raise ModelError(f"--precision {self._precision}: {exc}") from None
+                except OpenVinoUnavailable as exc:  # the converted folder went away or broke since the load
+                    raise OpenVinoUnavailable(f"the OpenVINO conversion of {self.spec.describe()} in {self.folder} "
+                                              "is missing or damaged; run the command again to convert it "
+                                              "anew") from exc
             return self._towers
 
     def _compile_text(self) -> None:
@@ -257,11 +248,6 @@ class OpenVinoClipEmbedder:
     def needs_calibration(self) -> bool:
         """True when int8 was asked for and the image tower has not been quantised yet."""
         return self._int8_wanted and not self.towers.int8_image
-
-    def identity(self) -> dict[str, Any]:
-        identity = self.spec.identity()
-        identity.update(embed_dim=self.dim, image_size=self.image_size, logit_scale=self.logit_scale)
-        return identity
 
     def embed_images(self, batch: ImageBatch) -> FeatureMatrix:
         return self.towers.embed_images(batch)

@@ -8,13 +8,16 @@ with the float tower on the caller's own pictures before trusting it for search.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Union
 
 import numpy as np
 
-from .openvino_runtime import IMAGE_INT8_IR, IMAGE_IR, OpenVinoUnavailable, is_converted, model_folder
+from ..errors import OpenVinoUnavailable
+from ..fileio import publish
+from .openvino_runtime import IMAGE_INT8_IR, IMAGE_IR, is_converted, model_folder
 
 
 def quantize_image_tower(
@@ -49,9 +52,10 @@ def quantize_image_tower(
         subset_size=subset_size,
         fast_bias_correction=fast_bias_correction,
     )
-    staging = folder / ("tmp-" + IMAGE_INT8_IR)
-    openvino.save_model(quantized, staging, compress_to_fp16=False)
-    # Rename the pair last (weights first) so a reader never finds an xml without its weights.
-    staging.with_suffix(".bin").replace((folder / IMAGE_INT8_IR).with_suffix(".bin"))
-    staging.replace(folder / IMAGE_INT8_IR)
+    with tempfile.TemporaryDirectory(prefix=".int8.tmp-", dir=folder) as scratch:
+        staging = Path(scratch) / IMAGE_INT8_IR
+        openvino.save_model(quantized, staging, compress_to_fp16=False)
+        # The pair is published weights first, so a reader never finds an xml without its weights.
+        for written in (staging.with_suffix(".bin"), staging):
+            publish(written, folder / written.name)
     return time.perf_counter() - started

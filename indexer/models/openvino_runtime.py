@@ -21,24 +21,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import numpy as np
+
+from ..errors import OpenVinoUnavailable
+from ..fileio import atomic_folder
+from .embedder import PRECISIONS
 
 if TYPE_CHECKING:  # only for annotations: importing torch here would defeat the module's purpose
     import openvino
     import torch
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Bumped whenever what convert() writes changes meaning, so that old folders are not reused.
 IR_FORMAT_VERSION = 2  # 2: the numpy text weights (numpy_text) beside the IR
 IMAGE_IR = "image.xml"
@@ -47,10 +45,6 @@ IMAGE_INT8_IR = "image-int8.xml"
 TEXT_IR = "text.xml"
 META_FILE = "meta.json"
 COMPILED_CACHE = "compiled"
-
-
-class OpenVinoUnavailable(RuntimeError):
-    """No usable converted model: not converted yet, converted by another OpenVINO version, or broken."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,16 +75,6 @@ def is_converted(cache_dir: Union[str, Path], identity: str) -> bool:
     """Whether :func:`convert` has completed for this identity and OpenVINO version."""
     folder = model_folder(cache_dir, identity)
     return all((folder / name).is_file() for name in (IMAGE_IR, TEXT_IR, META_FILE))
-
-
-@dataclass(frozen=True)
-class ConversionReport:
-    """What :func:`convert` did: where the IR went, how long it took, which export route worked."""
-
-    folder: Path
-    seconds: float
-    image_route: str
-    text_route: str
 
 
 def _tower_modules(model: "torch.nn.Module") -> tuple["torch.nn.Module", "torch.nn.Module"]:
@@ -148,23 +132,23 @@ def convert(
     *,
     extra_meta: Optional[Mapping[str, Any]] = None,
     compress_to_fp16: bool = False,
-) -> ConversionReport:
-    """Converts an open_clip model's two towers to OpenVINO IR under ``cache_dir``; needs torch.
+) -> Path:
+    """Converts an open_clip model's two towers to OpenVINO IR under ``cache_dir``; needs torch. Returns
+    the folder written (``model_folder``).
 
     ``image_size`` is the model input's side (or ``(height, width)``), ``context_length`` its token count;
     ``extra_meta`` (JSON-serialisable, e.g. the preprocessing config and tokenizer settings) is stored in
     ``meta.json`` for the torch-free side to read back. Weights stay float32 unless ``compress_to_fp16``:
     fp16 storage halves the files but costs agreement with torch.
-    The folder is written under a temporary name and renamed at the end, so a crash or a concurrent
-    conversion never leaves a half-written folder that would look complete.
+    The folder is written under a temporary name and renamed at the end (``fileio.atomic_folder``), so a
+    crash or a concurrent conversion never leaves a half-written folder that would look complete.
     """
     import openvino
     import torch
 
-    started = time.perf_counter()
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     folder = model_folder(cache_dir, identity)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)  # a cache that cannot be written fails before the work
     model = model.eval()
     image_tower, text_tower = _tower_modules(model)
     with torch.no_grad():
@@ -180,33 +164,27 @@ def convert(
     image_model.reshape({image_model.input(0): openvino.PartialShape([-1, 3, height, width])})
     text_model.reshape({text_model.input(0): openvino.PartialShape([-1, context_length])})
 
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     try:
-        openvino.save_model(image_model, staging / IMAGE_IR, compress_to_fp16=compress_to_fp16)
-        openvino.save_model(text_model, staging / TEXT_IR, compress_to_fp16=compress_to_fp16)
-        meta = {
-            "identity": identity,
-            "openvino_version": _openvino_version(),
-            "format_version": IR_FORMAT_VERSION,
-            "image_size": [height, width],
-            "context_length": int(context_length),
-            "embed_dim": embed_dim,
-            "weights": "fp16" if compress_to_fp16 else "fp32",
-            "routes": {"image": image_route, "text": text_route},
-            "extra": dict(extra_meta or {}),
-        }
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            # Another process finished the same conversion first; its result is as good as ours.
-            if not is_converted(cache_dir, identity):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ConversionReport(folder, time.perf_counter() - started, image_route, text_route)
+        with atomic_folder(folder) as staging:
+            openvino.save_model(image_model, staging / IMAGE_IR, compress_to_fp16=compress_to_fp16)
+            openvino.save_model(text_model, staging / TEXT_IR, compress_to_fp16=compress_to_fp16)
+            meta = {
+                "identity": identity,
+                "openvino_version": _openvino_version(),
+                "format_version": IR_FORMAT_VERSION,
+                "image_size": [height, width],
+                "context_length": int(context_length),
+                "embed_dim": embed_dim,
+                "weights": "fp16" if compress_to_fp16 else "fp32",
+                "routes": {"image": image_route, "text": text_route},
+                "extra": dict(extra_meta or {}),
+            }
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    except OSError:
+        # Another process finished the same conversion first; its result is as good as ours.
+        if not is_converted(cache_dir, identity):
+            raise
+    return folder
 
 
 def supports_bf16(core: Optional["openvino.Core"] = None, device: str = "CPU") -> bool:
@@ -222,7 +200,8 @@ def supports_bf16(core: Optional["openvino.Core"] = None, device: str = "CPU") -
 
 def resolve_precision(precision: str, core: Optional["openvino.Core"] = None, device: str = "CPU") -> str:
     """``auto`` becomes ``bf16`` where the device supports it and ``fp32`` elsewhere; ``bf16`` asked for on a
-    device without it is refused rather than silently emulated (emulation is slower than fp32)."""
+    device without it is refused rather than silently emulated (emulation is slower than fp32). ``int8``
+    (an image tower quantised apart, ``int8_image``) computes the rest as ``auto`` does."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "fp32":

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +11,22 @@ from ..errors import ModelError
 from . import bundled
 
 RANDOM = "random"
+SOURCES = ("bundled", "local-dir", "hf-hub", "named")
+LOCAL_DIR = "local-dir:"  # open_clip's scheme for a folder holding open_clip_config.json and weights
+HF_HUB = "hf-hub:"  # open_clip's scheme for a Hugging Face Hub repository
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+
+
+def parse_model_name(name: str) -> tuple[str, str]:
+    """``(source, rest)`` of a model name, after open_clip's ``parse_model_name``: ``("local-dir", PATH)``,
+    ``("hf-hub", "org/repo")``, ``("bundled", "tiny-shapes")`` or ``("named", "ViT-B-32")``."""
+    if name.startswith(LOCAL_DIR):
+        return "local-dir", name[len(LOCAL_DIR):]
+    if name.startswith(HF_HUB):
+        return "hf-hub", name[len(HF_HUB):]
+    if bundled.is_bundled(name):
+        return "bundled", name
+    return "named", name
 
 
 @dataclass(frozen=True)
@@ -22,24 +37,49 @@ class ModelSpec:
     ``local-dir:PATH`` folder, or a model bundled with indexer (``tiny-shapes``). ``pretrained`` is an
     open_clip pretrained tag, or ``random`` for random weights (benchmarks only). ``weights`` is a
     local checkpoint file for the architecture ``name``.
+
+    The name is parsed once: ``source`` is one of ``SOURCES``; ``folder`` the folder holding the model
+    (``open_clip_config.json``, weights, BPE file) for bundled and local-dir models, else None; ``hub_id``
+    the ``org/repo`` of an hf-hub model, else None.
     """
 
     name: str
     pretrained: Optional[str] = None
     weights: Optional[str] = None
+    # Parsed from ``name`` once, in __post_init__: not arguments, and not part of equality or hashing.
+    source: str = field(init=False, repr=False, compare=False)
+    folder: Optional[Path] = field(init=False, repr=False, compare=False)
+    hub_id: Optional[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        source, rest = parse_model_name(self.name)
+        folder = bundled.folder(rest) if source == "bundled" else Path(rest) if source == "local-dir" else None
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "folder", folder)
+        object.__setattr__(self, "hub_id", rest if source == "hf-hub" else None)
         if self.weights and self.pretrained:
             raise ModelError("give either --pretrained TAG or --weights PATH, not both")
-        if self.weights and (self.is_bundled or self.name.startswith("local-dir:")):
+        if self.weights and folder is not None:
             # The model's own weights come with it: a checkpoint beside them would be ignored, yet
             # recorded as the index's identity. Refused, so that nothing is recorded that was not used.
             raise ModelError(f"{self.name} comes with its own weights: leave out --weights, or name the "
                              "architecture the checkpoint is for with --model")
         if self.weights and not _exists(Path(self.weights), "file"):
             raise ModelError(f"weights file not found: {self.weights}")
-        if self.name.startswith("local-dir:") and not _exists(Path(self.name[len("local-dir:"):]), "dir"):
-            raise ModelError(f"model folder not found: {self.name[len('local-dir:'):]}")
+        if source == "local-dir" and not _exists(Path(rest), "dir"):
+            raise ModelError(f"model folder not found: {rest}")
+
+    @property
+    def open_clip_name(self) -> str:
+        """The name open_clip loads: a folder as ``local-dir:`` + its absolute path, else the name itself."""
+        folder = self.folder
+        return f"{LOCAL_DIR}{folder.resolve()}" if folder is not None else self.name
+
+    @property
+    def bpe_file(self) -> Optional[Path]:
+        """The tokenizer's merge list in the model's folder, if it has one (else open_clip's default)."""
+        found = sorted(self.folder.glob("*.txt.gz")) if self.folder is not None else []
+        return found[0] if found else None
 
     @property
     def is_random(self) -> bool:
@@ -47,7 +87,7 @@ class ModelSpec:
 
     @property
     def is_bundled(self) -> bool:
-        return bundled.is_bundled(self.name)
+        return self.source == "bundled"
 
     def identity(self) -> dict[str, Any]:
         """What makes two models produce the same embeddings: recorded in, and checked against, a catalog."""
@@ -56,9 +96,8 @@ class ModelSpec:
             identity["weights_sha256"] = file_sha256(Path(self.weights))
         elif self.is_bundled:
             identity["weights_sha256"] = file_sha256(bundled.checkpoint_file(self.name))
-        elif self.name.startswith("local-dir:"):
-            folder = Path(self.name[len("local-dir:"):])
-            checkpoints = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+        elif self.folder is not None:
+            checkpoints = sorted(p for p in self.folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
             if checkpoints:
                 identity["weights_sha256"] = file_sha256(checkpoints[0])
         return identity
@@ -71,9 +110,6 @@ class ModelSpec:
         if self.pretrained:
             return f"{self.name} ({self.pretrained})"
         return self.name
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":

@@ -13,17 +13,16 @@ import os
 import socket
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
+from ..config import library_env
 from ..errors import ModelError
-from . import bundled
-from .embedder import FeatureMatrix, ImageBatch
+from .embedder import ClipEmbedder, FeatureMatrix, ImageBatch
 from .preprocess import PreprocessConfig, Preprocessor
-from .spec import ModelSpec
+from .spec import LOCAL_DIR, ModelSpec
 
 OFFLINE_VALUES = ("1", "true", "yes", "on")
 
@@ -46,7 +45,7 @@ def select_device(requested: Optional[str] = None) -> str:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = library_env("HF_ENDPOINT") or "https://huggingface.co"
     parsed = urlparse(endpoint)
     host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -58,7 +57,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def needs_hub(spec: ModelSpec) -> bool:
     """Whether loading ``spec`` may download weights (a named pretrained tag or an hf-hub id)."""
-    return not (spec.is_bundled or spec.weights or spec.is_random or spec.name.startswith("local-dir:"))
+    return spec.source in ("named", "hf-hub") and not (spec.weights or spec.is_random)
 
 
 def prepare_network(spec: ModelSpec) -> bool:
@@ -67,7 +66,7 @@ def prepare_network(spec: ModelSpec) -> bool:
     cache at once, instead of retrying for a minute."""
     if not needs_hub(spec):
         return False
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES
+    offline = (library_env("HF_HUB_OFFLINE") or "").lower() in OFFLINE_VALUES
     if not offline and hub_reachable():
         return False
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -80,8 +79,8 @@ def prepare_network(spec: ModelSpec) -> bool:
 def prepare_torch(threads: Optional[int]) -> Any:
     """Imports torch with passive OpenMP waiting (spinning threads steal the cores that a decode
     worker beside them needs; passive waiting measured the same or faster here)."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules and library_env("OMP_WAIT_POLICY") is None:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     import torch
 
     if threads:
@@ -94,7 +93,7 @@ def offline_help(spec: ModelSpec) -> str:
         f"the weights of {spec.describe()} are not in the local cache and the model hub cannot be reached. "
         "Offline options: --model tiny-shapes (bundled with indexer), "
         f"--model {spec.name} --weights PATH (a checkpoint file you copied here), "
-        "--model local-dir:FOLDER (an open_clip folder with open_clip_config.json), "
+        f"--model {LOCAL_DIR}FOLDER (an open_clip folder with open_clip_config.json), "
         "or copy a Hugging Face cache from a connected machine and point HF_HOME at it"
     )
 
@@ -103,7 +102,7 @@ def _check_named(spec: ModelSpec) -> Optional[str]:
     """The ``pretrained`` argument for open_clip, after checking the name and tag; None for random."""
     import open_clip
 
-    if not spec.name.startswith("hf-hub:") and spec.name.replace("/", "-") not in open_clip.list_models():
+    if spec.source != "hf-hub" and spec.name.replace("/", "-") not in open_clip.list_models():
         raise ModelError(f"unknown model {spec.name!r}; `indexer models` lists the choices")
     if spec.is_random:
         warnings.warn(f"{spec.name} with random weights: embeddings are meaningless; for benchmarks and tests only",
@@ -111,7 +110,7 @@ def _check_named(spec: ModelSpec) -> Optional[str]:
         return None
     if spec.weights:
         return spec.weights
-    if spec.pretrained is None and not spec.name.startswith("hf-hub:"):
+    if spec.pretrained is None and spec.source != "hf-hub":
         raise ModelError(f"{spec.name}: name a pretrained tag (--pretrained), a checkpoint (--weights PATH), "
                          "or --pretrained random; `indexer models` lists the tags")
     if spec.pretrained and spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
@@ -121,16 +120,14 @@ def _check_named(spec: ModelSpec) -> Optional[str]:
 
 
 def load_open_clip(spec: ModelSpec, device: str, precision: str) -> tuple[Any, Callable, Callable]:
-    """(model, preprocess transform, tokenizer) of ``spec``: from a folder (bundled or ``local-dir:``)
-    or by architecture name with a tag, a checkpoint or random weights."""
+    """(model, preprocess transform, tokenizer) of ``spec``: from its folder (bundled or local-dir) or
+    by architecture name with a tag, a checkpoint or random weights."""
     import open_clip
 
-    if spec.is_bundled or spec.name.startswith("local-dir:"):
-        folder = bundled.folder(spec.name) if spec.is_bundled else Path(spec.name[len("local-dir:"):])
-        name = f"local-dir:{folder.resolve()}"
-        bpe = sorted(folder.glob("*.txt.gz"))
+    if spec.folder is not None:
+        name = spec.open_clip_name
         # A BPE file named in the folder's config would be resolved against the working directory.
-        tokenizer_kwargs = {"bpe_path": str(bpe[0].resolve())} if bpe else {}
+        tokenizer_kwargs = {"bpe_path": str(spec.bpe_file.resolve())} if spec.bpe_file else {}
         model, _, preprocess = open_clip.create_model_and_transforms(name, device=device, precision=precision)
         return model, preprocess, open_clip.get_tokenizer(name, **tokenizer_kwargs)
     pretrained = _check_named(spec)
@@ -149,12 +146,16 @@ def load_error(exc: Exception, spec: ModelSpec, offline: bool) -> ModelError:
     return ModelError(f"cannot load {spec.describe()}: {message[:300]}")
 
 
-class TorchClipEmbedder:
+class TorchClipEmbedder(ClipEmbedder):
     """An open_clip model on torch (CPU, CUDA in fp16, or Apple's MPS): the ``Embedder`` protocol."""
 
     runtime = "torch"
+    # torch computes in fp16 on CUDA and fp32 elsewhere, whatever is asked: auto, or the one it will use.
+    precisions = ("auto", "fp32", "fp16")
 
-    def __init__(self, spec: ModelSpec, device: Optional[str] = None, threads: Optional[int] = None) -> None:
+    def __init__(self, spec: ModelSpec, device: Optional[str] = None, threads: Optional[int] = None,
+                 precision: str = "auto") -> None:
+        self.check_precision(precision)
         self.spec = spec
         offline = prepare_network(spec)
         torch = self._torch = prepare_torch(threads)
@@ -181,10 +182,10 @@ class TorchClipEmbedder:
         self.dim = int(self.embed_texts(["a"]).shape[-1])
         self._dtype = next(model.parameters()).dtype
 
-    def identity(self) -> dict[str, Any]:
-        identity = self.spec.identity()
-        identity.update(embed_dim=self.dim, image_size=self.image_size, logit_scale=self.logit_scale)
-        return identity
+    @classmethod
+    def check_precision(cls, precision: str) -> None:
+        if precision not in cls.precisions:
+            raise ModelError(f"--precision {precision} needs the OpenVINO runtime on the CPU (--runtime openvino)")
 
     def embed_images(self, batch: ImageBatch) -> FeatureMatrix:
         torch = self._torch

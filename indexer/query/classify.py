@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import EmptyIndexError, QueryError
-from ..models.templates import prompts_for
+from ..errors import QueryError
+from .head import load_head
+from .scoring import LabelScores, softmax
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 CHUNK = 8192
 
@@ -51,15 +52,6 @@ class ClassifyResult:
         return asdict(self)
 
 
-def label_embeddings(index: "Index", labels: Sequence[str], templates: str = "default") -> np.ndarray:
-    """One row per label: the normalised mean of its prompts' embeddings (cached per text)."""
-    prompts = [prompts_for(label, templates) for label in labels]
-    unique = list(dict.fromkeys(p for group in prompts for p in group))
-    vectors = dict(zip(unique, index.text_embeddings(unique)))
-    matrix = np.stack([np.mean([vectors[p] for p in group], axis=0) for group in prompts]).astype(np.float32)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
 def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` best labels per row, best first."""
     k = min(k, scores.shape[1])
@@ -70,13 +62,7 @@ def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
     return scores.argsort(axis=1)[:, ::-1]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def classify(index: "Index", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
+def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
              on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
              progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None) -> ClassifyResult:
     """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
@@ -86,34 +72,24 @@ def classify(index: "Index", labels: Optional[Sequence[str]], templates: str = "
     probabilities their softmax, over ``labels`` (default: all the head's classes); otherwise cosine
     scores and the softmax of the model's logit scale times them."""
     if top_k < 1:
-        raise QueryError("--top-k must be at least 1")
+        raise QueryError("the number of labels per item must be at least 1", param="top_k")
     started = time.time()
-    if index.count_embedded() == 0:
-        raise EmptyIndexError(f"no embedded items in {index.path}; run `indexer ingest` first")
-    if head is not None:
-        trained = index.head(head)
+    ctx.require_embedded()
+    trained = load_head(ctx.catalog, ctx.model, head, ctx.path) if head is not None else None
+    if trained is not None:
         labels = list(labels) if labels else list(trained.classes)
-        columns = trained.columns(labels)
-
-        def score_chunk(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scores = trained.scores(embeddings)[:, columns]
-            return scores, softmax(scores)
-    else:
-        if not labels:
-            raise QueryError("give labels to classify into (or --head NAME, whose classes are used)")
-        labels = list(labels)
-        matrix, scale = label_embeddings(index, labels, templates), index.logit_scale
-
-        def score_chunk(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scores = embeddings @ matrix.T
-            return scores, softmax(scores * scale)
+    elif not labels:
+        raise QueryError("give labels to classify into (or a head, whose classes are used)", param="labels")
+    labels = list(labels)
+    scorer = LabelScores.build(ctx.texts, labels, templates, trained)
     k = min(top_k, len(labels))
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels}, head=head)
     if store:
-        result.run_id = index.catalog.start_classification_run(labels, templates, k)
-    for item_ids, paths, embeddings in index.catalog.iter_embedded_items(CHUNK):
-        scores, probabilities = score_chunk(embeddings)
+        result.run_id = ctx.catalog.runs.start_classification(labels, templates, k)
+    for item_ids, paths, embeddings in ctx.catalog.items.iter_embedded(CHUNK):
+        scores = scorer.scores(embeddings)
+        probabilities = softmax(scores * scorer.scale)
         best = top_labels(scores, k)
         predictions = []
         for row, (item_id, path) in enumerate(zip(item_ids, paths)):
@@ -124,7 +100,7 @@ def classify(index: "Index", labels: Optional[Sequence[str]], templates: str = "
             result.counts[labels[best[row, 0]]] += 1
         result.items += len(predictions)
         if store:
-            index.catalog.add_classifications(result.run_id, [
+            ctx.catalog.runs.add_classifications(result.run_id, [
                 (p.item_id, rank, label, score) for p in predictions
                 for rank, (label, score, _) in enumerate(p.labels, start=1)])
         if on_predictions:
@@ -133,5 +109,5 @@ def classify(index: "Index", labels: Optional[Sequence[str]], templates: str = "
             progress(len(predictions))
     result.seconds = round(time.time() - started, 3)
     if store:
-        index.catalog.finish_classification_run(result.run_id, result.items)
+        ctx.catalog.runs.finish_classification(result.run_id, result.items)
     return result

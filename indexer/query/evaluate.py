@@ -25,13 +25,13 @@ import numpy as np
 from ..errors import QueryError
 from ..media.entries import is_image_name
 from ..store.paths import uri_under
-from .classify import label_embeddings
+from .head import Head, list_heads, load_head
+from .scoring import LabelScores
 from .gzsl import cross_validated_calibration, gzsl_figures, zsl_accuracy
 from .labels import label_from_folder_name, read_label_csv
 
 if TYPE_CHECKING:
-    from ..heads import Head
-    from ..index import Index
+    from ..context import IndexContext
 
 
 # ---------------------------------------------------------------- the dataset
@@ -137,10 +137,10 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
     if unseen:
         unknown = sorted(unseen - set(classes))
         if unknown:
-            raise QueryError(f"--unseen names classes that are not in the dataset: {', '.join(unknown[:5])}")
+            raise QueryError(f"names classes that are not in the dataset: {', '.join(unknown[:5])}", param="unseen")
         unseen_mask = np.array([c in unseen for c in classes])
         if unseen_mask.all():
-            raise QueryError("--unseen lists every class; GZSL needs seen classes too")
+            raise QueryError("lists every class; GZSL needs seen classes too", param="unseen")
         on_unseen = unseen_mask[truth]
         zsl, zsl_per_picture = zsl_accuracy(scores, truth, unseen_mask)
         gzsl: dict[str, Any] = {
@@ -164,7 +164,7 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
 # ---------------------------------------------------------------- against an index
 
 
-def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
+def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
              calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None,
              head: Optional[str] = None, compare: bool = False) -> EvalReport:
     """Evaluates the index's model on ``dataset``, whose pictures the index must hold (ingest it first).
@@ -175,26 +175,26 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
     a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
     same pictures and the same unseen classes."""
     pairs = load_dataset(dataset, mapping)
-    found, embeddings = index.catalog.embeddings_for_uris([p for p, _ in pairs])
+    found, embeddings = ctx.catalog.embeddings.for_uris([p for p, _ in pairs])
     if not found.any():
-        raise QueryError(f"the index at {index.path} holds none of the pictures of {dataset}; ingest them first "
-                         f"(indexer ingest {dataset} --index {index.path}), or use `indexer eval`, which does")
-    failed = set(index.catalog.failed_uris([p for p, ok in zip((p for p, _ in pairs), found) if not ok]))
+        raise QueryError(f"the index at {ctx.path} holds none of the pictures of {dataset}; ingest them first "
+                         f"(indexer ingest {dataset} --index {ctx.path}), or use `indexer eval`, which does")
+    failed = set(ctx.catalog.items.failed_uris([p for p, ok in zip((p for p, _ in pairs), found) if not ok]))
     absent = int((~found).sum()) - len(failed)
     if absent:
-        raise QueryError(f"{absent} pictures of {dataset} are not in the index at {index.path}; ingest the dataset "
+        raise QueryError(f"{absent} pictures of {dataset} are not in the index at {ctx.path}; ingest the dataset "
                          "first (`indexer eval` does)")
     classes = sorted({label for _, label in pairs})
     truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok], dtype=np.int64)
-    plain = embeddings @ label_embeddings(index, classes, templates).T
+    plain = LabelScores.build(ctx.texts, classes, templates).scores(embeddings)
     scores = plain
     extra: dict[str, Any] = {}
     # The measured pictures' items, read once for every head's check of its unlabelled training items.
-    stored = index.catalog.items_by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
+    stored = ctx.catalog.items.by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
         if head is not None or compare else {}
     if head is not None:
-        trained = index.head(head)
-        scores = trained.scores_over(classes, embeddings)
+        trained = load_head(ctx.catalog, ctx.model, head, ctx.path)
+        scores = LabelScores(classes, None, ctx.model.logit_scale, trained).scores(embeddings)
         if unseen is None:
             unseen = [c for c in classes if c in set(trained.unseen_classes)] or None
         extra["head"] = {"name": trained.name, "method": trained.method, "calibration": round(trained.calibration, 6)}
@@ -205,10 +205,10 @@ def evaluate(index: "Index", dataset: Path, templates: str = "default", unseen: 
     report.unreadable = len(failed)
     if compare:
         if not unseen:
-            raise QueryError("--compare needs the unseen classes: give --unseen FILE (or --head NAME, whose unseen "
-                             "classes are then used)")
+            raise QueryError("needs the unseen classes: give them, or a head (whose unseen classes are then used)",
+                             param="compare")
         unseen_mask = np.array([c in set(unseen) for c in classes])
-        extra["comparison"] = comparison(index, embeddings, truth, classes, plain, unseen_mask, stored)
+        extra["comparison"] = comparison(ctx, embeddings, truth, classes, plain, unseen_mask, stored)
     report.extra.update(extra)
     return report
 
@@ -239,7 +239,7 @@ def comparison_figures(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.nd
             "zsl_unseen_accuracy_per_picture": zsl_per_picture}
 
 
-def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classes: Sequence[str], plain: np.ndarray,
+def comparison(ctx: "IndexContext", embeddings: np.ndarray, truth: np.ndarray, classes: Sequence[str], plain: np.ndarray,
                unseen_mask: np.ndarray, stored: Optional[Mapping[str, tuple[int, int]]] = None
                ) -> list[dict[str, Any]]:
     """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
@@ -254,18 +254,18 @@ def comparison(index: "Index", embeddings: np.ndarray, truth: np.ndarray, classe
                                        zsl_accuracy(plain, truth, unseen_mask)))},
     ]
     unseen = {c for c, u in zip(classes, unseen_mask) if u}
-    for listed in index.heads():
+    for listed in list_heads(ctx.catalog, ctx.model):
         name = listed["name"]
         if not listed["usable"]:
             rows.append({"method": listed["method"], "head": name, "skipped": "trained for another model"})
             continue
-        head = index.head(name)
+        head = load_head(ctx.catalog, ctx.model, name, ctx.path)
         missing = [c for c in classes if c not in set(head.classes)]
         if missing:
             rows.append({"method": head.method, "head": name, "skipped": f"does not know the class {missing[0]!r}"})
             continue
         row = {"method": head.method, "head": name, "calibration": round(head.calibration, 4),
-               **comparison_figures(head.scores_over(classes, embeddings), truth, unseen_mask)}
+               **comparison_figures(LabelScores(classes, None, 1.0, head).scores(embeddings), truth, unseen_mask)}
         leaked = sorted(unseen & set(head.seen_classes))
         warnings = [f"trained on items of {len(leaked)} classes counted unseen here, e.g. {leaked[0]!r}"] if leaked else []
         overlap = unlabelled_overlap(head, stored or {})

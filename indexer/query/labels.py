@@ -53,7 +53,7 @@ def read_labels(inline: Optional[str] = None, labels_file: Optional[Union[str, P
         labels += read_lines(labels_file, "labels file")
     unique = list(dict.fromkeys(label for label in labels if label))
     if len(unique) < 2:
-        raise QueryError("give at least two distinct labels (--labels a,b or --labels-file FILE)")
+        raise QueryError("give at least two distinct labels", param="labels")
     return unique
 
 

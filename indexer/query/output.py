@@ -31,7 +31,7 @@ def spreadsheet_safe(value: Any) -> Any:
 def output_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise QueryError(f"--output {path}: use a .csv or .jsonl file name")
+        raise QueryError(f"{path}: use a .csv or .jsonl file name", param="output")
     return fmt
 
 

@@ -18,9 +18,10 @@ from ..errors import QueryError
 from ..media.entries import is_image_name
 from ..store.codec import blobs_to_matrix
 from ..store.paths import path_matches
+from .images import image_embedding
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 _SPLIT = re.compile(r"(?<=\s)([+-])(?=\s)")  # a sign between spaces; the spaces stay with the terms
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$")
@@ -79,19 +80,19 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def query_vector(index: "Index", terms: Sequence[QueryTerm],
+def query_vector(ctx: "IndexContext", terms: Sequence[QueryTerm],
                  vectors: Sequence[tuple[float, np.ndarray]] = ()) -> np.ndarray:
     """The normalised weighted sum of the terms' embeddings and of ``vectors`` ((weight, embedding)
     pairs already computed: an uploaded picture, a stored item)."""
     if not terms and not vectors:
-        raise QueryError("give a query text, an --image, or both")
+        raise QueryError("give a query text, an image, or both")
     if all(t.weight <= 0 for t in terms) and all(w <= 0 for w, _ in vectors):
         raise QueryError("a query needs at least one positive term")
     texts = [t.text for t in terms if t.text is not None]
-    text_vectors = dict(zip(texts, index.text_embeddings(texts))) if texts else {}
-    total = np.zeros(index.dim, dtype=np.float32)
+    text_vectors = dict(zip(texts, ctx.texts.embed(texts))) if texts else {}
+    total = np.zeros(ctx.model.dim, dtype=np.float32)
     for term in terms:
-        vector = text_vectors[term.text] if term.text is not None else index.image_embedding(term.image)
+        vector = text_vectors[term.text] if term.text is not None else image_embedding(ctx, term.image)
         total += term.weight * vector
     for weight, vector in vectors:
         total += weight * np.asarray(vector, dtype=np.float32)
@@ -124,41 +125,41 @@ def _hits(rows: list[tuple[int, str, int]], ranked: list[tuple[int, float]], k: 
     return hits
 
 
-def _search_filtered(index: "Index", vector: np.ndarray, k: int, path_filter: str,
+def _search_filtered(ctx: "IndexContext", vector: np.ndarray, k: int, path_filter: str,
                      min_score: Optional[float]) -> Optional[list[SearchHit]]:
     """Exact search over the items a path filter selects, when they are few; None when they are many."""
-    if index.catalog.count_matching(path_filter) > FILTERED_EXACT_MAX:
+    if ctx.catalog.items.count_matching(path_filter) > FILTERED_EXACT_MAX:
         return None
-    rows, blobs = index.catalog.matching_items(path_filter)
+    rows, blobs = ctx.catalog.items.matching(path_filter)
     if not rows:
         return []
     contents = list(blobs)
-    scores = blobs_to_matrix([blobs[c] for c in contents], index.dim) @ vector
+    scores = blobs_to_matrix([blobs[c] for c in contents], ctx.model.dim) @ vector
     order = np.argsort(-scores)
     return _hits(rows, [(contents[i], float(scores[i])) for i in order], k, min_score)
 
 
-def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
+def search_vector(ctx: "IndexContext", vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
                   min_score: Optional[float] = None, offset: int = 0) -> list[SearchHit]:
     """The top ``k`` live items for ``vector``, best first, one hit per distinct content, after
     skipping the ``offset`` best (pages of results)."""
     if k < 1:
-        raise QueryError("-k must be at least 1")
+        raise QueryError("the number of results must be at least 1", param="k")
     if offset < 0:
-        raise QueryError("the offset must be at least 0")
+        raise QueryError("the offset must be at least 0", param="offset")
     if offset:
-        return search_vector(index, vector, k + offset, path_filter, min_score)[offset:]
+        return search_vector(ctx, vector, k + offset, path_filter, min_score)[offset:]
     if path_filter:
-        exact = _search_filtered(index, vector, k, path_filter, min_score)
+        exact = _search_filtered(ctx, vector, k, path_filter, min_score)
         if exact is not None:
             return exact
-    vectors = index.vectors()
+    vectors = ctx.vectors.get()
     total = vectors.ntotal
     fetch = min(total, max(4 * k, 32))
     hits: list[SearchHit] = []
     while True:
         scores, ids = vectors.search(vector[None, :], fetch)
-        hits = _join(index, scores[0], ids[0], path_filter, min_score)
+        hits = _join(ctx, scores[0], ids[0], path_filter, min_score)
         short = len(hits) < k
         # Fewer than k survived the filters (deleted files, path filter): look further down the list.
         below_threshold = min_score is not None and len(scores[0]) and float(scores[0][-1]) < min_score
@@ -168,22 +169,22 @@ def search_vector(index: "Index", vector: np.ndarray, k: int = 10, path_filter: 
     return hits[:k]
 
 
-def _join(index: "Index", scores: np.ndarray, ids: np.ndarray, path_filter: Optional[str],
+def _join(ctx: "IndexContext", scores: np.ndarray, ids: np.ndarray, path_filter: Optional[str],
           min_score: Optional[float]) -> list[SearchHit]:
     ranked = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and (min_score is None or s >= min_score)]
     if not ranked:
         return []
-    rows = index.catalog.items_for_embeddings([i for i, _ in ranked])
+    rows = ctx.catalog.items_for_embeddings([i for i, _ in ranked])
     return _hits(rows, ranked, len(ranked), min_score, path_filter)
 
 
-def search(index: "Index", query: Optional[str] = None, images: Sequence[Path] = (), k: int = 10,
+def search(ctx: "IndexContext", query: Optional[str] = None, images: Sequence[Path] = (), k: int = 10,
            path_filter: Optional[str] = None, min_score: Optional[float] = None) -> list[SearchHit]:
     """Text, image or combined search; see the module docstring for the query syntax."""
     terms = parse_query(query) if query and query.strip() else []
     for image in images:
         path = Path(image).expanduser()
         if not _is_file(path):
-            raise QueryError(f"--image {image}: no such file")
+            raise QueryError(f"{image}: no such file", param="images")
         terms.append(QueryTerm(1.0, image=path))
-    return search_vector(index, query_vector(index, terms), k, path_filter, min_score)
+    return search_vector(ctx, query_vector(ctx, terms), k, path_filter, min_score)

@@ -136,9 +136,7 @@ class ServedIndex:
     def __init__(self, name: str, path: Path, config: ServiceConfig) -> None:
         from ..config import Settings
 
-        settings = Settings()
-        if config.device:
-            settings.device = config.device
+        settings = Settings().replace(device=config.device)
         self.name = name
         self.path = path
         self.index: Index = open_index(path, config.model, settings=settings, create=False)
@@ -186,12 +184,12 @@ class ServedIndex:
     # -- classification jobs ----------------------------------------------------------------------
 
     def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor) -> ClassifyJob:
-        from ..query.classify import label_embeddings
+        from ..query.scoring import label_embeddings
 
         # The labels' embeddings first, under the lock (they may need the model); the pass over the
         # stored embeddings then finds them in memory and runs beside the searches.
         with self.lock:
-            label_embeddings(self.index, labels, templates)
+            label_embeddings(self.index.context.texts, labels, templates)
         job = ClassifyJob(id=uuid.uuid4().hex[:12], labels=labels, templates=templates,
                           total=self.index.count_embedded(), counts={label: 0 for label in labels})
         with self._jobs_lock:

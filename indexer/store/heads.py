@@ -14,9 +14,8 @@ from ..errors import HeadError
 from .schema import TrainedHead
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
-    from sqlalchemy.engine import Connection
+    from .catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -36,21 +35,18 @@ class HeadRow:
 
 
 class CatalogHeads:
-    """Trained heads (mixed into ``Catalog``)."""
+    """Trained heads (``catalog.heads``)."""
 
-    def read(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
-        raise NotImplementedError
+    def __init__(self, catalog: "Catalog") -> None:
+        self.catalog = catalog
 
-    def begin(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
-        raise NotImplementedError
-
-    def save_head(self, name: str, method: str, classes: list[str], hparams: dict[str, Any], model_key: str,
+    def save(self, name: str, method: str, classes: list[str], hparams: dict[str, Any], model_key: str,
                   figures: dict[str, Any], weights: bytes, replace: bool = False) -> int:
         """Stores a head under ``name`` (replacing one of that name only when ``replace``); its id."""
         values = dict(name=name, method=method, classes=json.dumps(list(classes)), hparams=json.dumps(hparams),
                       model_key=model_key, figures=json.dumps(figures), weights=weights, created_at=time.time())
         try:
-            with self.begin() as conn:
+            with self.catalog.begin() as conn:
                 if replace:
                     conn.execute(delete(TrainedHead).where(TrainedHead.name == name))
                 return int(conn.execute(insert(TrainedHead).values(**values)).inserted_primary_key[0])
@@ -58,23 +54,23 @@ class CatalogHeads:
             raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                             f"(indexer heads delete {name}) or pass --replace") from None
 
-    def head_row(self, name: str) -> Optional[HeadRow]:
+    def get(self, name: str) -> Optional[HeadRow]:
         """The head ``name`` with its weights, or None."""
-        with self.read() as conn:
+        with self.catalog.read() as conn:
             row = conn.execute(select(TrainedHead).where(TrainedHead.name == name)).first()
         return None if row is None else _to_row(row, with_weights=True)
 
-    def head_rows(self) -> list[HeadRow]:
+    def rows(self) -> list[HeadRow]:
         """Every stored head, oldest first, without its weights (their size only)."""
         columns = [c for c in TrainedHead.__table__.columns if c.name != "weights"]
-        with self.read() as conn:
+        with self.catalog.read() as conn:
             rows = conn.execute(select(*columns, func.length(TrainedHead.weights).label("size"))
                                 .order_by(TrainedHead.id)).all()
         return [_to_row(row, with_weights=False) for row in rows]
 
-    def delete_head(self, name: str) -> bool:
+    def delete(self, name: str) -> bool:
         """Deletes the head ``name``; False when there was none."""
-        with self.begin() as conn:
+        with self.catalog.begin() as conn:
             return conn.execute(delete(TrainedHead).where(TrainedHead.name == name)).rowcount > 0
 
 

@@ -1,343 +1,122 @@
-"""What ingestion writes: items found by a scan, archives, committed batches, deletions, ingest runs.
-
-Every write that changes an item's state is here, each in one transaction, so that a crash between
-two of them leaves a catalog that the next run resumes from (the design's invariant 2). The decisions
-(what is new, changed or unchanged) are made by ``indexer.ingest``; this module only records them.
-
-``PendingReader`` is the read-only view that decode workers (other processes) use to stream the work
-list: it opens its own connection in the process that uses it.
-"""
+"""What the catalog answers about items: counts by state, failures, pages of embedded items, look-ups by
+uri or id, path filters (``catalog.items``)."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
-from sqlalchemy import bindparam, create_engine, delete, func, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select
 
-from ..errors import CatalogError
-from .dialect import insert_for
-from .files import fault_point
-from .reads import PURGES_KEY, chunked
-from .schema import Archive, Embedding, IngestRun, Item, ItemState, Meta
-from .sqlite import readonly_connection
+from .catalog import EMBEDDED, PAGE, chunked, pages
+from .codec import FeatureMatrix, blobs_to_matrix
+from .dialect import contains_condition, glob_condition
+from .paths import has_wildcards
+from .rows import LiveItem
+from .schema import Embedding, Item, ItemState
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from sqlalchemy.engine import Connection
-
-PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
-RUNTIMES_KEY = "runtimes"  # meta: {"openvino/bf16": {"embedded": n, "first_used": t, "last_used": t}, ...}
-COMMIT_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class KnownItem:
-    """What a scan compares an entry with."""
-
-    id: int
-    size: int
-    mtime_ns: int
-    state: str
-
-
-@dataclass(frozen=True)
-class ArchiveRecord:
-    uri: str
-    size: int
-    mtime_ns: int
-    members: int
-    complete: bool
-
-
-@dataclass
-class EmbeddedRecord:
-    """An item to mark embedded: its content, and either the fresh vector blob or a known embedding."""
-
-    item_id: int
-    sha256: str
-    width: Optional[int] = None
-    height: Optional[int] = None
-    format: Optional[str] = None
-    embedding_id: Optional[int] = None  # set when the content was already in the catalog
-
-
-@dataclass
-class FailedRecord:
-    item_id: int
-    reason: str
-    detail: Optional[str] = None
-    sha256: Optional[str] = None
+    from .catalog import Catalog
 
 
 class CatalogItems:
-    """Ingestion's writes (mixed into ``Catalog``)."""
+    """Read queries over items."""
 
-    dialect: str
+    def __init__(self, catalog: "Catalog") -> None:
+        self.catalog = catalog
 
-    def read(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
-        raise NotImplementedError
+    def counts_by_state(self) -> dict[str, int]:
+        with self.catalog.read() as conn:
+            return {state: int(n) for state, n in conn.execute(select(Item.state, func.count()).group_by(Item.state))}
 
-    def begin(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
-        raise NotImplementedError
+    def failures_by_reason(self) -> dict[str, int]:
+        with self.catalog.read() as conn:
+            return {reason: int(n) for reason, n in conn.execute(
+                select(Item.failure_reason, func.count()).where(Item.state == ItemState.FAILED.value)
+                .group_by(Item.failure_reason))}
 
-    # -- runs -----------------------------------------------------------------------------------
+    def failures(self, limit: Optional[int] = 100) -> list[dict]:
+        """Items that could not be read, with their reason, most recent first."""
+        query = (select(Item.uri, Item.failure_reason, Item.failure_detail)
+                 .where(Item.state == ItemState.FAILED.value).order_by(Item.updated_at.desc(), Item.id))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.catalog.read() as conn:
+            return [{"path": uri, "reason": reason, "detail": detail} for uri, reason, detail in conn.execute(query)]
 
-    def start_ingest_run(self) -> int:
-        with self.begin() as conn:
-            return int(conn.execute(insert(IngestRun).values(started_at=time.time(), sources="[]"))
-                       .inserted_primary_key[0])
+    def iter_embedded(self, page: int = PAGE) -> Iterator[tuple[list[int], list[str], FeatureMatrix]]:
+        """(item ids, paths, embeddings) of every embedded item, page by page, in item order."""
+        dim = self.catalog.dim()
+        statement = (select(Item.id, Item.uri, Embedding.vector).join(Embedding, Item.embedding_id == Embedding.id)
+                     .where(Item.state == EMBEDDED))
+        for rows in pages(self.catalog, statement, Item.id, page):
+            yield [r[0] for r in rows], [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], dim)
 
-    def finish_ingest_run(self, run_id: int, sources: list[str], counts: dict) -> None:
-        with self.begin() as conn:
-            conn.execute(update(IngestRun).where(IngestRun.id == run_id).values(
-                finished_at=time.time(), sources=json.dumps(sources), counts=json.dumps(counts)))
+    def iter_live(self, page: int = PAGE) -> Iterator[list[LiveItem]]:
+        """Every embedded item, page by page, in item order."""
+        statement = select(Item.id, Item.uri, Item.embedding_id).where(Item.state == EMBEDDED,
+                                                                      Item.embedding_id.is_not(None))
+        for rows in pages(self.catalog, statement, Item.id, page):
+            yield [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
-    # -- scans ----------------------------------------------------------------------------------
-
-    def known_items(self, uris: Sequence[str]) -> dict[str, KnownItem]:
-        known: dict[str, KnownItem] = {}
-        with self.read() as conn:
+    def by_uris(self, uris: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """uri -> (item id, embedding id) for the embedded items among ``uris``."""
+        found: dict[str, tuple[int, int]] = {}
+        with self.catalog.read() as conn:
             for part in chunked(list(uris)):
-                for r in conn.execute(select(Item.id, Item.uri, Item.size, Item.mtime_ns, Item.state)
-                                      .where(Item.uri.in_(part))):
-                    known[r.uri] = KnownItem(r.id, r.size, r.mtime_ns, r.state)
-        return known
+                for item_id, uri, content_id in conn.execute(
+                        select(Item.id, Item.uri, Item.embedding_id).where(
+                            Item.uri.in_(part), Item.state == EMBEDDED, Item.embedding_id.is_not(None))):
+                    found[uri] = (int(item_id), int(content_id))
+        return found
 
-    def archive(self, uri: str) -> Optional[ArchiveRecord]:
-        with self.read() as conn:
-            row = conn.execute(select(Archive).where(Archive.uri == uri)).first()
+    def failed_uris(self, uris: Sequence[str]) -> list[str]:
+        """Those of ``uris`` that were ingested and could not be read."""
+        failed: list[str] = []
+        with self.catalog.read() as conn:
+            for part in chunked(list(uris)):
+                failed += [r[0] for r in conn.execute(select(Item.uri).where(
+                    Item.uri.in_(part), Item.state == ItemState.FAILED.value))]
+        return failed
+
+    def uris(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """item id -> uri."""
+        uris: dict[int, str] = {}
+        with self.catalog.read() as conn:
+            for part in chunked([int(i) for i in item_ids]):
+                uris.update(conn.execute(select(Item.id, Item.uri).where(Item.id.in_(part))).all())
+        return uris
+
+    def get(self, item_id: int) -> Optional[dict[str, Any]]:
+        """Everything the catalog knows about one item, as plain data."""
+        with self.catalog.read() as conn:
+            row = conn.execute(select(Item).where(Item.id == int(item_id))).first()
         if row is None:
             return None
-        a = row
-        return ArchiveRecord(a.uri, a.size, a.mtime_ns, a.members, bool(a.complete))
+        item = row
+        return {"id": item.id, "path": item.uri, "state": item.state, "size": item.size, "sha256": item.sha256,
+                "embedding_id": item.embedding_id, "width": item.width, "height": item.height, "format": item.format,
+                "container": item.container, "failure_reason": item.failure_reason,
+                "failure_detail": item.failure_detail, "added_at": item.added_at, "updated_at": item.updated_at}
 
-    def settle_unchanged_archive(self, uri: str, run_id: int) -> int:
-        """Marks every member of an unchanged archive as seen by ``run_id``; returns how many are settled
-        (embedded or failed)."""
-        with self.begin() as conn:
-            conn.execute(update(Item).where(Item.container == uri).values(scan_id=run_id))
+    def _filter_condition(self, path_filter: str) -> Any:
+        dialect: str = self.catalog.dialect
+        if has_wildcards(path_filter):  # the same wildcards as fnmatch, case-sensitive
+            return glob_condition(dialect, Item.uri, path_filter)
+        return contains_condition(dialect, Item.uri, path_filter)
+
+    def count_matching(self, path_filter: str) -> int:
+        """Embedded items whose path matches ``path_filter`` (see ``path_matches``)."""
+        with self.catalog.read() as conn:
             return int(conn.execute(select(func.count()).where(
-                Item.container == uri, Item.state.in_([EMBEDDED, FAILED]))).scalar() or 0)
+                Item.state == EMBEDDED, Item.embedding_id.is_not(None), self._filter_condition(path_filter))
+            ).scalar() or 0)
 
-    def record_archive(self, archive: ArchiveRecord, conn: Optional["Connection"] = None) -> None:
-        values = {"uri": archive.uri, "size": archive.size, "mtime_ns": archive.mtime_ns, "members": archive.members,
-                  "complete": archive.complete, "scanned_at": time.time()}
-        upsert = insert_for(self.dialect, Archive).values(**values)
-        statement = upsert.on_conflict_do_update(index_elements=[Archive.uri], set_={
-            k: getattr(upsert.excluded, k) for k in values if k != "uri"})
-        if conn is not None:
-            conn.execute(statement)
-            return
-        with self.begin() as own:
-            own.execute(statement)
-
-    def apply_scan(self, run_id: int, new: list[dict[str, Any]], changed: list[dict[str, Any]], seen: list[int],
-                   finished_archives: Sequence[ArchiveRecord] = ()) -> int:
-        """Records one chunk of a scan in one transaction: ``new`` item rows (uri, size, mtime_ns, state,
-        container, raw_path, failure_reason), ``changed`` items (id, size, mtime_ns, state, failure_reason:
-        their content is forgotten), ``seen`` item ids; members of ``finished_archives`` (read to the end)
-        that this run did not see are marked deleted. Returns that number."""
-        stamp = time.time()
-        deleted = 0
-        with self.begin() as conn:
-            if new:
-                # Another registrar (a concurrent run on a server catalog) may have added the same path
-                # since ``known_items``: its row stands, this one is dropped, never doubled.
-                conn.execute(insert_for(self.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
-                             [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
-                              for row in sorted(new, key=lambda r: r["uri"])])
-            if changed:
-                conn.execute(
-                    update(Item).where(Item.id == bindparam("b_id")).values(
-                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime"), state=bindparam("b_state"),
-                        sha256=None, embedding_id=None, failure_reason=bindparam("b_reason"), failure_detail=None,
-                        scan_id=run_id, updated_at=stamp),
-                    [{"b_id": r["id"], "b_size": r["size"], "b_mtime": r["mtime_ns"], "b_state": r["state"],
-                      "b_reason": r.get("failure_reason")} for r in changed])
-            for part in chunked(seen):
-                conn.execute(update(Item).where(Item.id.in_(part)).values(scan_id=run_id))
-            for archive in finished_archives:
-                result = conn.execute(update(Item).where(
-                    Item.container == archive.uri, Item.state != DELETED,
-                    (Item.scan_id != run_id) | Item.scan_id.is_(None),
-                ).values(state=DELETED, updated_at=stamp))
-                deleted += result.rowcount or 0
-                self.record_archive(archive, conn)
-        return deleted
-
-    def mark_unseen_deleted(self, prefix: str, run_id: int) -> int:
-        """Items whose uri starts with ``prefix`` (a folder path ending in a separator) that ``run_id``
-        did not see are gone: marked deleted (kept as history). Returns how many."""
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # a range on the unique uri index
-        with self.begin() as conn:
-            result = conn.execute(
-                update(Item).where(Item.uri >= prefix, Item.uri < upper, Item.state != DELETED,
-                                   (Item.scan_id != run_id) | Item.scan_id.is_(None))
-                .values(state=DELETED, updated_at=time.time()))
-            return int(result.rowcount or 0)
-
-    def record_runtime(self, runtime: str, precision: str, embedded: int) -> None:
-        """Counts the embeddings made by one runtime and precision (``status`` shows them; runtimes that
-        agree within cosine 0.999 may share an index)."""
-        key = f"{runtime}/{precision}"
-        with self.begin() as conn:
-            value = conn.execute(select(Meta.value).where(Meta.key == RUNTIMES_KEY)).scalar()
-            runtimes = json.loads(value) if value else {}
-            entry = runtimes.setdefault(key, {"embedded": 0, "first_used": time.time()})
-            entry["embedded"] += int(embedded)
-            entry["last_used"] = time.time()
-            self.set_meta(RUNTIMES_KEY, runtimes, conn)  # type: ignore[attr-defined]  # Catalog's
-
-    def pending_count(self) -> int:
-        with self.read() as conn:
-            return int(conn.execute(select(func.count()).where(Item.state == PENDING)).scalar() or 0)
-
-    # -- batches --------------------------------------------------------------------------------
-
-    def commit_batch(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
-                     failed: Sequence[FailedRecord]) -> None:
-        """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob), the items
-        that hold them or a known content marked embedded, the ``failed`` items with their reason.
-
-        Idempotent, and safe beside other writers: a content another worker committed meanwhile keeps
-        its first embedding (unique sha256, ``ON CONFLICT DO NOTHING``) and the items point at it; the
-        same batch committed twice (a retried task) writes the same rows again."""
-        # Rows in one order (contents by sha256, items by id): two writers whose batches overlap wait for
-        # each other instead of deadlocking; should the server still pick a victim, the batch is redone.
-        fresh = dict(sorted(fresh.items()))
-        embedded = sorted(embedded, key=lambda r: r.item_id)
-        failed = sorted(failed, key=lambda r: r.item_id)
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                self._commit_batch_once(fresh, embedded, failed)
-                return
-            except CatalogError as exc:
-                if "deadlock" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-
-    def _commit_batch_once(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
-                           failed: Sequence[FailedRecord]) -> None:
-        stamp = time.time()
-        with self.begin() as conn:
-            ids: dict[str, int] = {}
-            if fresh:
-                conn.execute(insert_for(self.dialect, Embedding).on_conflict_do_nothing(
-                    index_elements=[Embedding.sha256]),
-                    [{"sha256": sha, "vector": blob, "created_at": stamp} for sha, blob in fresh.items()])
-                ids.update(conn.execute(select(Embedding.sha256, Embedding.id)
-                                        .where(Embedding.sha256.in_(list(fresh)))).all())
-            fault_point("commit")  # inside the transaction: a kill here must lose the whole batch, nothing else
-            if embedded:
-                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
-                    state=EMBEDDED, sha256=bindparam("b_sha"), embedding_id=bindparam("b_emb"),
-                    width=bindparam("b_w"), height=bindparam("b_h"), format=bindparam("b_fmt"),
-                    failure_reason=None, failure_detail=None, updated_at=stamp),
-                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_w": r.width, "b_h": r.height, "b_fmt": r.format,
-                      "b_emb": r.embedding_id if r.embedding_id is not None else ids[r.sha256]} for r in embedded])
-            if failed:
-                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
-                    state=FAILED, sha256=bindparam("b_sha"), failure_reason=bindparam("b_reason"),
-                    failure_detail=bindparam("b_detail"), updated_at=stamp),
-                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
-                     for r in failed])
-
-    # -- removal --------------------------------------------------------------------------------
-
-    def purge_deleted(self) -> tuple[int, list[int]]:
-        """Removes deleted items for good, and the embeddings no item uses any more.
-        Returns (items purged, embedding ids removed)."""
-        with self.begin() as conn:
-            purged = conn.execute(delete(Item).where(Item.state == DELETED)).rowcount or 0
-            orphans = [row[0] for row in conn.execute(
-                select(Embedding.id).where(~Embedding.id.in_(
-                    select(Item.embedding_id).where(Item.embedding_id.is_not(None)))))]
-            for part in chunked(orphans):
-                conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
-            if orphans:
-                purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
-                self.set_meta(PURGES_KEY, int(purges or 0) + 1, conn)  # type: ignore[attr-defined]  # Catalog's
-        return int(purged), orphans
-
-    def pending_reader(self) -> "PendingReader":
-        url = getattr(self, "url")
-        return PendingReader(url.render_as_string(hide_password=False),
-                             url.database if url.get_backend_name() == "sqlite" else None)
-
-    def pending_id_bounds(self) -> tuple[int, int]:
-        """(smallest, largest) id of the pending plain files; (0, -1) when there is none."""
-        with self.read() as conn:
-            low, high = conn.execute(select(func.min(Item.id), func.max(Item.id)).where(
-                Item.state == PENDING, Item.container.is_(None))).one()
-        return (int(low), int(high)) if low is not None else (0, -1)
-
-
-class PendingReader:
-    """The pending work list, read-only, for a decode worker in another process (or on another machine,
-    with a server catalog). Picklable: the connection is opened in the process that reads, on first use."""
-
-    PAGE = 256
-
-    def __init__(self, catalog_url: str, sqlite_path: Optional[str] = None) -> None:
-        self.catalog_url = catalog_url
-        self.sqlite_path = sqlite_path
-        self._engine: Any = None
-
-    def __getstate__(self) -> dict:
-        return {"catalog_url": self.catalog_url, "sqlite_path": self.sqlite_path, "_engine": None}
-
-    def _execute(self, statement: Any) -> list:
-        if self._engine is None:
-            if make_url(self.catalog_url).get_backend_name() == "sqlite":
-                path = Path(self.sqlite_path or make_url(self.catalog_url).database or "")
-                self._engine = create_engine("sqlite://", creator=lambda: readonly_connection(path))
-            else:
-                self._engine = create_engine(self.catalog_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        try:
-            with self._engine.connect() as conn:
-                return conn.execute(statement).all()
-        except DBAPIError as exc:
-            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc.orig).strip()}") from exc
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-
-    def embedding_id(self, sha256: str) -> Optional[int]:
-        rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
-        return rows[0][0] if rows else None
-
-    def plain_files(self, shard: int = 0, shards: int = 1, first_id: int = 0,
-                    last_id: Optional[int] = None) -> Iterator[tuple[int, str, Optional[bytes]]]:
-        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``
-        (and within ``first_id``..``last_id`` when given)."""
-        last = first_id - 1
-        while True:
-            statement = select(Item.id, Item.uri, Item.raw_path).where(
-                Item.state == PENDING, Item.container.is_(None), Item.id > last, Item.id % shards == shard)
-            if last_id is not None:
-                statement = statement.where(Item.id <= last_id)
-            page = self._execute(statement.order_by(Item.id).limit(self.PAGE))
-            if not page:
-                return
-            yield from (tuple(row) for row in page)
-            last = page[-1][0]
-
-    def containers(self) -> list[str]:
-        """Archives with pending members, in name order."""
-        return [row[0] for row in self._execute(
-            select(Item.container).where(Item.state == PENDING, Item.container.is_not(None))
-            .distinct().order_by(Item.container))]
-
-    def members(self, container: str) -> list[tuple[int, str]]:
-        """(item id, uri) of the pending members of one archive."""
-        return [tuple(row) for row in self._execute(
-            select(Item.id, Item.uri).where(Item.state == PENDING, Item.container == container))]
+    def matching(self, path_filter: str) -> tuple[list[LiveItem], dict[int, bytes]]:
+        """The embedded items matching ``path_filter`` in item order, and the stored vector blob of each of
+        their contents."""
+        with self.catalog.read() as conn:
+            rows = conn.execute(select(Item.id, Item.uri, Item.embedding_id, Embedding.vector)
+                                .join(Embedding, Item.embedding_id == Embedding.id)
+                                .where(Item.state == EMBEDDED, self._filter_condition(path_filter))
+                                .order_by(Item.id)).all()
+        return [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in rows], {int(r[2]): r[3] for r in rows}

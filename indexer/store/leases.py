@@ -16,9 +16,9 @@ from .dialect import insert_for
 from .schema import IngestLease
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from sqlalchemy.engine import Connection
+
+    from .catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,17 @@ def _now(conn: "Connection") -> float:
 
 
 class CatalogLeases:
-    """Lease operations (mixed into ``Catalog``)."""
+    """Lease operations (``catalog.leases``)."""
 
-    dialect: str
+    def __init__(self, catalog: "Catalog") -> None:
+        self.catalog = catalog
 
-    def begin(self) -> "AbstractContextManager[Connection]":  # provided by Catalog
-        raise NotImplementedError
-
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> Optional[LeaseInfo]:
+    def acquire(self, name: str, holder: str, ttl: float) -> Optional[LeaseInfo]:
         """Takes the lease ``name`` for ``holder`` for ``ttl`` seconds when it is free, expired or already
         ``holder``'s. Returns None on success, else who holds it."""
-        with self.begin() as conn:
+        with self.catalog.begin() as conn:
             now = _now(conn)
-            conn.execute(insert_for(self.dialect, IngestLease).values(
+            conn.execute(insert_for(self.catalog.dialect, IngestLease).values(
                 name=name, holder=holder, acquired_at=now, heartbeat_at=now, expires_at=now + ttl)
                 .on_conflict_do_nothing(index_elements=[IngestLease.name]))
             taken = conn.execute(update(IngestLease).where(
@@ -58,13 +56,13 @@ class CatalogLeases:
                                .where(IngestLease.name == name)).one()
             return LeaseInfo(row.holder, row.expires_at - now)
 
-    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
+    def renew(self, name: str, holder: str, ttl: float) -> bool:
         """Pushes the expiry on; False when ``holder`` no longer holds the lease (it expired and was taken)."""
-        with self.begin() as conn:
+        with self.catalog.begin() as conn:
             now = _now(conn)
             return conn.execute(update(IngestLease).where(IngestLease.name == name, IngestLease.holder == holder)
                                 .values(heartbeat_at=now, expires_at=now + ttl)).rowcount == 1
 
-    def release_lease(self, name: str, holder: str) -> None:
-        with self.begin() as conn:
+    def release(self, name: str, holder: str) -> None:
+        with self.catalog.begin() as conn:
             conn.execute(delete(IngestLease).where(IngestLease.name == name, IngestLease.holder == holder))

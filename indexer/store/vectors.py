@@ -42,7 +42,7 @@ import numpy as np
 from ..config import DEFAULT_FLAT_MAX
 from .files import VECTORS_FILE, VECTORS_META, atomic_write
 
-if TYPE_CHECKING:  # a search reads through store.quick without importing the database layer
+if TYPE_CHECKING:
     from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -130,18 +130,18 @@ def index_ids(index: faiss.Index) -> np.ndarray:
 
 def sample_embeddings(catalog: "Catalog", count: int, seed: int = 0) -> np.ndarray:
     """About ``count`` stored embeddings picked at random (ids are dense, so a random id range works)."""
-    low, high = catalog.embedding_id_range()
+    low, high = catalog.embeddings.id_range()
     rng = np.random.default_rng(seed)
     wanted = np.unique(rng.integers(low, high + 1, size=min(count * 2, high - low + 1)))[: count * 2]
     rng.shuffle(wanted)
-    return catalog.embeddings_by_id(wanted.tolist())[1][:count]
+    return catalog.embeddings.by_ids(wanted.tolist())[1][:count]
 
 
 def exact_top_k(catalog: "Catalog", queries: np.ndarray, k: int) -> np.ndarray:
     """Ids of the exact top ``k`` per query, by a pass over the catalog in chunks (bounded memory)."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for ids, matrix in catalog.iter_embeddings():
+    for ids, matrix in catalog.embeddings.pages():
         scores = queries @ matrix.T
         all_scores = np.concatenate([best_scores, scores], axis=1)
         all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
@@ -234,7 +234,7 @@ class VectorIndex:
         have_max = int(ids.max()) if len(ids) else 0
         changed = False
         if have_max < max_id:
-            for new_ids, matrix in self.catalog.iter_embeddings(after_id=have_max):
+            for new_ids, matrix in self.catalog.embeddings.pages(after_id=have_max):
                 index.add_with_ids(matrix, new_ids)
                 if progress:
                     progress(len(new_ids))
@@ -283,7 +283,7 @@ class VectorIndex:
         if filler is not None and layout.kind != "flat":
             index = filler(index, progress)
         else:
-            for ids, matrix in self.catalog.iter_embeddings():
+            for ids, matrix in self.catalog.embeddings.pages():
                 index.add_with_ids(matrix, ids)
                 if progress:
                     progress(len(ids))
@@ -366,7 +366,7 @@ class VectorIndex:
         step = max(1, RERANK_READ // max(1, candidates.shape[1]))
         for start in range(0, len(candidates), step):
             block = candidates[start:start + step]
-            stored, vectors = self.catalog.embeddings_by_id(np.unique(block[block >= 0]).tolist())
+            stored, vectors = self.catalog.embeddings.by_ids(np.unique(block[block >= 0]).tolist())
             by_id = np.argsort(stored)
             stored, vectors = stored[by_id], vectors[by_id]
             for row, found in enumerate(block, start):

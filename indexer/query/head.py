@@ -1,5 +1,5 @@
-"""A trained head as the catalog keeps it, and its scoring: numpy only, so classifying with a head never
-imports torch.
+"""A trained head as the catalog keeps it, its scoring and its loading: numpy only, so classifying with a
+head never imports torch (the trainers live in ``indexer.heads``).
 
 Every head, whatever trained it, ends as one linear layer over all its classes,
 ``logits = normalise(x) @ weight.T + bias``, and ``scores = logits - calibration * seen``: scoring a
@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import HeadError
+
+if TYPE_CHECKING:
+    from ..context import IndexModel
+    from ..store.catalog import Catalog
 
 FeatureMatrix = npt.NDArray[np.float32]
 METHODS: tuple[str, ...] = ("projection", "generative")
@@ -76,10 +81,6 @@ class Head:
                             f"its classes are listed by `indexer heads show {self.name}`")
         return np.array([position[label] for label in labels], dtype=np.int64)
 
-    def scores_over(self, labels: Sequence[str], features: np.ndarray) -> np.ndarray:
-        """(n, len(labels)) calibrated scores restricted to ``labels``, in their order."""
-        return self.scores(features)[:, self.columns(labels)]
-
     def weights_blob(self) -> bytes:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, weight=self.weight.astype(np.float32), bias=self.bias.astype(np.float32),
@@ -104,3 +105,34 @@ def arrays_from_blob(blob: bytes, name: str) -> tuple[FeatureMatrix, np.ndarray,
     if weight.ndim != 2 or bias.shape != (len(weight),) or seen.shape != (len(weight),):
         raise HeadError(f"the stored weights of head {name!r} are inconsistent; train it again")
     return weight.astype(np.float32), bias.astype(np.float32), seen.astype(bool)
+
+
+def load_head(catalog: "Catalog", model: "IndexModel", name: str, index_path: Path) -> Head:
+    """The stored head ``name``, refused when it was trained for another model than the index's."""
+    row = catalog.heads.get(name)
+    if row is None:
+        known = [r.name for r in catalog.heads.rows()]
+        hint = f"stored heads: {', '.join(known)}" if known else "there is none yet (indexer heads train)"
+        raise HeadError(f"no head named {name!r} in the index at {index_path}; {hint}")
+    key, dim = model.key, model.dim
+    if row.model_key != key:
+        raise HeadError(f"head {name!r} was trained for another model (key {row.model_key[:12]}) than this index's "
+                        f"(key {key[:12]}): its weights score another model's embeddings. Train it again on this "
+                        f"index: indexer heads train {name} --replace --index {index_path} ...")
+    weight, bias, seen = arrays_from_blob(row.weights, name)
+    if len(weight) != len(row.classes) or weight.shape[1] != dim:
+        raise HeadError(f"head {name!r} does not fit this index ({weight.shape} weights, {len(row.classes)} "
+                        f"classes, {dim}-d embeddings); train it again")
+    return Head(name=row.name, method=row.method, classes=row.classes, weight=weight, bias=bias, seen_mask=seen,
+                model_key=row.model_key, calibration=float(row.hparams.get("calibration", 0.0)),
+                hparams=row.hparams, figures=row.figures, created_at=row.created_at)
+
+
+def list_heads(catalog: "Catalog", model: "IndexModel") -> list[dict[str, Any]]:
+    """Every stored head, without weights; ``usable`` is False for a head of another model."""
+    key = model.key if model.recorded else None
+    return [{"name": r.name, "method": r.method, "classes": len(r.classes),
+             "unseen_classes": r.figures.get("unseen_classes"), "items": r.figures.get("items"),
+             "descriptions": r.hparams.get("descriptions"), "calibration": r.hparams.get("calibration"),
+             "created_at": r.created_at, "weights_bytes": r.weights_bytes, "usable": r.model_key == key}
+            for r in catalog.heads.rows()]

@@ -1,0 +1,322 @@
+"""What ingestion writes: items found by a scan, archives, committed batches, deletions.
+
+Every write that changes an item's state is here, each in one transaction, so that a crash between
+two of them leaves a catalog that the next run resumes from (the design's invariant 2). The decisions
+(what is new, changed or unchanged) are made by ``indexer.ingest``; this module only records them.
+
+``PendingReader`` is the read-only view that decode workers (other processes) use to stream the work
+list: it opens its own connection in the process that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+from sqlalchemy import bindparam, create_engine, delete, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import CatalogError
+from .dialect import insert_for
+from .files import fault_point
+from .catalog import chunked
+from .states import PURGES_KEY
+from .schema import Archive, Embedding, Item, ItemState, Meta
+from .sqlite import readonly_connection
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from .catalog import Catalog
+
+PENDING, EMBEDDED, FAILED, DELETED = (s.value for s in ItemState)
+RUNTIMES_KEY = "runtimes"  # meta: {"openvino/bf16": {"embedded": n, "first_used": t, "last_used": t}, ...}
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class KnownItem:
+    """What a scan compares an entry with."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    state: str
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    uri: str
+    size: int
+    mtime_ns: int
+    members: int
+    complete: bool
+
+
+@dataclass
+class EmbeddedRecord:
+    """An item to mark embedded: its content, and either the fresh vector blob or a known embedding."""
+
+    item_id: int
+    sha256: str
+    width: Optional[int] = None
+    height: Optional[int] = None
+    format: Optional[str] = None
+    embedding_id: Optional[int] = None  # set when the content was already in the catalog
+
+
+@dataclass
+class FailedRecord:
+    item_id: int
+    reason: str
+    detail: Optional[str] = None
+    sha256: Optional[str] = None
+
+
+class CatalogWorklist:
+    """The catalog as ingestion's work list: what scans find, what is pending, committed batches,
+    deletions (``catalog.worklist``)."""
+
+    def __init__(self, catalog: "Catalog") -> None:
+        self.catalog = catalog
+
+    def known_items(self, uris: Sequence[str]) -> dict[str, KnownItem]:
+        known: dict[str, KnownItem] = {}
+        with self.catalog.read() as conn:
+            for part in chunked(list(uris)):
+                for r in conn.execute(select(Item.id, Item.uri, Item.size, Item.mtime_ns, Item.state)
+                                      .where(Item.uri.in_(part))):
+                    known[r.uri] = KnownItem(r.id, r.size, r.mtime_ns, r.state)
+        return known
+
+    def archive(self, uri: str) -> Optional[ArchiveRecord]:
+        with self.catalog.read() as conn:
+            row = conn.execute(select(Archive).where(Archive.uri == uri)).first()
+        if row is None:
+            return None
+        a = row
+        return ArchiveRecord(a.uri, a.size, a.mtime_ns, a.members, bool(a.complete))
+
+    def settle_unchanged_archive(self, uri: str, run_id: int) -> int:
+        """Marks every member of an unchanged archive as seen by ``run_id``; returns how many are settled
+        (embedded or failed)."""
+        with self.catalog.begin() as conn:
+            conn.execute(update(Item).where(Item.container == uri).values(scan_id=run_id))
+            return int(conn.execute(select(func.count()).where(
+                Item.container == uri, Item.state.in_([EMBEDDED, FAILED]))).scalar() or 0)
+
+    def record_archive(self, archive: ArchiveRecord, conn: Optional["Connection"] = None) -> None:
+        values = {"uri": archive.uri, "size": archive.size, "mtime_ns": archive.mtime_ns, "members": archive.members,
+                  "complete": archive.complete, "scanned_at": time.time()}
+        upsert = insert_for(self.catalog.dialect, Archive).values(**values)
+        statement = upsert.on_conflict_do_update(index_elements=[Archive.uri], set_={
+            k: getattr(upsert.excluded, k) for k in values if k != "uri"})
+        if conn is not None:
+            conn.execute(statement)
+            return
+        with self.catalog.begin() as own:
+            own.execute(statement)
+
+    def apply_scan(self, run_id: int, new: list[dict[str, Any]], changed: list[dict[str, Any]], seen: list[int],
+                   finished_archives: Sequence[ArchiveRecord] = ()) -> int:
+        """Records one chunk of a scan in one transaction: ``new`` item rows (uri, size, mtime_ns, state,
+        container, raw_path, failure_reason), ``changed`` items (id, size, mtime_ns, state, failure_reason:
+        their content is forgotten), ``seen`` item ids; members of ``finished_archives`` (read to the end)
+        that this run did not see are marked deleted. Returns that number."""
+        stamp = time.time()
+        deleted = 0
+        with self.catalog.begin() as conn:
+            if new:
+                # Another registrar (a concurrent run on a server catalog) may have added the same path
+                # since ``known_items``: its row stands, this one is dropped, never doubled.
+                conn.execute(insert_for(self.catalog.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
+                             [dict(row, scan_id=run_id, added_at=stamp, updated_at=stamp)
+                              for row in sorted(new, key=lambda r: r["uri"])])
+            if changed:
+                conn.execute(
+                    update(Item).where(Item.id == bindparam("b_id")).values(
+                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime"), state=bindparam("b_state"),
+                        sha256=None, embedding_id=None, failure_reason=bindparam("b_reason"), failure_detail=None,
+                        scan_id=run_id, updated_at=stamp),
+                    [{"b_id": r["id"], "b_size": r["size"], "b_mtime": r["mtime_ns"], "b_state": r["state"],
+                      "b_reason": r.get("failure_reason")} for r in changed])
+            for part in chunked(seen):
+                conn.execute(update(Item).where(Item.id.in_(part)).values(scan_id=run_id))
+            for archive in finished_archives:
+                result = conn.execute(update(Item).where(
+                    Item.container == archive.uri, Item.state != DELETED,
+                    (Item.scan_id != run_id) | Item.scan_id.is_(None),
+                ).values(state=DELETED, updated_at=stamp))
+                deleted += result.rowcount or 0
+                self.record_archive(archive, conn)
+        return deleted
+
+    def mark_unseen_deleted(self, prefix: str, run_id: int) -> int:
+        """Items whose uri starts with ``prefix`` (a folder path ending in a separator) that ``run_id``
+        did not see are gone: marked deleted (kept as history). Returns how many."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # a range on the unique uri index
+        with self.catalog.begin() as conn:
+            result = conn.execute(
+                update(Item).where(Item.uri >= prefix, Item.uri < upper, Item.state != DELETED,
+                                   (Item.scan_id != run_id) | Item.scan_id.is_(None))
+                .values(state=DELETED, updated_at=time.time()))
+            return int(result.rowcount or 0)
+
+    def record_runtime(self, runtime: str, precision: str, embedded: int) -> None:
+        """Counts the embeddings made by one runtime and precision (``status`` shows them; runtimes that
+        agree within cosine 0.999 may share an index)."""
+        key = f"{runtime}/{precision}"
+        with self.catalog.begin() as conn:
+            value = conn.execute(select(Meta.value).where(Meta.key == RUNTIMES_KEY)).scalar()
+            runtimes = json.loads(value) if value else {}
+            entry = runtimes.setdefault(key, {"embedded": 0, "first_used": time.time()})
+            entry["embedded"] += int(embedded)
+            entry["last_used"] = time.time()
+            self.catalog.set_meta(RUNTIMES_KEY, runtimes, conn)
+
+    def pending_count(self) -> int:
+        with self.catalog.read() as conn:
+            return int(conn.execute(select(func.count()).where(Item.state == PENDING)).scalar() or 0)
+
+    def commit_batch(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
+                     failed: Sequence[FailedRecord]) -> None:
+        """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob), the items
+        that hold them or a known content marked embedded, the ``failed`` items with their reason.
+
+        Idempotent, and safe beside other writers: a content another worker committed meanwhile keeps
+        its first embedding (unique sha256, ``ON CONFLICT DO NOTHING``) and the items point at it; the
+        same batch committed twice (a retried task) writes the same rows again."""
+        # Rows in one order (contents by sha256, items by id): two writers whose batches overlap wait for
+        # each other instead of deadlocking; should the server still pick a victim, the batch is redone.
+        fresh = dict(sorted(fresh.items()))
+        embedded = sorted(embedded, key=lambda r: r.item_id)
+        failed = sorted(failed, key=lambda r: r.item_id)
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._commit_batch_once(fresh, embedded, failed)
+                return
+            except CatalogError as exc:
+                if "deadlock" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _commit_batch_once(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
+                           failed: Sequence[FailedRecord]) -> None:
+        stamp = time.time()
+        with self.catalog.begin() as conn:
+            ids: dict[str, int] = {}
+            if fresh:
+                conn.execute(insert_for(self.catalog.dialect, Embedding).on_conflict_do_nothing(
+                    index_elements=[Embedding.sha256]),
+                    [{"sha256": sha, "vector": blob, "created_at": stamp} for sha, blob in fresh.items()])
+                ids.update(conn.execute(select(Embedding.sha256, Embedding.id)
+                                        .where(Embedding.sha256.in_(list(fresh)))).all())
+            fault_point("commit")  # inside the transaction: a kill here must lose the whole batch, nothing else
+            if embedded:
+                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
+                    state=EMBEDDED, sha256=bindparam("b_sha"), embedding_id=bindparam("b_emb"),
+                    width=bindparam("b_w"), height=bindparam("b_h"), format=bindparam("b_fmt"),
+                    failure_reason=None, failure_detail=None, updated_at=stamp),
+                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_w": r.width, "b_h": r.height, "b_fmt": r.format,
+                      "b_emb": r.embedding_id if r.embedding_id is not None else ids[r.sha256]} for r in embedded])
+            if failed:
+                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
+                    state=FAILED, sha256=bindparam("b_sha"), failure_reason=bindparam("b_reason"),
+                    failure_detail=bindparam("b_detail"), updated_at=stamp),
+                    [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
+                     for r in failed])
+
+    def purge_deleted(self) -> tuple[int, list[int]]:
+        """Removes deleted items for good, and the embeddings no item uses any more.
+        Returns (items purged, embedding ids removed)."""
+        with self.catalog.begin() as conn:
+            purged = conn.execute(delete(Item).where(Item.state == DELETED)).rowcount or 0
+            orphans = [row[0] for row in conn.execute(
+                select(Embedding.id).where(~Embedding.id.in_(
+                    select(Item.embedding_id).where(Item.embedding_id.is_not(None)))))]
+            for part in chunked(orphans):
+                conn.execute(delete(Embedding).where(Embedding.id.in_(part)))
+            if orphans:
+                purges = conn.execute(select(Meta.value).where(Meta.key == PURGES_KEY)).scalar()
+                self.catalog.set_meta(PURGES_KEY, int(purges or 0) + 1, conn)
+        return int(purged), orphans
+
+    def pending_reader(self) -> "PendingReader":
+        url = self.catalog.url
+        return PendingReader(url.render_as_string(hide_password=False),
+                             url.database if url.get_backend_name() == "sqlite" else None)
+
+    def pending_id_bounds(self) -> tuple[int, int]:
+        """(smallest, largest) id of the pending plain files; (0, -1) when there is none."""
+        with self.catalog.read() as conn:
+            low, high = conn.execute(select(func.min(Item.id), func.max(Item.id)).where(
+                Item.state == PENDING, Item.container.is_(None))).one()
+        return (int(low), int(high)) if low is not None else (0, -1)
+
+
+class PendingReader:
+    """The pending work list, read-only, for a decode worker in another process (or on another machine,
+    with a server catalog). Picklable: the connection is opened in the process that reads, on first use."""
+
+    PAGE = 256
+
+    def __init__(self, catalog_url: str, sqlite_path: Optional[str] = None) -> None:
+        self.catalog_url = catalog_url
+        self.sqlite_path = sqlite_path
+        self._engine: Any = None
+
+    def __getstate__(self) -> dict:
+        return {"catalog_url": self.catalog_url, "sqlite_path": self.sqlite_path, "_engine": None}
+
+    def _execute(self, statement: Any) -> list:
+        if self._engine is None:
+            if make_url(self.catalog_url).get_backend_name() == "sqlite":
+                path = Path(self.sqlite_path or make_url(self.catalog_url).database or "")
+                self._engine = create_engine("sqlite://", creator=lambda: readonly_connection(path))
+            else:
+                self._engine = create_engine(self.catalog_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(statement).all()
+        except DBAPIError as exc:
+            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc.orig).strip()}") from exc
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def embedding_id(self, sha256: str) -> Optional[int]:
+        rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
+        return rows[0][0] if rows else None
+
+    def plain_files(self, shard: int = 0, shards: int = 1, first_id: int = 0,
+                    last_id: Optional[int] = None) -> Iterator[tuple[int, str, Optional[bytes]]]:
+        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``
+        (and within ``first_id``..``last_id`` when given)."""
+        last = first_id - 1
+        while True:
+            statement = select(Item.id, Item.uri, Item.raw_path).where(
+                Item.state == PENDING, Item.container.is_(None), Item.id > last, Item.id % shards == shard)
+            if last_id is not None:
+                statement = statement.where(Item.id <= last_id)
+            page = self._execute(statement.order_by(Item.id).limit(self.PAGE))
+            if not page:
+                return
+            yield from (tuple(row) for row in page)
+            last = page[-1][0]
+
+    def containers(self) -> list[str]:
+        """Archives with pending members, in name order."""
+        return [row[0] for row in self._execute(
+            select(Item.container).where(Item.state == PENDING, Item.container.is_not(None))
+            .distinct().order_by(Item.container))]
+
+    def members(self, container: str) -> list[tuple[int, str]]:
+        """(item id, uri) of the pending members of one archive."""
+        return [tuple(row) for row in self._execute(
+            select(Item.id, Item.uri).where(Item.state == PENDING, Item.container == container))]
