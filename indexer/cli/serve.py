@@ -50,12 +50,16 @@ def parse_indexes(values: tuple[str, ...]) -> dict[str, Path]:
                                                       "/?token=TOKEN once in a browser). Also from $INDEXER_TOKEN.")
 @click.option("--no-auth", is_flag=True, help="Serve a non-loopback address without a token (anyone who can reach "
                                               "it can query the index and see its pictures).")
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Answer requests for this host name too (the name a reverse proxy serves it under); repeat it "
+                   "for several. Without it only the listening address, localhost and IP addresses are answered "
+                   "(a web page cannot rebind its own name to this service). '*' answers any name.")
 @click.option("--allow-ingest", is_flag=True, help="Allow POST /api/ingest (ingest the index's sources again). "
                                                    "Without it, no request changes the index.")
 @click.option("--max-upload", default="20MB", show_default=True, help="Largest request body (an uploaded picture).")
 @click.option("--device", envvar="INDEXER_DEVICE", help="cuda, mps or cpu for the model. Default: the best available.")
 def serve(index_dirs: tuple[str, ...], host: str, port: int, token: Optional[str], no_auth: bool,
-          allow_ingest: bool, max_upload: str, device: Optional[str]) -> None:
+          allowed_hosts: tuple[str, ...], allow_ingest: bool, max_upload: str, device: Optional[str]) -> None:
     """Serve indexes over HTTP: a web page for ad-hoc queries at /, a JSON API under /api/ (docs at
     /docs), and clip-retrieval's API (/knn-service, /metadata, /indices-list) for its ClipClient.
 
@@ -85,7 +89,7 @@ def serve(index_dirs: tuple[str, ...], host: str, port: int, token: Optional[str
     from ..service.state import ServiceConfig
 
     config = ServiceConfig(indexes=parse_indexes(index_dirs), host=host, port=port, token=token,
-                           allow_ingest=allow_ingest, max_upload_bytes=limit, device=device)
+                           allowed_hosts=allowed_hosts, allow_ingest=allow_ingest, max_upload_bytes=limit, device=device)
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     err(f"serving {', '.join(f'{n} ({p})' for n, p in config.indexes.items())} on http://{shown}:{port}/ "

@@ -1,8 +1,9 @@
 """The ASGI application: routers per resource, the guards every request passes, errors as HTTP 4xx.
 
-Guards, outermost first: metrics (every answer is counted and timed), the token (when the service was
-started with one), and the body size limit (an upload over ``max_upload_bytes`` is refused with 413
-before it is read whole).
+Guards, outermost first: metrics (every answer is counted and timed), the security headers of every
+answer, the origin guard (a Host that names another site, a cross-site request: see ``origin``), the
+token (when the service was started with one), and the body size limit (an upload over
+``max_upload_bytes`` is refused with 413 before it is read whole).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..errors import CatalogError, EmptyIndexError, IndexerError, ModelError
 from .metrics import Metrics
+from .origin import OriginGuard
 from .state import NotFound, Registry, ServiceConfig
 
 STATIC = Path(__file__).parent / "static"
@@ -108,6 +110,40 @@ class TokenGuard:
                          [(b"www-authenticate", b"Bearer")])
 
 
+# The page runs its own script and styles only, talks to this service only, and is never framed.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# Swagger UI (/docs) and ReDoc load their script and styles from a CDN, as FastAPI serves them.
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+class SecurityHeaders:
+    """Every answer: no MIME sniffing, no framing, no referrer (a ``?token=`` URL must not leak), and the
+    page's content security policy unless the route set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        docs = scope["path"] in DOCS_PATHS
+
+        async def with_headers(event: dict) -> None:
+            if event["type"] == "http.response.start":
+                headers = list(event.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                         (b"referrer-policy", b"no-referrer")]
+                if not docs:
+                    extra.append((b"content-security-policy", PAGE_CSP.encode()))
+                headers += [(name, value) for name, value in extra if name not in names]
+                event = {**event, "headers": headers}
+            await send(event)
+
+        await self.app(scope, receive, with_headers)
+
+
 class Measure:
     """Counts and times every answer by route template (not by raw path: ids would explode the series)."""
 
@@ -179,8 +215,11 @@ def create_app(config: ServiceConfig, registry: Optional[Registry] = None) -> Fa
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
-    # Added last = run first: measure everything, then check the token, then the body size.
+    # Added last = run first: measure everything, add the security headers, refuse other sites, then
+    # check the token, then the body size.
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes)
     app.add_middleware(TokenGuard, token=config.token)
+    app.add_middleware(OriginGuard, bound_host=config.host, allowed_hosts=config.allowed_hosts, open_paths=OPEN_PATHS)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Measure, metrics=app.state.metrics)
     return app

@@ -39,6 +39,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 1234
     token: Optional[str] = None
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the address, localhost and IPs ('*': any)
     allow_ingest: bool = False
     max_upload_bytes: int = 20 * 2**20
     model: Optional[str] = None
