@@ -177,7 +177,7 @@ class ServedIndex:
         cached = self.thumbnails.get((item_id, size))
         if cached is not None:
             return cached
-        jpeg = thumbnail_jpeg(self.index.item_bytes(item_id), size)
+        jpeg = thumbnail_jpeg(self.index.item_bytes(item_id), size, max_pixels=self.index.settings.max_pixels)
         if jpeg is not None:
             self.thumbnails.put((item_id, size), jpeg)
         return jpeg
