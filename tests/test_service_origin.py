@@ -139,3 +139,21 @@ def test_another_site_can_neither_start_an_ingest_nor_run_queries(index_copy, tm
         assert client.get("/api/search", params={"q": "a star"},
                           headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors",
                                    "sec-fetch-dest": "image"}).status_code == 403
+
+
+def test_made_up_methods_and_paths_do_not_grow_the_metrics(index_copy):
+    import http.client
+
+    with live_server({"shapes": index_copy}, token="t0ken") as url, httpx.Client(base_url=url) as client:
+        connection = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=30)
+        for n in range(300):  # every request made up, every one refused (401: no token)
+            connection.request(f"M{n:05d}", f"/made/up/{n}")
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 401
+        connection.close()
+        text = client.get("/metrics", headers={"authorization": "Bearer t0ken"}).text
+    series = [line for line in text.splitlines() if line.startswith("indexer_http_requests_total{")]
+    assert not any("M000" in line or "/made/up" in line for line in series), series[:5]
+    assert len(series) <= 5, series
+    assert 'method="other"' in text

@@ -144,8 +144,14 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+# Methods counted by name; any other (a client may send any token) is counted as "other", so that no
+# client can grow the metrics without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class Measure:
-    """Counts and times every answer by route template (not by raw path: ids would explode the series)."""
+    """Counts and times every answer by route template (not by raw path: ids would explode the series),
+    method (the standard ones, else "other") and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -167,8 +173,9 @@ class Measure:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "other")
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.count("indexer_http_requests_total", "HTTP requests answered.", route=template,
-                               method=scope["method"], status=str(status))
+                               method=method, status=str(status))
             self.metrics.observe("indexer_http_request_seconds", "Time to answer an HTTP request.",
                                  time.perf_counter() - started, route=template)
 
