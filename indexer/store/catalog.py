@@ -128,7 +128,9 @@ class Catalog:
         self._conn: Optional[sqlite3.Connection] = None
         if url:
             self.url  # parsed (and refused) now
-            self.location = self.url.render_as_string(hide_password=True)
+            from .dialect import shown_url  # a server catalog: SQLAlchemy is loaded for it anyway
+
+            self.location = shown_url(self.url)
         else:
             self.location = str(path)
         try:
