@@ -21,7 +21,7 @@ from ..ingest.lock import ingest_lock
 from ..ingest.register import mark_missing, register
 from ..ingest.run import purge_deleted
 from ..ingest.summary import IngestSummary
-from ..media.sources import scan
+from ..media.sources import recorded_source, scan
 from ..store.schema import ItemState
 from .cluster import import_ray, ray_cluster
 from .shards import Shard, plan_shards
@@ -59,7 +59,7 @@ def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_addre
         def noted(items: Iterable[Path]) -> Iterable[Path]:
             for item in items:
                 if len(named) < 100:
-                    named.append(str(item))
+                    named.append(recorded_source(item))
                 yield item
 
         register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id, retry_failed,

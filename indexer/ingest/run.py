@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..media.sources import scan
+from ..media.sources import recorded_source, scan
 from ..store.codec import vector_to_blob
 from ..store.files import fault_point
 from ..store.worklist import EmbeddedRecord, FailedRecord
@@ -189,7 +189,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
     def noted(items: Iterable[Path]) -> Iterator[Path]:
         for item in items:
             if len(named) < 100:
-                named.append(str(item))
+                named.append(recorded_source(item))
             yield item
 
     with ingest_lock(index.path, catalog):

@@ -170,6 +170,12 @@ def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Pa
                 warn(f"skipping {name}: {problem}")
 
 
+def recorded_source(source: Path | str) -> str:
+    """A source as an ingest run records it: absolute (not resolved: a link stays a link), so that the run
+    repeated from another folder (``POST /api/ingest``) reads the same files."""
+    return os.path.abspath(os.path.expanduser(str(source)))
+
+
 def read_bytes(uri: str, raw_path: Optional[bytes] = None, max_bytes: Optional[int] = None) -> bytes:
     """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8); a file larger
     than ``max_bytes`` is refused from its size, and never read past ``max_bytes + 1`` bytes."""
