@@ -36,6 +36,7 @@ class ServiceConfig:
     """How ``indexer serve`` was started."""
 
     indexes: dict[str, Path]
+    catalog: Optional[str] = None  # the one served index's catalog URL (None: the SQLite file in its folder)
     host: str = "127.0.0.1"
     port: int = 1234
     token: Optional[str] = None
@@ -137,7 +138,7 @@ class ServedIndex:
     def __init__(self, name: str, path: Path, config: ServiceConfig) -> None:
         from ..config import Settings
 
-        settings = Settings().replace(device=config.device)
+        settings = Settings().replace(device=config.device, catalog=config.catalog)
         self.name = name
         self.path = path
         self.index: Index = open_index(path, config.model, settings=settings, create=False)
@@ -225,6 +226,10 @@ class ServedIndex:
         sources = self.index.ingest_sources()
         if not sources:
             raise QueryError(f"index {self.name!r} records no finished ingest to repeat; run `indexer ingest` first")
+        relative = [source for source in sources if not Path(source).is_absolute()]
+        if relative:  # recorded by an older indexer: they would be read from wherever the service runs
+            raise QueryError(f"index {self.name!r} recorded its sources as relative paths ({relative[0]}); run "
+                             "`indexer ingest` once with absolute paths, then ingest through the service")
         job = IngestJob(sources)
         self.ingest_job = job
         pool.submit(self._ingest, job)
@@ -236,7 +241,7 @@ class ServedIndex:
 
         try:
             # Its own Index: the served one keeps answering and catches up with each commit.
-            with open_index(self.path, create=False) as index:
+            with open_index(self.path, create=False, settings=self.index.settings) as index:
                 summary = index.ingest(job.sources, progress=progress, warn=lambda message: None, strict=False)
             job.summary = {"embedded": summary.embedded, "unchanged": summary.unchanged,
                            "reused": summary.reused, "failed": summary.failed}
