@@ -4,7 +4,8 @@ Each served index is one ``Index`` opened once: its vectors stay loaded (caught 
 running beside the service commits, at the next query), its model is loaded at the first query that
 needs it, and texts asked before are answered from memory. Requests run on worker threads; the FAISS
 index and the model are used under one lock per index (a search holds it for milliseconds), while a
-classification reads stored embeddings in a job thread of its own and never holds it.
+classification encodes its labels in a job thread of its own, a few prompts per turn of the lock, and
+reads stored embeddings without it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import QueryError
 from ..index import Index, open_index
+
+if TYPE_CHECKING:
+    from ..query.scoring import LabelScores
 
 class NotFound(Exception):
     """An index, item or run the request names does not exist (HTTP 404)."""
@@ -29,6 +33,7 @@ class NotFound(Exception):
 
 THUMBNAILS_KEPT = 4096  # JPEG thumbnails kept in memory per index
 JOBS_KEPT = 16  # classification runs kept in memory per index (the oldest finished ones go first)
+LABEL_PROMPTS_PER_LOCK = 64  # label prompts encoded per turn of the index's lock
 
 
 @dataclass
@@ -186,12 +191,6 @@ class ServedIndex:
     # -- classification jobs ----------------------------------------------------------------------
 
     def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor) -> ClassifyJob:
-        from ..query.scoring import label_embeddings
-
-        # The labels' embeddings first, under the lock (they may need the model); the pass over the
-        # stored embeddings then finds them in memory and runs beside the searches.
-        with self.lock:
-            label_embeddings(self.index.context.texts, labels, templates)
         job = ClassifyJob(id=uuid.uuid4().hex[:12], labels=labels, templates=templates,
                           total=self.index.count_embedded(), counts={label: 0 for label in labels})
         with self._jobs_lock:
@@ -202,9 +201,27 @@ class ServedIndex:
         pool.submit(self._classify, job)
         return job
 
+    def _label_scores(self, labels: list[str], templates: str) -> "LabelScores":
+        """The labels' scorer, their prompts encoded a few at a time under the lock: a search or an
+        upload waits for one small batch of texts, never for the whole label set (80 prompts a label
+        with the ensemble templates)."""
+        from ..models.templates import prompts_for
+        from ..query.scoring import LabelScores, label_embeddings
+
+        texts = self.index.context.texts
+        per_label = max(1, len(prompts_for(labels[0], templates)))
+        step = max(1, LABEL_PROMPTS_PER_LOCK // per_label)
+        rows = []
+        for start in range(0, len(labels), step):
+            with self.lock:
+                rows.append(label_embeddings(texts, labels[start:start + step], templates))
+        return LabelScores(labels, np.concatenate(rows), texts.logit_scale)
+
     def _classify(self, job: ClassifyJob) -> None:
         try:
-            result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False)
+            scorer = self._label_scores(job.labels, job.templates)
+            result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False,
+                                         scorer=scorer)
             job.total = result.items
             job.state = "done"
         except Exception as exc:  # reported to the client through the job's state, never lost

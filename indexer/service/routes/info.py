@@ -16,8 +16,9 @@ router = APIRouter(tags=["info"], responses=NOT_FOUND)
 
 @router.get("/api/healthz", response_model=Health)
 @router.get("/healthz", response_model=Health, include_in_schema=False)
-def healthz(request: Request) -> Health:
-    """Answers while the service is up (no token needed)."""
+async def healthz(request: Request) -> Health:
+    """Answers while the service is up (no token needed), on the event loop itself: never queued
+    behind requests waiting for worker threads."""
     return Health(status="ok", indexes=registry(request).names)
 
 
