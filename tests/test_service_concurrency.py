@@ -47,3 +47,17 @@ def test_a_large_classification_leaves_searches_and_the_health_check_answering(i
         took = state["seconds"]
         # Each answered within a fraction of the time the labels took to encode (seconds).
         assert all(wait < min(1.0, took / 4) for wait in waits.values()), (took, waits)
+
+
+def test_clients_texts_neither_grow_the_catalog_nor_need_it_written(index_copy):
+    from .conftest import catalog_rows
+
+    before = catalog_rows(index_copy, "SELECT COUNT(*) FROM text_embeddings")[0][0]
+    with live_server({"shapes": index_copy}) as url, httpx.Client(base_url=url, timeout=120) as client:
+        for batch in range(20):  # 2,000 texts nobody asked before, 100 terms a query
+            q = " + ".join(f"w{batch}x{n}" for n in range(100))
+            assert client.get("/api/search", params={"q": q, "k": 1}).status_code == 200
+        # Asked again, they are answered from memory.
+        again = client.get("/api/search", params={"q": " + ".join(f"w19x{n}" for n in range(100)), "k": 1})
+        assert again.status_code == 200
+    assert catalog_rows(index_copy, "SELECT COUNT(*) FROM text_embeddings")[0][0] == before

@@ -147,6 +147,9 @@ class ServedIndex:
         self.name = name
         self.path = path
         self.index: Index = open_index(path, config.model, settings=settings, create=False)
+        # Clients' texts are kept in memory (bounded), never written: no client grows the catalog, and a
+        # full disk never fails a search.
+        self.index.context.texts.persist = False
         self.lock = threading.RLock()  # the FAISS index and the model: one user at a time
         self.thumbnails = LRU(THUMBNAILS_KEPT)
         self.jobs: "OrderedDict[str, ClassifyJob]" = OrderedDict()
