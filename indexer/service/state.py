@@ -52,6 +52,40 @@ class ServiceConfig:
     device: Optional[str] = None
 
 
+class FairLock:
+    """A reentrant lock handed over in the order it was asked for: a job that takes it again and again
+    in small turns (a classification encoding its labels) cannot starve the requests waiting for it, as
+    a plain lock lets the thread that just released it take it back before a waiter wakes."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition(threading.Lock())
+        self._owner: Optional[int] = None
+        self._depth = 0
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        me = threading.get_ident()
+        with self._turns:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket or self._owner is not None:
+                self._turns.wait()
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turns:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._serving += 1
+                self._turns.notify_all()
+
+
 class LRU:
     """A small thread-safe least-recently-used map."""
 
@@ -150,7 +184,7 @@ class ServedIndex:
         # Clients' texts are kept in memory (bounded), never written: no client grows the catalog, and a
         # full disk never fails a search.
         self.index.context.texts.persist = False
-        self.lock = threading.RLock()  # the FAISS index and the model: one user at a time
+        self.lock = FairLock()  # the FAISS index and the model: one user at a time, in turn
         self.thumbnails = LRU(THUMBNAILS_KEPT)
         self.jobs: "OrderedDict[str, ClassifyJob]" = OrderedDict()
         self.ingest_job: Optional[IngestJob] = None
