@@ -104,3 +104,16 @@ def test_a_password_in_the_query_string_of_a_catalog_url_is_never_printed(tmp_pa
         down = run_cli("status", "--index", str(tmp_path / "index"), "--catalog", url)
         assert down.returncode == 1 and "cannot connect" in down.stderr, down.stderr
         assert PASSWORD not in down.stderr + down.stdout and "***" in down.stderr
+
+
+def test_a_malformed_stored_audit_is_answered_with_a_reason_not_a_crash(index_copy):
+    (index_copy / "audit").mkdir(exist_ok=True)
+    findings = index_copy / "audit" / "findings.json"
+    with live_server({"shapes": index_copy}) as url, httpx.Client(base_url=url) as client:
+        for content in ("{not json", '{"a": "dict, not a list"}', '[1, "two", {"type": "outlier", "score": NaN}]'):
+            findings.write_text(content)
+            answer = client.get("/api/audit")
+            assert answer.status_code == 503 and "indexer audit" in answer.json()["detail"], (content, answer.text)
+        findings.write_text('[1, {"type": "outlier", "score": 0.5, "path": "a.jpg"}]')
+        answer = client.get("/api/audit")
+        assert answer.status_code == 200 and answer.json()["total"] == 1
