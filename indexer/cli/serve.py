@@ -86,6 +86,12 @@ def serve(index_dirs: tuple[str, ...], catalog: Optional[str], host: str, port: 
     from ..service import require
 
     require()
+    from ..service.app import check_token
+
+    try:
+        check_token(token)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token") from None
     if not _loopback(host) and not token and not no_auth:
         raise click.UsageError(f"--host {host} is reachable from other machines: give --token TOKEN "
                                f"(e.g. --token {secrets.token_hex(16)}), or --no-auth to serve it open")

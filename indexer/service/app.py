@@ -8,10 +8,12 @@ token (when the service was started with one), and the body size limit (an uploa
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -82,11 +84,24 @@ class BodyLimit:
                 await _send_json(send, 413, {"detail": message})
 
 
+# A token travels in a header and a cookie: printable ASCII, none of the characters a cookie cannot hold.
+TOKEN_PATTERN = re.compile(r'^[!#-+\--:<-\[\]-~]{1,256}$')
+
+
+def check_token(token: Optional[str]) -> None:
+    """Refuses a token that a cookie or a header cannot carry (spaces, ``;``, ``,``, quotes, non-ASCII)."""
+    if token is not None and not TOKEN_PATTERN.match(token):
+        raise ValueError("a token is 1 to 256 printable ASCII characters, without spaces, quotes, "
+                         "commas, semicolons or backslashes (e.g. openssl rand -hex 16)")
+
+
 class TokenGuard:
     """With a token, every request but the health check must carry it: ``Authorization: Bearer T``, the
-    cookie the web page gets, or ``?token=T`` once (which sets that cookie)."""
+    cookie the web page gets, or ``?token=T`` once (which sets that cookie and redirects to the same
+    address without the token, so that it stays in no URL)."""
 
     def __init__(self, app: ASGIApp, token: Optional[str]) -> None:
+        check_token(token)
         self.app, self.token = app, token
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -97,12 +112,15 @@ class TokenGuard:
         given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE)
         from_query = request.query_params.get("token")
         if from_query and secrets.compare_digest(from_query.encode(), self.token.encode()):
-            async def with_cookie(event: dict) -> None:
-                if event["type"] == "http.response.start":
-                    cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                    event = {**event, "headers": [*event.get("headers", []), (b"set-cookie", cookie.encode())]}
-                await send(event)
-            return await self.app(scope, receive, with_cookie)
+            rest = urlencode([(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                                           keep_blank_values=True) if k != "token"])
+            location = scope["path"] + (f"?{rest}" if rest else "")
+            cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", location.encode("latin-1", "replace")),
+                                    (b"set-cookie", cookie.encode()), (b"cache-control", b"no-store"),
+                                    (b"content-length", b"0")]})
+            return await send({"type": "http.response.body", "body": b""})
         if given and secrets.compare_digest(given.encode(), self.token.encode()):
             return await self.app(scope, receive, send)
         await _send_json(send, 401, {"detail": "this service needs its token: send 'Authorization: Bearer TOKEN', "
