@@ -167,3 +167,16 @@ def test_classifying_with_a_head_never_imports_torch(trained):
     args = ["classify", "--head", "shapes", "--no-store", "--index", str(trained["index"])]
     probe = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True)
     assert "HEAVY: []" in probe.stderr, probe.stderr
+
+
+def test_a_head_over_too_many_classes_is_refused_at_once(trained):
+    import time
+
+    many = trained["root"] / "many.txt"
+    many.write_text("\n".join([*TEST_CLASSES, *(f"made-up class {n}" for n in range(10_000))]) + "\n")
+    started = time.perf_counter()
+    refused = invoke("heads", "train", "huge", "--index", trained["index"], "--labels", trained["labels"],
+                     "--classes", many)
+    assert refused.exit_code == 1 and "at most 1,000 classes" in refused.output, refused.output
+    assert time.perf_counter() - started < 30
+    assert catalog_rows(trained["index"], "SELECT COUNT(*) FROM heads WHERE name = 'huge'")[0][0] == 0

@@ -202,7 +202,10 @@ def test_guards_token_upload_limit_read_only(index_copy, photos):
             assert client.get("/api/healthz").status_code == 200  # health checks need no token
             ok = client.get("/api/search", params={"q": "a star"}, headers={"authorization": "Bearer s3cret"})
             assert ok.status_code == 200
-            assert client.get("/", params={"token": "s3cret"}).status_code == 200  # sets the cookie
+            landed = client.get("/", params={"token": "s3cret", "view": "labels"})  # sets the cookie
+            assert landed.status_code == 303 and landed.headers["location"] == "/?view=labels"  # token out of the URL
+            assert "HttpOnly" in landed.headers["set-cookie"] and "SameSite=Strict" in landed.headers["set-cookie"]
+            assert client.get("/").status_code == 200
             assert client.get("/api/search", params={"q": "a star"}).status_code == 200
         with httpx.Client(base_url=url, headers={"authorization": "Bearer s3cret"}) as client:
             big = client.post("/api/search", files={"image": ("big.png", b"\x89PNG" + b"0" * 10_000, "image/png")})
@@ -243,6 +246,9 @@ def test_allow_ingest_and_commits_beside(index_copy, tmp_path):
 
 
 def test_cli_refuses_open_address_without_token(index_copy):
+    for token in ("two words", "semi;colon", "ünïcode", 'quo"te'):  # none can travel in a cookie
+        bad = run_cli("serve", "--index", str(index_copy), "--token", token)
+        assert bad.returncode == 2 and "--token" in bad.stderr and "printable ASCII" in bad.stderr, bad.stderr
     result = run_cli("serve", "--index", str(index_copy), "--host", "0.0.0.0")
     assert result.returncode == 2 and "--token" in result.stderr
     result = run_cli("serve", "--index", str(index_copy.parent / "missing"))

@@ -6,18 +6,21 @@ Texts never require re-indexing (invariant 4): a label or a query is encoded on 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..errors import CatalogError
 from ..store.codec import blobs_to_matrix, vector_to_blob
 
 if TYPE_CHECKING:
     from ..store.catalog import Catalog
     from .model import IndexModel
 
+log = logging.getLogger(__name__)
 MEMORY = 4096  # text embeddings kept in memory by an open index (beside the catalog's cache)
 
 
@@ -26,6 +29,9 @@ class TextEncoder:
 
     def __init__(self, catalog: "Catalog", model: "IndexModel", memory: int = MEMORY) -> None:
         self.catalog, self.model, self.memory = catalog, model, memory
+        # False: new texts stay in memory only (bounded by ``memory``). A resident service sets it: its
+        # clients' texts must not grow the catalog without bound.
+        self.persist = True
         # Texts asked again (a resident service, a notebook) skip the catalog: text -> float32 vector.
         self._known: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
@@ -56,8 +62,11 @@ class TextEncoder:
         missing = [t for t in wanted if t not in blobs]
         if missing:
             new = {t: vector_to_blob(v) for t, v in zip(missing, self.model.embedder().embed_texts(missing))}
-            if not self.catalog.readonly:  # on read-only media they stay in this process's memory only
-                self.catalog.texts.put(key, new)
+            if self.persist and not self.catalog.readonly:  # else they stay in this process's memory only
+                try:
+                    self.catalog.texts.put(key, new)
+                except CatalogError as exc:  # a full disk: the answer does not need the cache
+                    log.warning("text embeddings kept in memory only: %s", exc)
             blobs.update(new)
         # Cached or fresh, every vector goes through the same float16 round trip: same text, same answer.
         fresh = dict(zip(wanted, blobs_to_matrix([blobs[t] for t in wanted], dim)))

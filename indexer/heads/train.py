@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 UNLABELLED_LIMIT = 20_000  # unlabelled items EM reads at most (a seeded sample beyond)
+# Training holds a few (dim x dim) matrices per class: 10,000 classes took 10 GB and over ten minutes.
+MAX_CLASSES = 1000
 
 
 def read_attributes(path: Union[str, Path], classes: Sequence[str]) -> np.ndarray:
@@ -138,6 +140,10 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
     classes = list(dict.fromkeys(classes))
     if len(classes) < 3:
         raise HeadError("a head needs at least three classes")
+    if len(classes) > MAX_CLASSES:
+        raise HeadError(f"a head is trained over at most {MAX_CLASSES:,} classes ({len(classes):,} given): its "
+                        "time and memory grow with every class; train heads over smaller class lists, or "
+                        "classify without a head (cosine scores take any number of labels)")
     if not replace and ctx.catalog.heads.get(name) is not None:
         raise HeadError(f"a head named {name!r} exists already; choose another name, delete it "
                         f"(indexer heads delete {name}) or pass --replace")

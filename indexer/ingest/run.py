@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
-from ..media.sources import scan
+from ..media.sources import recorded_source, scan
 from .embedding import Embedding, LocalEmbedding, Progress, Report
 from .lock import ingest_lock
 from .register import Warn, mark_missing, register
@@ -51,7 +51,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
     def noted(items: Iterable[Path]) -> Iterator[Path]:
         for item in items:
             if len(named) < 100:
-                named.append(str(item))
+                named.append(recorded_source(item))
             yield item
 
     try:

@@ -10,6 +10,7 @@ at a reduced scale in the DCT domain (``Image.draft``) when the model needs far 
 from __future__ import annotations
 
 import io
+import re
 import signal
 import struct
 import threading
@@ -24,7 +25,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 from ..config import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS  # noqa: F401 - the limits, also read from here
 from ..errors import DecodeError
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey-filled picture
-Image.MAX_IMAGE_PIXELS = None  # the limit is ours (checked from the header); Pillow's would only warn
+# Pillow's own bomb guard (Image.MAX_IMAGE_PIXELS) is left as it is, for this process and any other code
+# in it: our limit is checked from the header as well (``check_pixels``), and a limit above Pillow's
+# refuses at Pillow's.
 
 
 _plugins_registered = False
@@ -111,6 +114,16 @@ def _pixel_count(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
 
 
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuses a picture by its header's size, before any pixel is decoded (ingestion, query pictures
+    and thumbnails alike)."""
+    if width <= 0 or height <= 0:
+        raise DecodeError("bad_dimensions", f"{width}x{height}")
+    if width * height > max_pixels:
+        raise DecodeError("too_many_pixels", f"{width}x{height} = {_pixel_count(width * height)} exceeds the "
+                                             f"{_pixel_count(max_pixels)} limit")
+
+
 def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decodes ``data`` into an RGB image at least ``target_size`` pixels on its short side (when the
     original is), with EXIF orientation applied. Raises ``DecodeError`` with a short reason."""
@@ -123,11 +136,7 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             fmt = image.format or "unknown"
-            if width <= 0 or height <= 0:
-                raise DecodeError("bad_dimensions", f"{width}x{height}")
-            if width * height > max_pixels:
-                raise DecodeError("too_many_pixels", f"{width}x{height} = {_pixel_count(width * height)} exceeds the "
-                                                     f"{_pixel_count(max_pixels)} limit")
+            check_pixels(width, height, max_pixels)
             if fmt == "JPEG" and min(width, height) > 2 * target_size:
                 # Decode at 1/2, 1/4 or 1/8 scale in the DCT domain: the result stays >= target_size.
                 image.draft("RGB", (target_size, target_size))
@@ -143,8 +152,13 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
         raise
     except UnidentifiedImageError:
         raise _unidentified(data) from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError("too_many_pixels", str(exc)) from None
+    except Image.DecompressionBombError as exc:  # past Pillow's own guard, before our check could run
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        if size is None or not Image.MAX_IMAGE_PIXELS:
+            raise DecodeError("too_many_pixels", str(exc)[:200]) from None
+        limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)  # Pillow refuses at twice its limit
+        raise DecodeError("too_many_pixels", f"{_pixel_count(int(size.group(1)))} exceeds the "
+                                             f"{_pixel_count(limit)} limit") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         message = str(exc) or type(exc).__name__
         reason = "truncated" if "truncated" in message or isinstance(exc, EOFError) else "decode_error"

@@ -13,6 +13,7 @@ content: deciding what is unchanged costs a ``stat``. ``read_bytes`` fetches one
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat as stat_module
@@ -169,6 +170,12 @@ def scan(sources: Iterable[Path], strict: bool = True, folders: Optional[list[Pa
                 warn(f"skipping {name}: {problem}")
 
 
+def recorded_source(source: Path | str) -> str:
+    """A source as an ingest run records it: absolute (not resolved: a link stays a link), so that the run
+    repeated from another folder (``POST /api/ingest``) reads the same files."""
+    return os.path.abspath(os.path.expanduser(str(source)))
+
+
 def read_bytes(uri: str, raw_path: Optional[bytes] = None, max_bytes: Optional[int] = None) -> bytes:
     """The content of the file at ``uri`` (or at ``raw_path`` when the name is not UTF-8); a file larger
     than ``max_bytes`` is refused from its size, and never read past ``max_bytes + 1`` bytes."""
@@ -200,3 +207,45 @@ def read_uri(uri: str, raw_path: Optional[bytes] = None, max_bytes: Optional[int
             raise data
         return data
     raise DecodeError("missing", "the archive no longer holds this member")
+
+
+def read_recorded(uri: str, size: int, sha256: str, max_bytes: Optional[int] = None) -> bytes:
+    """The content of the item at ``uri`` only while it is what the catalog recorded: ``size`` bytes
+    whose SHA-256 is ``sha256``. Never reads more than ``size`` bytes (nor over ``max_bytes``); a file
+    replaced since (by other content, by a link to another file, by a FIFO or a device) is refused with
+    ``DecodeError('changed')`` before or after that bounded read, never served."""
+    error = too_large(size, max_bytes)
+    if error is not None:
+        raise error
+    archive, member = split_member_uri(uri)
+    if archive is None:
+        data = _read_regular(uri, size)
+    else:
+        data = b""
+        for _, content in iter_archive_contents(archive, {member}, size):
+            if isinstance(content, DecodeError):
+                raise DecodeError("changed", "the member is not the one ingested") if content.reason == "too_large" \
+                    else content
+            data = content
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise DecodeError("changed", "the content is not the one ingested (changed or replaced since)")
+    return data
+
+
+def _read_regular(path: str, size: int) -> bytes:
+    """At most ``size`` bytes of the regular file at ``path`` (a FIFO would block a plain open: opened
+    without blocking, then refused from its stat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise DecodeError("missing", "the file is gone") from None
+    except OSError as exc:
+        raise DecodeError("unreadable", exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat_module.S_ISREG(st.st_mode) or st.st_size != size:
+            raise DecodeError("changed", "the file is not the one ingested (changed or replaced since)")
+        try:
+            return f.read(size)
+        except OSError as exc:
+            raise DecodeError("unreadable", exc.strerror or str(exc)) from None

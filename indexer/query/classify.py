@@ -64,13 +64,15 @@ def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
 
 def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
              on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
-             progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None) -> ClassifyResult:
+             progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None,
+             scorer: Optional[LabelScores] = None) -> ClassifyResult:
     """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
     chunk and, when ``store``, into the catalog as a classification run.
 
     With ``head`` (a stored head's name) the scores are the head's calibrated scores and the
     probabilities their softmax, over ``labels`` (default: all the head's classes); otherwise cosine
-    scores and the softmax of the model's logit scale times them."""
+    scores and the softmax of the model's logit scale times them. A ``scorer`` built beforehand over
+    ``labels`` (the service encodes the labels piecemeal, beside its searches) is used as it is."""
     if top_k < 1:
         raise QueryError("the number of labels per item must be at least 1", param="top_k")
     started = time.time()
@@ -81,7 +83,7 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
     elif not labels:
         raise QueryError("give labels to classify into (or a head, whose classes are used)", param="labels")
     labels = list(labels)
-    scorer = LabelScores.build(ctx.texts, labels, templates, trained)
+    scorer = scorer or LabelScores.build(ctx.texts, labels, templates, trained)
     k = min(top_k, len(labels))
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels}, head=head)

@@ -59,13 +59,17 @@ def same_content(catalog: "Catalog", item_id: int) -> list[tuple[int, str]]:
 
 
 def item_bytes(ctx: "IndexContext", item_id: int) -> bytes:
-    """The content of an item, read from where the catalog says it is (a file, an archive member)."""
-    from ..media.sources import read_uri
+    """The content of an embedded item, read from where the catalog says it is (a file, an archive
+    member) only while it is still the content that was embedded (same size and SHA-256), under the
+    index's size limit. An item that failed (too large, not an image) is never read."""
+    from ..media.sources import read_recorded
 
     item = ctx.catalog.items.get(item_id)
     if item is None:
         raise QueryError(f"no item {item_id} in {ctx.path}")
+    if item["state"] != ItemState.EMBEDDED.value or not item["sha256"] or item["size"] is None:
+        raise QueryError(f"item {item_id} ({item['path']}) is not an embedded picture ({item['state']})")
     try:
-        return read_uri(item["path"])
+        return read_recorded(item["path"], int(item["size"]), item["sha256"], ctx.settings.max_file_size)
     except DecodeError as exc:
         raise QueryError(f"item {item_id} ({item['path']}) cannot be read: {exc.detail or exc.reason}") from None

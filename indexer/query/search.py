@@ -47,6 +47,9 @@ class SearchHit:
         return asdict(self)
 
 
+MAX_WEIGHT = 1e6  # a term's weight; beyond it the others stop counting anyway
+
+
 def parse_query(query: str, read_paths: bool = True) -> list[QueryTerm]:
     """``"2:dog + beach - people"`` -> weighted terms; image paths become image terms (with
     ``read_paths``; without, as for a query from a network client, every term is text)."""
@@ -62,6 +65,9 @@ def parse_query(query: str, read_paths: bool = True) -> list[QueryTerm]:
         match = _WEIGHT.match(raw)
         if match:
             weight, raw = float(match.group(1)), match.group(2).strip()
+            if not (abs(weight) <= MAX_WEIGHT):  # inf, nan, 1e300: no meaningful sum
+                raise QueryError(f"the weight {match.group(1)} of {raw!r} is not a number from -{MAX_WEIGHT:g} "
+                                 f"to {MAX_WEIGHT:g}")
         if sign == "-":
             weight = -weight
         path = Path(raw).expanduser()
@@ -90,16 +96,16 @@ def query_vector(ctx: "IndexContext", terms: Sequence[QueryTerm],
         raise QueryError("a query needs at least one positive term")
     texts = [t.text for t in terms if t.text is not None]
     text_vectors = dict(zip(texts, ctx.texts.embed(texts))) if texts else {}
-    total = np.zeros(ctx.model.dim, dtype=np.float32)
+    total = np.zeros(ctx.model.dim, dtype=np.float64)  # float64: weights up to MAX_WEIGHT never overflow
     for term in terms:
         vector = text_vectors[term.text] if term.text is not None else image_embedding(ctx, term.image)
         total += term.weight * vector
     for weight, vector in vectors:
-        total += weight * np.asarray(vector, dtype=np.float32)
+        total += weight * np.asarray(vector, dtype=np.float64)
     norm = float(np.linalg.norm(total))
-    if norm < 1e-6:
+    if not np.isfinite(norm) or norm < 1e-6:
         raise QueryError("the query terms cancel out; change their weights")
-    return total / norm
+    return (total / norm).astype(np.float32)
 
 
 FILTERED_EXACT_MAX = 50_000  # a path filter matching at most this many items is searched exactly

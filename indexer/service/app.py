@@ -1,16 +1,19 @@
 """The ASGI application: routers per resource, the guards every request passes, errors as HTTP 4xx.
 
-Guards, outermost first: metrics (every answer is counted and timed), the token (when the service was
-started with one), and the body size limit (an upload over ``max_upload_bytes`` is refused with 413
-before it is read whole).
+Guards, outermost first: metrics (every answer is counted and timed), the security headers of every
+answer, the origin guard (a Host that names another site, a cross-site request: see ``origin``), the
+token (when the service was started with one), and the body size limit (an upload over
+``max_upload_bytes`` is refused with 413 before it is read whole).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -19,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..errors import CatalogError, EmptyIndexError, IndexerError, ModelError
 from .metrics import Metrics
+from .origin import OriginGuard
 from .state import NotFound, Registry, ServiceConfig
 
 STATIC = Path(__file__).parent / "static"
@@ -80,11 +84,24 @@ class BodyLimit:
                 await _send_json(send, 413, {"detail": message})
 
 
+# A token travels in a header and a cookie: printable ASCII, none of the characters a cookie cannot hold.
+TOKEN_PATTERN = re.compile(r'^[!#-+\--:<-\[\]-~]{1,256}$')
+
+
+def check_token(token: Optional[str]) -> None:
+    """Refuses a token that a cookie or a header cannot carry (spaces, ``;``, ``,``, quotes, non-ASCII)."""
+    if token is not None and not TOKEN_PATTERN.match(token):
+        raise ValueError("a token is 1 to 256 printable ASCII characters, without spaces, quotes, "
+                         "commas, semicolons or backslashes (e.g. openssl rand -hex 16)")
+
+
 class TokenGuard:
     """With a token, every request but the health check must carry it: ``Authorization: Bearer T``, the
-    cookie the web page gets, or ``?token=T`` once (which sets that cookie)."""
+    cookie the web page gets, or ``?token=T`` once (which sets that cookie and redirects to the same
+    address without the token, so that it stays in no URL)."""
 
     def __init__(self, app: ASGIApp, token: Optional[str]) -> None:
+        check_token(token)
         self.app, self.token = app, token
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -95,12 +112,15 @@ class TokenGuard:
         given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE)
         from_query = request.query_params.get("token")
         if from_query and secrets.compare_digest(from_query.encode(), self.token.encode()):
-            async def with_cookie(event: dict) -> None:
-                if event["type"] == "http.response.start":
-                    cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                    event = {**event, "headers": [*event.get("headers", []), (b"set-cookie", cookie.encode())]}
-                await send(event)
-            return await self.app(scope, receive, with_cookie)
+            rest = urlencode([(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                                           keep_blank_values=True) if k != "token"])
+            location = scope["path"] + (f"?{rest}" if rest else "")
+            cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", location.encode("latin-1", "replace")),
+                                    (b"set-cookie", cookie.encode()), (b"cache-control", b"no-store"),
+                                    (b"content-length", b"0")]})
+            return await send({"type": "http.response.body", "body": b""})
         if given and secrets.compare_digest(given.encode(), self.token.encode()):
             return await self.app(scope, receive, send)
         await _send_json(send, 401, {"detail": "this service needs its token: send 'Authorization: Bearer TOKEN', "
@@ -108,8 +128,48 @@ class TokenGuard:
                          [(b"www-authenticate", b"Bearer")])
 
 
+# The page runs its own script and styles only, talks to this service only, and is never framed.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# Swagger UI (/docs) and ReDoc load their script and styles from a CDN, as FastAPI serves them.
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+class SecurityHeaders:
+    """Every answer: no MIME sniffing, no framing, no referrer (a ``?token=`` URL must not leak), and the
+    page's content security policy unless the route set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        docs = scope["path"] in DOCS_PATHS
+
+        async def with_headers(event: dict) -> None:
+            if event["type"] == "http.response.start":
+                headers = list(event.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                         (b"referrer-policy", b"no-referrer")]
+                if not docs:
+                    extra.append((b"content-security-policy", PAGE_CSP.encode()))
+                headers += [(name, value) for name, value in extra if name not in names]
+                event = {**event, "headers": headers}
+            await send(event)
+
+        await self.app(scope, receive, with_headers)
+
+
+# Methods counted by name; any other (a client may send any token) is counted as "other", so that no
+# client can grow the metrics without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class Measure:
-    """Counts and times every answer by route template (not by raw path: ids would explode the series)."""
+    """Counts and times every answer by route template (not by raw path: ids would explode the series),
+    method (the standard ones, else "other") and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -131,8 +191,9 @@ class Measure:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "other")
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.count("indexer_http_requests_total", "HTTP requests answered.", route=template,
-                               method=scope["method"], status=str(status))
+                               method=method, status=str(status))
             self.metrics.observe("indexer_http_request_seconds", "Time to answer an HTTP request.",
                                  time.perf_counter() - started, route=template)
 
@@ -179,8 +240,11 @@ def create_app(config: ServiceConfig, registry: Optional[Registry] = None) -> Fa
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
-    # Added last = run first: measure everything, then check the token, then the body size.
+    # Added last = run first: measure everything, add the security headers, refuse other sites, then
+    # check the token, then the body size.
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes)
     app.add_middleware(TokenGuard, token=config.token)
+    app.add_middleware(OriginGuard, bound_host=config.host, allowed_hosts=config.allowed_hosts, open_paths=OPEN_PATHS)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Measure, metrics=app.state.metrics)
     return app

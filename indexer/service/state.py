@@ -4,7 +4,8 @@ Each served index is one ``Index`` opened once: its vectors stay loaded (caught 
 running beside the service commits, at the next query), its model is loaded at the first query that
 needs it, and texts asked before are answered from memory. Requests run on worker threads; the FAISS
 index and the model are used under one lock per index (a search holds it for milliseconds), while a
-classification reads stored embeddings in a job thread of its own and never holds it.
+classification encodes its labels in a job thread of its own, a few prompts per turn of the lock, and
+reads stored embeddings without it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import QueryError
 from ..index import Index, open_index
+
+if TYPE_CHECKING:
+    from ..query.scoring import LabelScores
 
 class NotFound(Exception):
     """An index, item or run the request names does not exist (HTTP 404)."""
@@ -29,6 +33,7 @@ class NotFound(Exception):
 
 THUMBNAILS_KEPT = 4096  # JPEG thumbnails kept in memory per index
 JOBS_KEPT = 16  # classification runs kept in memory per index (the oldest finished ones go first)
+LABEL_PROMPTS_PER_LOCK = 64  # label prompts encoded per turn of the index's lock
 
 
 @dataclass
@@ -36,13 +41,49 @@ class ServiceConfig:
     """How ``indexer serve`` was started."""
 
     indexes: dict[str, Path]
+    catalog: Optional[str] = None  # the one served index's catalog URL (None: the SQLite file in its folder)
     host: str = "127.0.0.1"
     port: int = 1234
     token: Optional[str] = None
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the address, localhost and IPs ('*': any)
     allow_ingest: bool = False
     max_upload_bytes: int = 20 * 2**20
     model: Optional[str] = None
     device: Optional[str] = None
+
+
+class FairLock:
+    """A reentrant lock handed over in the order it was asked for: a job that takes it again and again
+    in small turns (a classification encoding its labels) cannot starve the requests waiting for it, as
+    a plain lock lets the thread that just released it take it back before a waiter wakes."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition(threading.Lock())
+        self._owner: Optional[int] = None
+        self._depth = 0
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        me = threading.get_ident()
+        with self._turns:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket or self._owner is not None:
+                self._turns.wait()
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turns:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._serving += 1
+                self._turns.notify_all()
 
 
 class LRU:
@@ -136,11 +177,14 @@ class ServedIndex:
     def __init__(self, name: str, path: Path, config: ServiceConfig) -> None:
         from ..config import Settings
 
-        settings = Settings().replace(device=config.device)
+        settings = Settings().replace(device=config.device, catalog=config.catalog)
         self.name = name
         self.path = path
         self.index: Index = open_index(path, config.model, settings=settings, create=False)
-        self.lock = threading.RLock()  # the FAISS index and the model: one user at a time
+        # Clients' texts are kept in memory (bounded), never written: no client grows the catalog, and a
+        # full disk never fails a search.
+        self.index.context.texts.persist = False
+        self.lock = FairLock()  # the FAISS index and the model: one user at a time, in turn
         self.thumbnails = LRU(THUMBNAILS_KEPT)
         self.jobs: "OrderedDict[str, ClassifyJob]" = OrderedDict()
         self.ingest_job: Optional[IngestJob] = None
@@ -176,7 +220,7 @@ class ServedIndex:
         cached = self.thumbnails.get((item_id, size))
         if cached is not None:
             return cached
-        jpeg = thumbnail_jpeg(self.index.item_bytes(item_id), size)
+        jpeg = thumbnail_jpeg(self.index.item_bytes(item_id), size, max_pixels=self.index.settings.max_pixels)
         if jpeg is not None:
             self.thumbnails.put((item_id, size), jpeg)
         return jpeg
@@ -184,12 +228,6 @@ class ServedIndex:
     # -- classification jobs ----------------------------------------------------------------------
 
     def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor) -> ClassifyJob:
-        from ..query.scoring import label_embeddings
-
-        # The labels' embeddings first, under the lock (they may need the model); the pass over the
-        # stored embeddings then finds them in memory and runs beside the searches.
-        with self.lock:
-            label_embeddings(self.index.context.texts, labels, templates)
         job = ClassifyJob(id=uuid.uuid4().hex[:12], labels=labels, templates=templates,
                           total=self.index.count_embedded(), counts={label: 0 for label in labels})
         with self._jobs_lock:
@@ -200,9 +238,27 @@ class ServedIndex:
         pool.submit(self._classify, job)
         return job
 
+    def _label_scores(self, labels: list[str], templates: str) -> "LabelScores":
+        """The labels' scorer, their prompts encoded a few at a time under the lock: a search or an
+        upload waits for one small batch of texts, never for the whole label set (80 prompts a label
+        with the ensemble templates)."""
+        from ..models.templates import prompts_for
+        from ..query.scoring import LabelScores, label_embeddings
+
+        texts = self.index.context.texts
+        per_label = max(1, len(prompts_for(labels[0], templates)))
+        step = max(1, LABEL_PROMPTS_PER_LOCK // per_label)
+        rows = []
+        for start in range(0, len(labels), step):
+            with self.lock:
+                rows.append(label_embeddings(texts, labels[start:start + step], templates))
+        return LabelScores(labels, np.concatenate(rows), texts.logit_scale)
+
     def _classify(self, job: ClassifyJob) -> None:
         try:
-            result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False)
+            scorer = self._label_scores(job.labels, job.templates)
+            result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False,
+                                         scorer=scorer)
             job.total = result.items
             job.state = "done"
         except Exception as exc:  # reported to the client through the job's state, never lost
@@ -224,6 +280,10 @@ class ServedIndex:
         sources = self.index.ingest_sources()
         if not sources:
             raise QueryError(f"index {self.name!r} records no finished ingest to repeat; run `indexer ingest` first")
+        relative = [source for source in sources if not Path(source).is_absolute()]
+        if relative:  # recorded by an older indexer: they would be read from wherever the service runs
+            raise QueryError(f"index {self.name!r} recorded its sources as relative paths ({relative[0]}); run "
+                             "`indexer ingest` once with absolute paths, then ingest through the service")
         job = IngestJob(sources)
         self.ingest_job = job
         pool.submit(self._ingest, job)
@@ -235,7 +295,7 @@ class ServedIndex:
 
         try:
             # Its own Index: the served one keeps answering and catches up with each commit.
-            with open_index(self.path, create=False) as index:
+            with open_index(self.path, create=False, settings=self.index.settings) as index:
                 summary = index.ingest(job.sources, progress=progress, warn=lambda message: None, strict=False)
             job.summary = {"embedded": summary.embedded, "unchanged": summary.unchanged,
                            "reused": summary.reused, "failed": summary.failed}

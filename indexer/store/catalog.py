@@ -128,7 +128,12 @@ class Catalog:
         self._conn: Optional[sqlite3.Connection] = None
         # Where the catalog is, for messages: the file, or the URL without its password (parsing it here
         # refuses a malformed one at once).
-        self.location = self.url.render_as_string(hide_password=True) if url else str(path)
+        if url:
+            from .dialect import shown_url  # a server catalog: SQLAlchemy is loaded for it anyway
+
+            self.location = shown_url(self.url)
+        else:
+            self.location = str(path)
         try:
             if self.dialect == "sqlite":
                 self._conn = self._sqlite_connection()

@@ -18,6 +18,15 @@ from ..errors import CatalogError, MissingExtraError
 from .sqlite import sqlite_url
 
 CLUSTER_EXTRA = "pip install 'indexer[cluster]'"
+_USER_PASSWORD = re.compile(r"://([^:/@?]*):[^@/?]*@")
+_SECRET_PARAMETER = re.compile(r"(?i)([?&](?:[\w.-]*(?:pass|secret|token)[\w.-]*)=)[^&#]*")
+
+
+def shown_url(url: "URL | str") -> str:
+    """A catalog URL as messages show it: its password masked, in the user part and in the query string
+    (``?password=…``, ``sslpassword``, any parameter named like a secret)."""
+    text = url.render_as_string(hide_password=True) if isinstance(url, URL) else str(url)
+    return _SECRET_PARAMETER.sub(r"\1***", _USER_PASSWORD.sub(r"://\1:***@", text))
 
 
 def catalog_url(sqlite_path: Path, catalog: Optional[str]) -> URL:
@@ -27,7 +36,7 @@ def catalog_url(sqlite_path: Path, catalog: Optional[str]) -> URL:
     try:
         url = make_url(catalog)
     except ArgumentError:
-        raise CatalogError(f"--catalog {catalog!r} is not a database URL "
+        raise CatalogError(f"--catalog {shown_url(catalog)!r} is not a database URL "
                            "(e.g. postgresql+psycopg://user@host/db)") from None
     backend = url.get_backend_name()
     if backend == "postgresql":

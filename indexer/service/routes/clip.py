@@ -84,13 +84,15 @@ def _knn(body: KnnRequest, request: Request) -> list[KnnResult]:
         elif body.image is not None:
             vector = served.image_vector(decode_base64(body.image, "image"), "the image")
         else:
-            vector = np.asarray(body.embedding_input, dtype=np.float32)
+            # float64: values near float32's limit would make the norm overflow and the vector all zeros
+            vector = np.asarray(body.embedding_input, dtype=np.float64)
             if vector.shape != (served.index.dim,) or not np.all(np.isfinite(vector)):
                 raise QueryError(f"embedding_input must be {served.index.dim} finite numbers")
-            norm = float(np.linalg.norm(vector))
-            if norm < 1e-6:
+            scale = float(np.abs(vector).max())
+            if scale == 0 or scale < 1e-300:
                 raise QueryError("embedding_input is a zero vector")
-            vector = vector / norm
+            vector = vector / scale
+            vector = (vector / np.linalg.norm(vector)).astype(np.float32)
     total = max(body.num_result_ids or body.num_images, body.num_images, 1)
     with timed(request, "search"):
         hits = served.search(vector, total)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
+from ...errors import IndexerError
 from ..schemas import AuditFindings, Health, IndexInfo, IngestState
 from ..state import NotFound, ServedIndex
 from .common import BAD_REQUEST, NOT_FOUND, registry, served_index
@@ -16,8 +18,9 @@ router = APIRouter(tags=["info"], responses=NOT_FOUND)
 
 @router.get("/api/healthz", response_model=Health)
 @router.get("/healthz", response_model=Health, include_in_schema=False)
-def healthz(request: Request) -> Health:
-    """Answers while the service is up (no token needed)."""
+async def healthz(request: Request) -> Health:
+    """Answers while the service is up (no token needed), on the event loop itself: never queued
+    behind requests waiting for worker threads."""
     return Health(status="ok", indexes=registry(request).names)
 
 
@@ -53,9 +56,16 @@ def audit_findings(served: ServedIndex = Depends(served_index),
     """The findings of the audit stored in INDEX/audit (``indexer audit`` writes them), ranked within each type."""
     if not (served.path / "audit" / "findings.json").is_file():
         raise NotFound(f"index {served.name!r} has no stored audit; run `indexer audit --index {served.path}` first")
-    findings = served.index.audit_findings()
-    if type:
-        findings = [f for f in findings if isinstance(f, dict) and f.get("type") == type]
+    try:
+        findings = served.index.audit_findings()
+    except IndexerError as exc:  # a findings file that is not JSON, or not a list
+        raise HTTPException(503, f"{exc}; run `indexer audit` again") from None
+    findings = [f for f in findings if isinstance(f, dict) and (not type or f.get("type") == type)]
+    try:
+        json.dumps(findings[offset:offset + limit], allow_nan=False)
+    except (TypeError, ValueError):
+        raise HTTPException(503, f"the stored audit of index {served.name!r} holds values JSON cannot carry "
+                                 f"(NaN or infinity); run `indexer audit` again") from None
     return AuditFindings(index=served.name, total=len(findings), offset=offset, findings=findings[offset:offset + limit])
 
 
