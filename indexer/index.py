@@ -83,23 +83,6 @@ class Index:
         """The FAISS index, caught up with the catalog (``sync``)."""
         return self.context.vectors.get(sync, filler)
 
-    # TRANSITION: the ingest drivers still take the Index; these go when they take the context.
-    @property
-    def model_spec(self) -> ModelSpec:
-        return self.context.model.spec
-
-    def embedder(self) -> Any:
-        return self.context.model.embedder()
-
-    def record_model(self, identity: dict) -> None:
-        self.context.model.record(identity)
-
-    def remove_vectors(self, embedding_ids: Sequence[int]) -> None:
-        self.context.vectors.remove(embedding_ids)
-
-    def vectors_file_exists(self) -> bool:
-        return self.context.vectors.file_exists()
-
     def set_memory_budget(self, budget: Union[int, str, None]) -> None:
         """The vectors' memory budget in bytes, or a size such as "4GB" (None: no limit); large indexes
         above it use IVF-PQ codes. Remembered by the index."""
@@ -119,10 +102,10 @@ class Index:
         if ray:
             from .distributed import run_distributed_ingest
 
-            return run_distributed_ingest(self, (Path(s) for s in sources), ray_address=ray, **options)
+            return run_distributed_ingest(self.context, (Path(s) for s in sources), ray_address=ray, **options)
         from .ingest.run import run_ingest
 
-        return run_ingest(self, (Path(s) for s in sources), **options)
+        return run_ingest(self.context, (Path(s) for s in sources), **options)
 
     def search(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (), k: int = 10,
                path_filter: Optional[str] = None, min_score: Optional[float] = None) -> list["SearchHit"]:

@@ -31,7 +31,7 @@ from .vectors import RayFiller
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..index import Index
+    from ..context import IndexContext
     from ..models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,19 @@ QUEUED_PER_ACTOR = 2
 RETRIES = 4
 
 
-def run_distributed_ingest(index: "Index", sources: Iterable[Path], *, ray_address: str = "local",
+def run_distributed_ingest(ctx: "IndexContext", sources: Iterable[Path], *, ray_address: str = "local",
                            embed_workers: Optional[int] = None, gpus_per_worker: float = 0.0,
                            shard_items: int = 512, num_cpus: Optional[int] = None, retry_failed: bool = False,
                            purge: bool = False, progress: Optional[Progress] = None, warn: Optional[Warn] = None,
                            strict: bool = True) -> IngestSummary:
-    """Ingests ``sources`` into ``index`` on the Ray cluster at ``ray_address`` (``local``, ``auto`` or
+    """Ingests ``sources`` into the index on the Ray cluster at ``ray_address`` (``local``, ``auto`` or
     ``ray://HOST:PORT``). ``embed_workers`` actors hold the model (default: one per GPU share when the
     cluster has GPUs and ``gpus_per_worker`` is set, else one); decode tasks take the other CPUs.
     ``progress`` receives ("shards", shards done, shard count) and ("images", items done, pending count)."""
-    embedding = RayEmbedding(ray_address, index.path, index.settings, lambda: index.model_spec, index.record_model,
+    embedding = RayEmbedding(ray_address, ctx.path, ctx.settings, lambda: ctx.model.spec, ctx.model.record,
                              embed_workers=embed_workers, gpus_per_worker=gpus_per_worker, shard_items=shard_items,
                              num_cpus=num_cpus)
-    return run_ingest(index, sources, retry_failed=retry_failed, purge=purge, progress=progress, warn=warn,
+    return run_ingest(ctx, sources, retry_failed=retry_failed, purge=purge, progress=progress, warn=warn,
                       strict=strict, embedding=embedding)
 
 

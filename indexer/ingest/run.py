@@ -23,29 +23,29 @@ from .register import Warn, mark_missing, register
 from .summary import IngestSummary
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..context import IndexContext
 
 log = logging.getLogger(__name__)
 
 
-def purge_deleted(index: "Index") -> int:
+def purge_deleted(ctx: "IndexContext") -> int:
     """Removes deleted items for good, and the embeddings (and vectors) no item uses any more."""
-    purged, orphans = index.catalog.worklist.purge_deleted()
-    index.remove_vectors(orphans)
+    purged, orphans = ctx.catalog.worklist.purge_deleted()
+    ctx.vectors.remove(orphans)
     return purged
 
 
-def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = False, purge: bool = False,
+def run_ingest(ctx: "IndexContext", sources: Iterable[Path], *, retry_failed: bool = False, purge: bool = False,
                progress: Optional[Progress] = None, warn: Optional[Warn] = None, strict: bool = True,
                embedding: Optional[Embedding] = None) -> IngestSummary:
-    """Ingests ``sources`` into ``index``; see the module docstring for the two phases. ``embedding`` is
+    """Ingests ``sources`` into the index; see the module docstring for the two phases. ``embedding`` is
     how phase 2 embeds (default: ``LocalEmbedding``, decode workers and the model here). ``progress``
     is called as items are embedded; ``warn`` receives one line per unreadable file or folder."""
     warn = warn or log.warning
-    embedding = embedding or LocalEmbedding(index.embedder, index.settings)
+    embedding = embedding or LocalEmbedding(ctx.model.embedder, ctx.settings)
     started = time.time()
     summary = IngestSummary()
-    catalog = index.catalog
+    catalog = ctx.catalog
     named: list[str] = []  # the first sources, for the run's record (a list may hold millions)
 
     def noted(items: Iterable[Path]) -> Iterator[Path]:
@@ -55,7 +55,7 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
             yield item
 
     try:
-        with ingest_lock(index.path, catalog, index.settings.lease_seconds) as lock:
+        with ingest_lock(ctx.path, catalog, ctx.settings.lease_seconds) as lock:
             summary.run_id = catalog.runs.start_ingest()
             folders: list[Path] = []
             register(catalog, scan(noted(sources), strict=strict, folders=folders, warn=warn), summary.run_id,
@@ -67,10 +67,10 @@ def run_ingest(index: "Index", sources: Iterable[Path], *, retry_failed: bool = 
                 embedding.embed_pending(catalog, todo, summary, report)
                 report.finish(summary)
             if purge:
-                summary.purged = purge_deleted(index)
-            if index.recorded_model is not None and (summary.embedded or summary.reused
-                                                     or not index.vectors_file_exists()):
-                index.vectors(filler=embedding.filler())  # brings the FAISS file in step with the catalog
+                summary.purged = purge_deleted(ctx)
+            if ctx.model.recorded is not None and (summary.embedded or summary.reused
+                                                   or not ctx.vectors.file_exists()):
+                ctx.vectors.get(filler=embedding.filler())  # brings the FAISS file in step with the catalog
             summary.seconds = round(time.time() - started, 3)
             catalog.runs.finish_ingest(summary.run_id, named, summary.to_dict())
     finally:
