@@ -21,7 +21,7 @@ from .errors import ConfigError
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: ten times a phone photo, far below a decompression bomb
 DEFAULT_DECODE_SECONDS = 30.0
 
-# The default model for real use (see the README for the measurements behind the choice).
+# The default model for real use (docs/figures.md, "Choosing the default model", for the measurements behind the choice).
 DEFAULT_MODEL = "ViT-B-32-256"
 DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 BUNDLED_MODEL = "tiny-shapes"

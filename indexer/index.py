@@ -60,10 +60,12 @@ class Index:
 
     @property
     def path(self) -> Path:
+        """The index folder (the SQLite catalog, unless it is on a server, and the FAISS files)."""
         return self.context.path
 
     @property
     def settings(self) -> Settings:
+        """The settings it was opened with (limits, workers, catalog URL)."""
         return self.context.settings
 
     @property
@@ -77,6 +79,7 @@ class Index:
 
     @property
     def dim(self) -> int:
+        """The embedding size of the index's model."""
         return self.context.model.dim
 
     def vectors(self, sync: bool = True, filler: Optional["Filler"] = None) -> "VectorIndex":
@@ -212,12 +215,14 @@ class Index:
         return list_heads(self.catalog, self.context.model)
 
     def delete_head(self, name: str) -> None:
+        """Removes the stored head ``name``; an unknown name raises ``HeadError``."""
         if not self.catalog.heads.delete(name):
             raise HeadError(f"no head named {name!r} in the index at {self.path}")
 
     # -- what the index holds -----------------------------------------------------------------------
 
     def count_embedded(self) -> int:
+        """How many live items have an embedding."""
         return self.catalog.count_embedded()
 
     def status(self) -> dict:
@@ -261,6 +266,7 @@ class Index:
         return self.catalog.runs.last_ingest_sources()
 
     def close(self) -> None:
+        """Closes the catalog (``with open_index(...) as index:`` does it for you)."""
         self.catalog.close()
 
     def __enter__(self) -> "Index":

@@ -126,9 +126,11 @@ class AuditResult:
     seconds: float = 0.0
 
     def of_type(self, kind: str) -> list[Finding]:
+        """The findings of one type (``"mislabel"``, ``"duplicate"``, ``"outlier"``, …), best first."""
         return [f for f in self.findings if f.type == kind]
 
     def counts(self) -> dict[str, int]:
+        """How many findings of each type."""
         return {kind: len(self.of_type(kind)) for kind in FINDING_TYPES}
 
     def summary(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import click
 
+from .. import __version__
 from ..errors import IndexerError
 from .common import CONTEXT, safe, setup_logging
 
@@ -69,7 +70,7 @@ def _params(command: click.Command) -> list[click.Parameter]:
 
 
 @click.group(cls=IndexerGroup, context_settings=CONTEXT)
-@click.version_option(package_name="indexer", message="indexer %(version)s")
+@click.version_option(version=__version__, message="indexer %(version)s")
 def main() -> None:
     """Zero-shot image search and classification for large image collections.
 

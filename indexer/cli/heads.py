@@ -47,7 +47,7 @@ def heads() -> None:
                    "text embeddings).")
 @templates_option
 @click.option("--generator", type=click.Choice(["gaussian", "wgan"]), default="gaussian", show_default=True,
-              help="The generative method's feature generator (wgan: f-CLSWGAN, slower; see the README).")
+              help="The generative method's feature generator (wgan: f-CLSWGAN, slower; see docs/guides/heads.md).")
 @click.option("--unlabelled", default="all", show_default=True, metavar="all|none|PATH",
               help="Items of the index without a label whose stored embeddings refine the head (transductive): "
                    "all of them, none, or those at or below PATH (a folder, an archive or a file already "
@@ -68,7 +68,7 @@ def train(name: str, index_dir: Path, labels_file: Path, classes_file: Path, met
     class to where its pictures really are; the generative head then samples from the moved classes,
     the projection head trains on the items EM is sure of. Use it when the collection holds pictures of
     the unseen classes (that is what you want to classify); --unlabelled none trains on the labelled
-    items alone. See the README, "Unlabelled items".
+    items alone. See docs/guides/heads.md, "Unlabelled items".
 
     \b
     Examples:

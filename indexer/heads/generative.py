@@ -5,7 +5,7 @@ seen plus synthetic unseen embeddings (the recipe of f-CLSWGAN, Xian et al. 2018
 ``generator="gaussian"`` (the default) replaces the GAN by a conditional Gaussian: class means
 ridge-regressed from descriptions, the seen classes' pooled within-class covariance. ``generator="wgan"``
 is f-CLSWGAN's conditional WGAN-GP with a classification loss: slower, and worse on every benchmark
-here (README, "Trained heads"), kept for comparison.
+here (docs/figures.md, "Trained zero-shot heads"), kept for comparison.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ mixture fitted to them has, over the seen classes' pooled within-class covarianc
 
 EM runs a fixed number of iterations (no tolerance to tune, the same result on every machine).
 ``Refined.means`` replaces the predicted means; the classifier is then fitted as without refinement.
-Why these choices (the README, "Unlabelled items"): without the background, a collection holding other
-things than the listed classes drags unseen means to them (H 0.55-0.77 on the development seeds instead
+Why these choices (docs/guides/heads.md, "Unlabelled items"; docs/research.md): without the background, a
+collection holding other things than the listed classes drags unseen means to them (H 0.55-0.77 on the development seeds instead
 of 0.88-0.96 without refinement); without a wider start, an unseen class whose predicted place is
 nearer a seen class than its pictures are loses them to it.
 """

@@ -40,6 +40,8 @@ class Prediction:
 
 @dataclass
 class ClassifyResult:
+    """A classification run: its id in the catalog, the labels, how many items, and items per top-1 label."""
+
     run_id: int
     labels: list[str]
     templates: str

@@ -102,7 +102,7 @@ def choose_layout(count: int, dim: int, memory_budget: Optional[int] = None,
     per_vector = max(4, int(memory_budget * 0.9 / count) - 8)
     divisors = [m for m in range(4, dim // 2 + 1) if dim % m == 0 and m <= per_vector]
     pq_m = max(divisors) if divisors else min(m for m in range(4, dim + 1) if dim % m == 0)
-    # No OPQ rotation: measured at 100k x 512 (scripts/bench_vectors.py, README "Scale"), training it was
+    # No OPQ rotation: measured at 100k x 512 (scripts/bench_vectors.py, docs/figures.md "Compressed vectors"), training it was
     # three quarters of a 12-minute build on two cores, and with the exact re-rank recall@10 is the same
     # with and without it (0.972 both in the earlier paired run). Files built with one still load.
     return Layout("ivfpq", nlist=nlist, pq_m=pq_m, opq=False)
