@@ -5,8 +5,8 @@
     python scripts/bench_ingest.py --corpus /tmp/corpus-1280 --model ViT-B-32 --pretrained random
     python scripts/bench_ingest.py --corpus /tmp/corpus-1280 --model tiny-shapes
 
-- model-only: images/s of the image tower on preprocessed tensors (no I/O, no decode);
-- decode-only: images/s of read + decode (+ DCT-domain reduction) + preprocess, in one process;
+- model-only: images/s of the image tower alone on the pixels ingestion sends it (no I/O, no decode);
+- decode-only: images/s of read + decode (+ DCT-domain reduction) + resize and crop, in one process;
 - end-to-end: images/s of a real ingest into a fresh index (scan, hash, decode workers, embed,
   commit, vectors), the model being loaded before the clock starts;
 - the ratio end-to-end / model-only, and the wall time of a whole `indexer ingest` process re-run
@@ -69,8 +69,13 @@ def decode_only(files: list[Path], preprocess, target: int, seconds: float) -> f
     from indexer.media.decode import decode_image, limit_aspect
 
     done, started = 0, time.perf_counter()
+    from indexer.errors import DecodeError
+
     for path in files:
-        preprocess(limit_aspect(decode_image(path.read_bytes(), target).image))
+        try:
+            preprocess(limit_aspect(decode_image(path.read_bytes(), target).image))
+        except DecodeError:
+            continue  # the corpus's broken files: not a picture to time
         done += 1
         if time.perf_counter() - started > seconds:
             break
@@ -123,11 +128,12 @@ def main() -> None:
 
     from indexer.media.decode import decode_image
 
-    sample = np.stack([embedder.preprocess(decode_image(p.read_bytes(), embedder.image_size).image)
-                          for p in files[:batch]])
+    # What ingestion hands the model: pixels (uint8, resized and cropped), normalised where they are embedded.
+    sample = np.stack([embedder.preprocess.pixels(decode_image(p.read_bytes(), embedder.image_size).image)
+                       for p in files[:batch * 2] if p.stat().st_size][:batch])
     model_rate = model_only(embedder, sample, batch, args.seconds)
     print(f"model-only:  {model_rate:7.1f} img/s")
-    decode_rate = decode_only(files, embedder.preprocess, embedder.image_size, args.seconds)
+    decode_rate = decode_only(files, embedder.preprocess.pixels, embedder.image_size, args.seconds)
     print(f"decode-only: {decode_rate:7.1f} img/s (one process)")
 
     # The machine's speed drifts over minutes: ingest the corpus in rounds, each between two model-only

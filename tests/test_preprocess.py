@@ -86,3 +86,20 @@ def test_batch_and_validation() -> None:
     with pytest.raises(ValueError):
         PreprocessConfig(interpolation="lanczos")
     assert PreprocessConfig(interpolation="random").interpolation == "bicubic"
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:4] + CONFIGS[-2:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_pixels_then_normalise_is_the_whole_transform(cfg: dict[str, Any]) -> None:
+    """What ingestion's workers send (uint8 pixels) normalised where it is embedded gives, bit for bit,
+    the float input the whole transform gives, one picture or a batch at a time."""
+    from indexer.models.preprocess import as_model_input, crop_pixels, normalise
+
+    ours = PreprocessConfig.from_dict(cfg)
+    pictures = [_picture(w, h, "RGB", seed) for seed, (w, h) in enumerate(SIZES[:8])]
+    pixels = np.stack([crop_pixels(p, ours) for p in pictures])
+    assert pixels.dtype == np.uint8 and pixels.shape == (len(pictures), *ours.size, 3)
+    expected = np.stack([preprocess(p, ours) for p in pictures])
+    assert np.array_equal(normalise(pixels, ours), expected)
+    assert np.array_equal(normalise(pixels[0], ours), expected[0])
+    assert np.array_equal(as_model_input(pixels, ours), expected)
+    assert as_model_input(expected, ours) is not None and np.array_equal(as_model_input(expected, ours), expected)

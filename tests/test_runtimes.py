@@ -70,7 +70,14 @@ def test_openvino_agrees_with_torch_fp32_on_every_embedding(model, precision, ti
     assert converted.text_numpy is not None
     in_numpy = converted.text_numpy(converted.tokenizer(texts))
     on_openvino = converted.towers.embed_texts(converted.tokenizer(texts))
+    # Pixels (what ingestion sends: uint8, normalised in OpenVINO's graph or on the torch device) embed as
+    # the float input does.
+    pixels = np.stack([converted.preprocess.pixels(decode_image(_jpeg(p), 64).image)
+                       for p in pictures(reference.image_size)])
+    assert pixels.dtype == np.uint8
+    assert np.allclose(reference.embed_images(pixels), reference.embed_images(batch), atol=1e-6)
     for ours, theirs in ((converted.embed_images(batch), reference.embed_images(batch)),
+                         (converted.embed_images(pixels), reference.embed_images(batch)),
                          (converted.embed_texts(texts), expected), (in_numpy, expected), (on_openvino, expected)):
         cosines = np.sum(ours * theirs, axis=1)
         assert cosines.min() >= 0.999, cosines
@@ -236,11 +243,49 @@ def test_int8_is_calibrated_on_the_collection_and_its_agreement_is_told(tmp_path
     assert result.exit_code == 0, result.output
     assert "converting tiny-shapes (bundled) for OpenVINO, once" in result.output  # the first use says so
     line = next(line for line in result.output.splitlines() if "int8 image tower calibrated" in line)
-    cosine_min = float(line.split("cosine min ")[1].split(",")[0])
-    assert 0.9 <= cosine_min <= 1.0
+    assert "recall@10" in line and "held-out pictures" in line
+    assert (tmp_path / "index" / "int8" / "image-int8.xml").is_file()  # calibrated on this collection, kept with it
     with open_index(tmp_path / "index") as opened:
-        assert any(name.startswith("openvino/int8") for name in opened.status()["runtimes"])
+        status = opened.status()
+        assert any(name.startswith("openvino/int8") for name in status["runtimes"])
+        figures = status["int8"]
+        assert figures["chosen"] == "int8" and figures["asked"] == "int8"
+        assert 0.8 <= figures["cosine_min"] <= figures["cosine_mean"] <= 1.0, figures
+        assert 0.0 <= figures["recall_at_10"] <= 1.0
+        assert figures["calibrated_on"] >= 1 and figures["held_out"] >= 1
         assert all("red_star" in hit.path for hit in opened.search("a red star", k=2))
+    shown = CliRunner().invoke(main, ["status", "--index", str(tmp_path / "index")])
+    assert "int8:      chosen" in shown.output and "recall@10" in shown.output
+    # A later run on the same index uses the tower it keeps: no calibration again.
+    more = tmp_path / "more"
+    render_folder(more, per_class=1, seed=5)
+    again = CliRunner().invoke(main, ["ingest", str(more), "--index", str(tmp_path / "index"), "--precision", "int8",
+                                      "--no-progress"])
+    assert again.exit_code == 0 and "calibrated" not in again.output, again.output
+
+
+def test_auto_says_why_it_stayed_float_on_a_small_collection(tmp_path, monkeypatch):
+    pytest.importorskip("nncf", reason="int8 needs NNCF (pip install 'indexer[int8]'; part of the test extra)")
+    photos = tmp_path / "photos"
+    render_folder(photos, per_class=1)
+    result = CliRunner().invoke(main, ["ingest", str(photos), "--index", str(tmp_path / "index"), "--model",
+                                       "tiny-shapes", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    with open_index(tmp_path / "index") as opened:
+        decision = opened.status()["int8"]
+    assert decision["chosen"] in ("bf16", "fp32")
+    assert "fewer than" in decision["reason"] or "no int8 units" in decision["reason"]
+    assert not (tmp_path / "index" / "int8").exists()
+
+
+def test_neighbour_recall_counts_shared_neighbours():
+    from indexer.models.openvino_clip import neighbour_recall
+
+    rows = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    assert neighbour_recall(rows, rows, 10) == 1.0
+    shuffled = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+    assert neighbour_recall(rows, shuffled, 10) < 0.5  # unrelated embeddings share few neighbours
+    assert 0.5 < neighbour_recall(rows, rows + 0.05 * shuffled, 10) < 1.0
 
 
 def test_an_unwritable_cache_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch, photos, caplog):

@@ -41,6 +41,11 @@ def status(index_dir: Path, show_failures: bool, limit: int, as_json: bool) -> N
     if info["runtimes"]:
         click.echo("embedded by: " + ", ".join(f"{name} ({entry['embedded']})"
                                              for name, entry in sorted(info["runtimes"].items())))
+    if info["int8"]:
+        int8 = info["int8"]
+        figures = (f"; recall@10 {int8['recall_at_10']}, cosine mean {int8['cosine_mean']} on {int8['held_out']} "
+                   "held-out pictures") if "recall_at_10" in int8 else ""
+        click.echo(f"int8:      {'chosen' if int8['chosen'] == 'int8' else 'not chosen'} ({safe(int8['reason'])}{figures})")
     for reason, n in sorted(info["failures_by_reason"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  failed: {n:>7}  {safe(reason)}")
     vectors = info["vectors"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Optional, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Protocol
 
-import numpy as np
 
 from .. import _faults
 from ..store.worklist import FailedRecord
 from .commit import commit_batch
+from .int8 import int8_batches
 from .read import STUCK_DETAILS, read_options
 from .summary import IngestSummary
 
@@ -83,9 +84,11 @@ class Embedding(Protocol):
 class LocalEmbedding:
     """Decode workers (``pipeline.BatchLoader``) feeding the model in this process."""
 
-    def __init__(self, load_model: Callable[[], "Embedder"], settings: "Settings") -> None:
+    def __init__(self, load_model: Callable[[], "Embedder"], settings: "Settings",
+                 int8_folder: Optional[Path] = None) -> None:
         self.load_model = load_model  # called only when something is pending: a run with nothing to do loads nothing
         self.settings = settings
+        self.int8_folder = int8_folder  # where the index keeps an int8 tower (ingest.int8); None: no int8
 
     def embed_pending(self, catalog: "Catalog", todo: int, summary: IngestSummary, report: Report) -> None:
         from .pipeline import BatchLoader, WorkerLost
@@ -100,7 +103,10 @@ class LocalEmbedding:
                 loader = BatchLoader(catalog.worklist.pending_reader(), options, settings.resolved_batch_size(embedder.device),
                                      workers, settings.worker_nice)
                 try:
-                    for batch in _calibrated(embedder, iter(loader), report.warn):
+                    embedded = iter(loader)
+                    if self.int8_folder is not None:
+                        embedded = int8_batches(embedder, embedded, catalog, self.int8_folder, todo, report.warn)
+                    for batch in embedded:
                         report.check()
                         _faults.pause("batch")
                         report.skipped(commit_batch(catalog, batch, embedder, summary))
@@ -121,27 +127,6 @@ class LocalEmbedding:
 
     def close(self) -> None:
         pass
-
-
-def _calibrated(embedder: Any, batches: Iterator[Any], warn: Warn, wanted: int = 300) -> Iterator[Any]:
-    """The batches, unchanged; first, when the embedder asks for it (int8), its image tower is calibrated
-    on the first ``wanted`` pictures of this collection, and the agreement with the float tower is told."""
-    if not getattr(embedder, "needs_calibration", False):
-        yield from batches
-        return
-    held: list[Any] = []
-    for batch in batches:
-        held.append(batch)
-        if sum(len(b.images) for b in held if b.images is not None) >= wanted:
-            break
-    pictures = [b.images for b in held if b.images is not None]
-    if pictures:
-        figures = embedder.calibrate(np.concatenate(pictures))
-        warn(f"int8 image tower calibrated on {figures['pictures']} pictures of this collection in "
-             f"{figures['seconds']} s; agreement with the float tower on held-out pictures: cosine min "
-             f"{figures['cosine_min']}, mean {figures['cosine_mean']}")
-    yield from held
-    yield from batches
 
 
 def _fail_stuck(catalog: "Catalog", notes: str, error: str, summary: IngestSummary, report: Report) -> bool:

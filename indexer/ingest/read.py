@@ -41,7 +41,7 @@ class ItemRecord:
     uri: str
     kind: str  # "ok" (decoded, pixels set), "known" (content already embedded), "failed"
     sha256: Optional[str] = None
-    pixels: Optional[np.ndarray] = None  # (3, size, size) float32, preprocessed
+    pixels: Optional[np.ndarray] = None  # (H, W, 3) uint8: resized and cropped, normalised where it is embedded
     embedding_id: Optional[int] = None
     width: Optional[int] = None
     height: Optional[int] = None
@@ -52,7 +52,7 @@ class ItemRecord:
 
 @dataclass
 class ReadOptions:
-    preprocess: Callable[[Any], np.ndarray]
+    preprocess: Callable[[Any], np.ndarray]  # a decoded picture -> its pixels (Preprocessor.pixels)
     target_size: int
     max_pixels: int
     decode_seconds: Optional[float]
@@ -71,7 +71,7 @@ class ReadOptions:
 def read_options(embedder: Any, settings: "Settings", watchdog_dir: Optional[str] = None) -> ReadOptions:
     """How pending items are read for ``embedder`` under ``settings``'s limits: the one place that builds
     ``ReadOptions``, for the decode workers here and the decode tasks on a cluster alike."""
-    return ReadOptions(embedder.preprocess, embedder.image_size, settings.max_pixels, settings.decode_seconds,
+    return ReadOptions(embedder.preprocess.pixels, embedder.image_size, settings.max_pixels, settings.decode_seconds,
                        crop_long_sides=embedder.preprocess_config.crops_centre,
                        max_file_size=settings.max_file_size, watchdog_dir=watchdog_dir)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from ..media.sources import recorded_source, scan
 from .embedding import Embedding, LocalEmbedding, Progress, Report
+from .int8 import INT8_FOLDER
 from .lock import ingest_lock
 from .register import Warn, mark_missing, register
 from .summary import IngestSummary
@@ -42,7 +43,7 @@ def run_ingest(ctx: "IndexContext", sources: Iterable[Path], *, retry_failed: bo
     how phase 2 embeds (default: ``LocalEmbedding``, decode workers and the model here). ``progress``
     is called as items are embedded; ``warn`` receives one line per unreadable file or folder."""
     warn = warn or log.warning
-    embedding = embedding or LocalEmbedding(ctx.model.embedder, ctx.settings)
+    embedding = embedding or LocalEmbedding(ctx.model.embedder, ctx.settings, ctx.path / INT8_FOLDER)
     started = time.time()
     summary = IngestSummary()
     catalog = ctx.catalog

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from .spec import ModelSpec
 
 FeatureMatrix = np.ndarray  # float32, shape (n, dim), rows L2-normalised
-ImageBatch = np.ndarray  # float32, shape (n, 3, size, size), preprocessed
+# float32 (n, 3, H, W), preprocessed; or uint8 (n, H, W, 3) pixels (``Preprocessor.pixels``: resized and
+# cropped, not normalised), which every runtime normalises where it embeds (what ingestion sends).
+ImageBatch = np.ndarray
 # The precisions one may ask for. auto: the runtime's best (OpenVINO: bf16 where the CPU has the units,
 # else fp32; torch: fp16 on CUDA, else fp32); fp32, bf16 and int8 (the image tower quantised) on OpenVINO.
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -37,7 +39,7 @@ class Embedder(Protocol):
     runtime: str  # "torch", "openvino", ...
     precision: str  # "fp32", "fp16", "bf16", "int8"
     preprocess_config: PreprocessConfig
-    preprocess: Any  # picklable: one decoded RGB picture (PIL) -> (3, H, W) float32 array
+    preprocess: Any  # picklable Preprocessor: a picture (PIL) -> (3, H, W) float32; .pixels -> (H, W, 3) uint8
 
     def identity(self) -> dict[str, Any]:
         """Architecture, weights identity and embedding size: what makes two models embed alike."""
@@ -77,6 +79,23 @@ class ClipEmbedder(ABC):
     def check_precision(cls, precision: str) -> None:
         if precision not in cls.precisions:
             raise ModelError(f"--precision {precision}: choose one of {', '.join(cls.precisions)}")
+
+    asked_precision: str = "auto"  # the precision asked for (``precision`` says what runs)
+
+    def int8_unavailable(self) -> Optional[str]:
+        """Why this runtime cannot run an int8 image tower here (None: it can; see ``calibrate``)."""
+        return f"int8 runs on OpenVINO only, not on {self.runtime}"
+
+    def use_int8(self, folder: Any) -> bool:
+        """Switches to the int8 image tower kept in ``folder``; False when there is none (or no int8 here)."""
+        return False
+
+    def use_float(self) -> None:
+        """Back to the float image tower."""
+
+    def calibrate(self, pictures: np.ndarray, held_out: np.ndarray, folder: Any) -> dict[str, Any]:
+        """Quantises the image tower on ``pictures`` into ``folder`` and measures it on ``held_out``."""
+        raise ModelError(self.int8_unavailable() or "int8 is not available")
 
     def identity(self) -> dict[str, Any]:
         """The spec's identity with what the loaded model adds: embedding size, picture size, logit scale."""

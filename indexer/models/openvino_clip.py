@@ -32,7 +32,7 @@ from .embedder import ClipEmbedder, FeatureMatrix, ImageBatch
 from .numpy_text import NUMPY_TEXT_ROWS, NumpyTextTower
 from .openvino_runtime import (IMAGE_INT8_IR, META_FILE, PRECISIONS, OpenVinoTowers, convert, is_converted,
                                model_folder)
-from .preprocess import PreprocessConfig, Preprocessor
+from .preprocess import PreprocessConfig, Preprocessor, as_model_input
 from .spec import ModelSpec
 from .tokenizer import ClipTokenizer, default_bpe_path
 
@@ -187,14 +187,13 @@ class OpenVinoClipEmbedder(ClipEmbedder):
             log.warning("converting %s for OpenVINO, once (it is cached in %s)", spec.describe(), cache)
             seconds = convert_model(spec, threads)
             log.warning("converted in %.0f s", seconds)
-        self._int8_wanted = precision == "int8"
+        self.asked_precision = precision
         self._precision = precision
+        self._int8_folder: Optional[Path] = None  # set by use_int8 / calibrate: the index's own int8 tower
         self.threads = threads
         self.folder = model_folder(cache, key)
         self._towers: Optional[OpenVinoTowers] = None
         self._towers_lock = threading.Lock()
-        if precision in ("bf16", "int8"):
-            _ = self.towers  # an explicit precision is checked against this CPU now, not mid-run
         # meta.json is what convert() wrote: read without starting OpenVINO (a query may never need it).
         meta = json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
         if meta.get("identity") != key:
@@ -203,6 +202,9 @@ class OpenVinoClipEmbedder(ClipEmbedder):
         extra = meta["extra"]
         self.preprocess_config = PreprocessConfig.from_dict(extra["preprocess"])
         self.preprocess = Preprocessor(self.preprocess_config)
+        self._normalisation = (self.preprocess_config.mean, self.preprocess_config.std)
+        if precision in ("bf16", "int8"):
+            _ = self.towers  # an explicit precision is checked against this CPU now, not mid-run
         self.tokenizer = _tokenizer(extra, self.folder)
         self.logit_scale = float(extra["logit_scale"])
         self.image_size = self.preprocess_config.side
@@ -220,10 +222,8 @@ class OpenVinoClipEmbedder(ClipEmbedder):
         """The OpenVINO towers, started on first use (a question answered in numpy never starts them)."""
         with self._towers_lock:
             if self._towers is None:
-                int8_ready = (self.folder / IMAGE_INT8_IR).is_file()
                 try:
-                    self._towers = OpenVinoTowers(openvino_cache(), identity_key(self.spec), precision=self._precision,
-                                                  threads=self.threads, int8_image=self._int8_wanted and int8_ready)
+                    self._towers = self._make_towers()
                 except ValueError as exc:  # bf16 asked for on a CPU without it
                     raise ModelError(f"--precision {self._precision}: {exc}") from None
                 except OpenVinoUnavailable as exc:  # the converted folder went away or broke since the load
@@ -231,6 +231,11 @@ class OpenVinoClipEmbedder(ClipEmbedder):
                                               "is missing or damaged; run the command again to convert it "
                                               "anew") from exc
             return self._towers
+
+    def _make_towers(self) -> OpenVinoTowers:
+        return OpenVinoTowers(openvino_cache(), identity_key(self.spec), precision=self._precision,
+                              threads=self.threads, int8_image=self._int8_folder is not None,
+                              normalisation=self._normalisation, int8_folder=self._int8_folder)
 
     def _compile_text(self) -> None:
         try:
@@ -243,11 +248,6 @@ class OpenVinoClipEmbedder(ClipEmbedder):
     @property
     def precision(self) -> str:
         return ("int8+" if self.towers.int8_image else "") + self.towers.precision
-
-    @property
-    def needs_calibration(self) -> bool:
-        """True when int8 was asked for and the image tower has not been quantised yet."""
-        return self._int8_wanted and not self.towers.int8_image
 
     def embed_images(self, batch: ImageBatch) -> FeatureMatrix:
         return self.towers.embed_images(batch)
@@ -268,21 +268,71 @@ class OpenVinoClipEmbedder(ClipEmbedder):
         self.text_compiled.set()  # compiled by this batch: later questions run on it too
         return np.concatenate(out)
 
-    def calibrate(self, pictures: np.ndarray) -> dict[str, float]:
-        """Quantises the image tower to int8 on ``pictures`` (preprocessed, from the collection being
-        ingested), switches to it, and returns its agreement with the float tower on pictures it was not
-        calibrated on: cosine min and mean (needs the ``nncf`` package: ``pip install 'indexer[int8]'``)."""
+    def int8_unavailable(self) -> Optional[str]:
+        """Why int8 cannot run here (None: it can): NNCF not installed, or a CPU without int8 units."""
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:
+            return "int8 needs NNCF (pip install 'indexer[int8]')"
+        if "INT8" not in self.towers.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            return "this CPU has no int8 units"
+        return None
+
+    def use_int8(self, folder: Path) -> bool:
+        """Switches to the int8 image tower an index keeps in ``folder``; False when there is none."""
+        if not (folder / IMAGE_INT8_IR).is_file():
+            return False
+        with self._towers_lock:
+            self._int8_folder = folder
+            self._towers = self._make_towers()
+        return True
+
+    def use_float(self) -> None:
+        """Back to the float image tower (what ``auto`` does when int8 did not prove itself)."""
+        with self._towers_lock:
+            self._int8_folder = None
+            self._towers = self._make_towers()
+
+    def calibrate(self, pictures: np.ndarray, held_out: np.ndarray, folder: Path) -> dict[str, Any]:
+        """Quantises the image tower to int8 on ``pictures`` (pixels or preprocessed, from the collection
+        being ingested) into ``folder``, switches to it, and measures it against the float tower on
+        ``held_out`` pictures of the same collection it was not calibrated on: cosine of each embedding
+        (min, mean) and ``recall_at_10``, how many of each held-out picture's 10 nearest neighbours among
+        the held-out set the int8 tower finds as the float one does (what a search would return). Needs
+        NNCF: ``pip install 'indexer[int8]'``."""
         try:
             from .openvino_quantize import quantize_image_tower
         except ImportError:
             raise ModelError("--precision int8 needs NNCF: pip install 'indexer[int8]'") from None
-        held_out = pictures[-min(64, len(pictures) // 4):] if len(pictures) >= 8 else pictures
+        started = time.time()
+        self.use_float()
         reference = self.towers.embed_images(held_out)
         key, cache = identity_key(self.spec), openvino_cache()
-        started = time.time()
-        quantize_image_tower(cache, key, [pictures], subset_size=min(300, len(pictures)))
-        self._towers = OpenVinoTowers(cache, key, precision=self.towers.precision, threads=self.threads,
-                                      int8_image=True)
-        cosines = _cosines(self.towers.embed_images(held_out), reference)
-        return {"pictures": int(len(pictures)), "seconds": round(time.time() - started, 1),
-                "cosine_min": round(float(cosines.min()), 5), "cosine_mean": round(float(cosines.mean()), 5)}
+        # NNCF calibrates the float graph, on float input
+        samples = as_model_input(pictures, self.preprocess_config)
+        quantize_image_tower(cache, key, [samples], subset_size=len(samples), destination=folder)
+        del samples
+        self.use_int8(folder)
+        quantised = self.towers.embed_images(held_out)
+        cosines = _cosines(quantised, reference)
+        return {"calibrated_on": int(len(pictures)), "held_out": int(len(held_out)),
+                "seconds": round(time.time() - started, 1), "cosine_min": round(float(cosines.min()), 5),
+                "cosine_mean": round(float(cosines.mean()), 5),
+                "recall_at_10": round(neighbour_recall(reference, quantised, 10), 4)}
+
+
+def neighbour_recall(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
+    """Mean share of each row's ``k`` nearest neighbours (by cosine, itself left out) under ``reference``
+    that ``other`` finds too: 1.0 when every neighbour list agrees."""
+    k = min(k, len(reference) - 1)
+    if k < 1:
+        return 1.0
+
+    def neighbours(rows: np.ndarray) -> np.ndarray:
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        similarity = rows @ rows.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1)[:, :k]
+
+    ours, theirs = neighbours(reference), neighbours(other)
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 
@@ -26,11 +26,14 @@ def quantize_image_tower(
     calibration_batches: Iterable[np.ndarray],
     subset_size: int = 300,
     fast_bias_correction: bool = True,
+    destination: Optional[Path] = None,
 ) -> float:
     """Quantises the image tower of a converted model to int8; returns the seconds it took.
 
     ``calibration_batches`` yields preprocessed ``N×3×H×W`` float32 batches (a few hundred pictures
-    like those the model will embed); ``subset_size`` caps how many pictures NNCF calibrates on.
+    like those the model will embed); ``subset_size`` caps how many pictures NNCF calibrates on (its
+    peak memory grows with it). The int8 tower is written to ``destination`` (default: beside the float
+    one, in the model's folder).
     """
     import nncf
     import openvino
@@ -52,10 +55,12 @@ def quantize_image_tower(
         subset_size=subset_size,
         fast_bias_correction=fast_bias_correction,
     )
-    with tempfile.TemporaryDirectory(prefix=".int8.tmp-", dir=folder) as scratch:
+    target = Path(destination) if destination is not None else folder
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".int8.tmp-", dir=target) as scratch:
         staging = Path(scratch) / IMAGE_INT8_IR
         openvino.save_model(quantized, staging, compress_to_fp16=False)
         # The pair is published weights first, so a reader never finds an xml without its weights.
         for written in (staging.with_suffix(".bin"), staging):
-            publish(written, folder / written.name)
+            publish(written, target / written.name)
     return time.perf_counter() - started

@@ -218,34 +218,78 @@ def _l2_normalise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, np.float32(1e-12))
 
 
-class _Tower:
-    """One compiled tower with its reusable inference request; compiled on first use."""
+def _with_pixel_input(model: "openvino.Model", mean: tuple[float, ...], std: tuple[float, ...]) -> "openvino.Model":
+    """The image tower taking pixels: uint8 ``N×H×W×3`` in, the conversion to float, the scaling to
+    ``[0, 1]``, ``mean`` and ``std`` and the change of layout inside the graph (OpenVINO's preprocessing
+    API), in the order ``preprocess.normalise`` computes them. A decode worker then sends a quarter of
+    the bytes, and the model's process spends nothing on normalising."""
+    from openvino import Layout, Type
+    from openvino.preprocess import PrePostProcessor
 
-    def __init__(self, owner: "OpenVinoTowers", ir_name: str) -> None:
+    ppp = PrePostProcessor(model)
+    given = ppp.input(0)
+    given.tensor().set_element_type(Type.u8).set_layout(Layout("NHWC"))
+    given.model().set_layout(Layout("NCHW"))
+    given.preprocess().convert_element_type(Type.f32).scale(255.0).mean(list(mean)).scale(list(std))
+    return ppp.build()
+
+
+class _Tower:
+    """One compiled tower, compiled on first use. With ``pixels`` (the model's mean and std), an image
+    tower takes uint8 pixels (``_with_pixel_input``) and is the bulk path of ingestion: compiled for
+    throughput (one stream per group of cores, one thread each) and run with one request per stream at
+    once, each on its share of the batch. A single-threaded stream does not stall when a decode worker
+    takes its core for a moment, as the threads of one wide request do at every barrier (measured in
+    ``scripts/bench_ingest.py``). Otherwise one request with every thread (latency): what a query wants."""
+
+    def __init__(self, owner: "OpenVinoTowers", path: Path,
+                 pixels: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None) -> None:
         self._owner = owner
-        self._path = owner.folder / ir_name
+        self._path = path
+        self._pixels = pixels
         self._lock = threading.Lock()
-        self._request: Any = None
+        self._requests: list[Any] = []
         self.compile_seconds: Optional[float] = None
 
-    def _ensure(self) -> Any:
-        if self._request is None:
+    def _ensure(self) -> list[Any]:
+        if not self._requests:
             started = time.perf_counter()
-            compiled = self._owner.core.compile_model(str(self._path), self._owner.device, self._owner.config)
-            self._request = compiled.create_infer_request()
+            core, config = self._owner.core, dict(self._owner.config)
+            if self._pixels is None:
+                compiled = core.compile_model(str(self._path), self._owner.device, config)
+            else:
+                config["PERFORMANCE_HINT"] = "THROUGHPUT"
+                model = _with_pixel_input(core.read_model(str(self._path)), *self._pixels)
+                compiled = core.compile_model(model, self._owner.device, config)
+            count = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if self._pixels else 1
+            self._requests = [compiled.create_infer_request() for _ in range(max(1, count))]
             self.compile_seconds = time.perf_counter() - started
-        return self._request
+        return self._requests
+
+    @property
+    def streams(self) -> int:
+        """How many requests run at once (compiles the tower)."""
+        with self._lock:
+            return len(self._ensure())
 
     def compile(self) -> None:
         with self._lock:
             self._ensure()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        # One request per tower, serialised: an InferRequest must not run twice at once.
+        # Requests are used by one call at a time: an InferRequest must not run twice at once.
         with self._lock:
-            request = self._ensure()
-            request.infer({0: batch})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            requests = self._ensure()
+            if len(requests) == 1 or len(batch) < 2:
+                requests[0].infer({0: batch})
+                return np.array(requests[0].get_output_tensor(0).data, dtype=np.float32, copy=True)
+            parts = np.array_split(batch, min(len(requests), len(batch)))
+            for request, part in zip(requests, parts):
+                request.start_async({0: part})
+            for request in requests[:len(parts)]:
+                request.wait()
+            return np.concatenate([np.array(r.get_output_tensor(0).data, dtype=np.float32, copy=True)
+                                   for r in requests[:len(parts)]])
 
 
 class OpenVinoTowers:
@@ -254,8 +298,11 @@ class OpenVinoTowers:
     ``cache_dir`` and ``identity`` name the folder :func:`convert` wrote. ``precision`` is ``auto`` (bf16
     where the CPU has it, else fp32), ``fp32`` or ``bf16``; ``threads`` caps OpenVINO's inference threads
     (``None``: OpenVINO's choice). ``int8_image`` uses the int8-quantised image tower written by
-    ``openvino_quantize.quantize_image_tower`` (its float parts still follow ``precision``). Each tower compiles on first use, so a text-only query never pays for
-    the image tower; compiled blobs are cached in ``cache_dir/compiled`` to make later compiles fast.
+    ``openvino_quantize.quantize_image_tower`` (its float parts still follow ``precision``), from ``int8_folder`` when given (an index keeps the tower
+    calibrated on its own collection) or else the model's folder. ``normalisation``
+    (the model's mean and std) lets ``embed_images`` take uint8 pixels as well (normalised in the graph).
+    Each tower compiles on first use, so a text-only query never pays for the image tower, and the pixel
+    tower only when pixels come; compiled blobs are cached in ``cache_dir/compiled`` to make later compiles fast.
     Instances may be shared between threads (calls on one tower are serialised).
     """
 
@@ -267,6 +314,8 @@ class OpenVinoTowers:
         threads: Optional[int] = None,
         device: str = "CPU",
         int8_image: bool = False,
+        normalisation: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None,
+        int8_folder: Optional[Path] = None,
     ) -> None:
         import openvino
 
@@ -294,11 +343,14 @@ class OpenVinoTowers:
         }
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        if int8_image and not (self.folder / IMAGE_INT8_IR).is_file():
-            raise OpenVinoUnavailable(f"no int8 image tower in {self.folder}; run quantize_image_tower() first")
+        int8_path = (int8_folder or self.folder) / IMAGE_INT8_IR
+        if int8_image and not int8_path.is_file():
+            raise OpenVinoUnavailable(f"no int8 image tower in {int8_path.parent}; run quantize_image_tower() first")
         self.int8_image = int8_image
-        self._image = _Tower(self, IMAGE_INT8_IR if int8_image else IMAGE_IR)
-        self._text = _Tower(self, TEXT_IR)
+        image_ir = int8_path if int8_image else self.folder / IMAGE_IR
+        self._image = _Tower(self, image_ir)
+        self._image_pixels = _Tower(self, image_ir, normalisation) if normalisation is not None else None
+        self._text = _Tower(self, self.folder / TEXT_IR)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -321,12 +373,20 @@ class OpenVinoTowers:
     def warm_up(self, image: bool = True, text: bool = True) -> None:
         """Compiles the towers now rather than on first use."""
         if image:
-            self._image.compile()
+            (self._image_pixels or self._image).compile()
         if text:
             self._text.compile()
 
     def embed_images(self, batch: np.ndarray) -> np.ndarray:
-        """Embeds preprocessed images (``N×3×H×W`` float32); returns L2-normalised float32 rows."""
+        """Embeds preprocessed images (``N×3×H×W`` float32), or pixels (``N×H×W×3`` uint8, when the towers
+        know the ``normalisation``); returns L2-normalised float32 rows."""
+        if batch.dtype == np.uint8 and self._image_pixels is not None:
+            expected = (*self.image_size, 3)
+            if batch.ndim != 4 or batch.shape[1:] != expected:
+                raise ValueError(f"expected pixels of shape N×{'×'.join(map(str, expected))}, got {batch.shape}")
+            if batch.shape[0] == 0:
+                return np.zeros((0, self.embed_dim), dtype=np.float32)
+            return _l2_normalise(self._image_pixels.run(np.ascontiguousarray(batch)))
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         expected = (3, *self.image_size)
         if batch.ndim != 4 or batch.shape[1:] != expected:

@@ -174,11 +174,14 @@ def _centre_crop_or_pad(pixels: np.ndarray, height: int, width: int, fill: int) 
     return pixels[top:top + height, left:left + width]
 
 
-def preprocess(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """Turns one PIL picture into a model input: a ``3×H×W`` float32 array, normalised.
+def crop_pixels(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """The geometric half of the transform: one PIL picture resized, converted to RGB and centre-cropped
+    (or padded) to the model input, as an ``H×W×3`` uint8 array, not normalised yet.
 
-    Any PIL mode is accepted; as in open_clip, the conversion to RGB happens after resizing, so an RGBA
-    picture should be flattened onto a background by the caller if transparency matters.
+    This is what a decode worker sends to the model's process during ingestion: a quarter of the bytes
+    of the float input, and the normalisation (``normalise``) runs where the batch is embedded, inside
+    the OpenVINO graph or on the torch device. Any PIL mode is accepted; as in open_clip, the conversion
+    to RGB happens after resizing, so an RGBA picture should be flattened by the caller first.
     """
     new_w, new_h = _resized_size(image.width, image.height, cfg)
     if (new_w, new_h) != image.size:
@@ -188,22 +191,48 @@ def preprocess(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
         # first is equivalent for grey and colour modes (not for palette pictures, which callers convert).
         image = image.convert("RGB")
     pixels = np.asarray(image, dtype=np.uint8)
-    pixels = _centre_crop_or_pad(pixels, cfg.size[0], cfg.size[1], cfg.fill_color)
-    # The same float32 operations, in the same order, as ToTensor then Normalize: identical results.
-    chw = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(cfg.std, dtype=np.float32).reshape(3, 1, 1)
-    return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
+    return np.ascontiguousarray(_centre_crop_or_pad(pixels, cfg.size[0], cfg.size[1], cfg.fill_color))
+
+
+def normalise(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``crop_pixels`` output (``H×W×3`` or a batch ``N×H×W×3``, uint8) as model input: ``3×H×W`` (or
+    ``N×3×H×W``) float32, scaled to ``[0, 1]``, minus ``mean``, divided by ``std``, in float32 and in the
+    same order as ToTensor then Normalize, so the result equals open_clip's tensor."""
+    single = pixels.ndim == 3
+    batch = pixels[None] if single else pixels
+    chw = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(cfg.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    out = np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
+    return out[0] if single else out
+
+
+def as_model_input(batch: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """A batch an embedder was given, as normalised float32 ``N×3×H×W``: pixels (uint8 ``N×H×W×3``) are
+    normalised, float input is taken as already preprocessed."""
+    if batch.dtype == np.uint8:
+        return normalise(batch, cfg)
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def preprocess(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """Turns one PIL picture into a model input: a ``3×H×W`` float32 array, normalised
+    (``normalise(crop_pixels(image))``)."""
+    return normalise(crop_pixels(image, cfg), cfg)
 
 
 class Preprocessor:
-    """``preprocess`` bound to one config: a picklable callable that decode workers receive."""
+    """``preprocess`` bound to one config: a picklable callable that decode workers receive.
+    ``pixels`` is its geometric half alone (``crop_pixels``), what ingestion's workers send."""
 
     def __init__(self, cfg: PreprocessConfig) -> None:
         self.cfg = cfg
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         return preprocess(image, self.cfg)
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        return crop_pixels(image, self.cfg)
 
 
 def preprocess_batch(images: Sequence[Image.Image], cfg: PreprocessConfig) -> np.ndarray:

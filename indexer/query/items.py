@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from ..errors import DecodeError, QueryError
-from ..store.states import ItemState
+from ..store.states import INT8_KEY, ItemState
 
 if TYPE_CHECKING:
     from ..context import IndexContext
@@ -35,6 +35,7 @@ def status(ctx: "IndexContext") -> dict:
         "model": recorded,
         "model_description": describe_identity(recorded) if recorded else None,
         "runtimes": catalog.get_meta("runtimes", {}),
+        "int8": catalog.get_meta(INT8_KEY),
         "vectors": vectors_file_info(ctx.path),
         "catalog_bytes": catalog.size_bytes(),
         "last_ingest": catalog.runs.last_ingest(),
