@@ -4,7 +4,9 @@ streamed, without extracting anything to disk. A member is addressed as ``ARCHIV
 
 from __future__ import annotations
 
+import io
 import lzma
+import os
 import struct
 import tarfile
 import time
@@ -104,7 +106,13 @@ def read_bounded(handle: IO[bytes], limit: Optional[int]) -> bytes:
     whose declared size lies cannot make a read unbounded. Raises ``DecodeError('too_large')``."""
     if limit is None:
         return handle.read()
-    data = handle.read(limit + 1)
+    try:
+        size = os.fstat(handle.fileno()).st_size  # a plain file: read what it holds, not a limit-sized buffer
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        size = limit
+    data = handle.read(min(size, limit) + 1)
+    if size < len(data) <= limit:  # it grew since: the rest, still bounded
+        data += handle.read(limit + 1 - len(data))
     if len(data) > limit:
         raise DecodeError("too_large", f"more than the {limit:,}-byte limit (--max-file-size)")
     return data

@@ -300,18 +300,18 @@ class OpenVinoClipEmbedder(ClipEmbedder):
         (min, mean) and ``recall_at_10``, how many of each held-out picture's 10 nearest neighbours among
         the held-out set the int8 tower finds as the float one does (what a search would return). Needs
         NNCF: ``pip install 'indexer[int8]'``."""
-        try:
-            from .openvino_quantize import quantize_image_tower
-        except ImportError:
-            raise ModelError("--precision int8 needs NNCF: pip install 'indexer[int8]'") from None
+        import importlib.util
+
+        from .openvino_quantize import quantize_apart
+
+        if importlib.util.find_spec("nncf") is None:
+            raise ModelError("--precision int8 needs NNCF: pip install 'indexer[int8]'")
         started = time.time()
         self.use_float()
         reference = self.towers.embed_images(held_out)
-        key, cache = identity_key(self.spec), openvino_cache()
-        # NNCF calibrates the float graph, on float input
-        samples = as_model_input(pictures, self.preprocess_config)
-        quantize_image_tower(cache, key, [samples], subset_size=len(samples), destination=folder)
-        del samples
+        # NNCF calibrates the float graph, on float input, in a process of its own (its memory is given back)
+        quantize_apart(openvino_cache(), identity_key(self.spec), as_model_input(pictures, self.preprocess_config),
+                       folder)
         self.use_int8(folder)
         quantised = self.towers.embed_images(held_out)
         cosines = _cosines(quantised, reference)

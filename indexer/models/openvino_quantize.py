@@ -64,3 +64,41 @@ def quantize_image_tower(
         for written in (staging.with_suffix(".bin"), staging):
             publish(written, target / written.name)
     return time.perf_counter() - started
+
+
+def quantize_apart(cache_dir: Union[str, Path], identity: str, samples: np.ndarray, destination: Path) -> float:
+    """``quantize_image_tower`` on ``samples`` (preprocessed float32 ``N×3×H×W``) in a process of its own,
+    so that NNCF's working memory (about 2 GB for a ViT-B-32 image tower, whatever the number of
+    pictures) is given back when it ends instead of staying in the ingesting process, and nothing NNCF
+    prints can reach this process's standard output. Returns the seconds; raises ``ModelError`` with
+    the child's last words when it fails."""
+    import subprocess
+    import sys
+
+    from ..errors import ModelError
+
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".calibration-", dir=destination) as scratch:
+        path = Path(scratch) / "samples.npy"
+        np.save(path, np.ascontiguousarray(samples, dtype=np.float32))
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", __name__, str(cache_dir), identity, str(path), str(destination)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(nothing)"])[-1]
+            raise ModelError(f"int8 calibration failed (exit {done.returncode}): {last[:300]}")
+        return time.perf_counter() - started
+
+
+def _main(argv: list[str]) -> None:
+    cache_dir, identity, samples, destination = argv
+    pictures = np.load(samples, mmap_mode="r")
+    quantize_image_tower(cache_dir, identity, [pictures], subset_size=len(pictures), destination=Path(destination))
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    os.dup2(2, 1)  # whatever NNCF or its progress bars print goes to standard error
+    _main(sys.argv[1:])
