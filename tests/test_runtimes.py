@@ -328,3 +328,45 @@ def test_decode_workers_start_from_a_script_without_a_main_guard_or_from_standar
         assert done.stdout.split()[-1] in ("4", "0")  # 4 the first time, 0 (unchanged) the second
     with open_index(tmp_path / "index") as index:
         assert index.status()["embedded"] == 4
+
+
+@pytest.mark.parametrize("bar", [0.0, 1.01], ids=["agreement-clears", "agreement-falls-short"])
+def test_auto_chooses_int8_only_when_its_agreement_clears_the_bar(tmp_path, monkeypatch, bar):
+    """The rule with its thresholds moved (a test collection is far below auto's 10,000 items, and the
+    bundled model's figures sit between these two bars): the figures decide, the index keeps them."""
+    pytest.importorskip("nncf", reason="int8 needs NNCF (pip install 'indexer[int8]'; part of the test extra)")
+    from indexer.ingest import int8
+
+    monkeypatch.setattr(int8, "AUTO_MIN_ITEMS", 10)
+    monkeypatch.setattr(int8, "MIN_RECALL_AT_10", bar)
+    monkeypatch.setattr(int8, "MIN_COSINE_MEAN", bar)
+    photos = tmp_path / "photos"
+    render_folder(photos, per_class=3)
+    with open_index(tmp_path / "index", model="tiny-shapes") as index:
+        if "no int8 units" in (index.context.model.embedder().int8_unavailable() or ""):
+            pytest.skip("this CPU has no int8 units")
+        told: list[str] = []
+        index.ingest([photos], warn=told.append)
+        decision = index.status()["int8"]
+        runtimes = index.status()["runtimes"]
+    if bar == 0.0:
+        assert decision["chosen"] == "int8" and "cleared" in decision["reason"]
+        assert any(name.startswith("openvino/int8") for name in runtimes)
+        assert any("int8 image tower calibrated" in line for line in told)
+    else:
+        assert decision["chosen"] in ("bf16", "fp32") and "agreement too low" in decision["reason"]
+        assert not any(name.startswith("openvino/int8") for name in runtimes)
+        assert any(line.startswith("stayed ") for line in told)
+    assert 0.0 <= decision["recall_at_10"] <= 1.0
+    # A later run follows the recorded decision, whatever the rule would say now: no calibration again.
+    monkeypatch.setattr(int8, "MIN_RECALL_AT_10", 1.01 - bar)
+    monkeypatch.setattr(int8, "MIN_COSINE_MEAN", 1.01 - bar)
+    more = tmp_path / "more"
+    render_folder(more, per_class=1, seed=9)
+    with open_index(tmp_path / "index") as index:
+        told = []
+        index.ingest([more], warn=told.append)
+        assert index.status()["int8"]["decided"] == decision["decided"]
+        assert not any("calibrated" in line or line.startswith("stayed ") for line in told)
+        later = index.status()["runtimes"]
+    assert set(later) == set(runtimes)
