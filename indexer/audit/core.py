@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import numpy as np
 from ..errors import QueryError
 from .dataset import DatasetLabels, folder_labels
+from .decisions import record_audit
 from .duplicates import DuplicateLinks, duplicate_groups
 from ..query.head import load_head
 from ..query.scoring import LabelScores
@@ -97,14 +98,19 @@ class Finding:
     path: Optional[str] = None
     paths: Optional[list[str]] = None
     details: dict[str, Any] = field(default_factory=dict)
+    id: Optional[str] = None  # stable across audits (``decisions.finding_id``)
+    decision: Optional[dict[str, Any]] = None  # the decision made on it: {"action", "label"}
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type, "score": self.score}
+        data: dict[str, Any] = {"id": self.id} if self.id is not None else {}
+        data.update({"type": self.type, "score": self.score})
         if self.path is not None:
             data["path"] = self.path
         if self.paths is not None:
             data["paths"] = self.paths
         data.update(self.details)
+        if self.decision is not None:
+            data["decision"] = self.decision
         return data
 
 
@@ -124,6 +130,8 @@ class AuditResult:
     thresholds: dict[str, float]  # per-label average self-confidence
     options: AuditOptions
     seconds: float = 0.0
+    decided: dict[str, int] = field(default_factory=dict)  # findings with a decision, by action (rejected: left out)
+    labels_key: str = ""  # fingerprint of the labels audited (``dataset.labels_key``)
 
     def of_type(self, kind: str) -> list[Finding]:
         """The findings of one type (``"mislabel"``, ``"duplicate"``, ``"outlier"``, …), best first."""
@@ -287,12 +295,15 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     label_findings = _confusable_labels(labels, scorer.text, near.counts, swaps, options)
     label_findings += _small_classes(dataset, near.seen, near.counts, options.min_class_size)
     _fill_paths(ctx, outliers + duplicates + label_findings)
-    return AuditResult(
+    result = AuditResult(
         findings=mislabels + duplicates + outliers + label_findings, items=int(near.seen.sum()), labels=labels,
         class_counts={label: int(n) for label, n in zip(labels, near.counts)}, splits=dataset.splits,
         label_source=dataset.source, root=dataset.root, unlabelled=dataset.unlabelled, unmatched=dataset.unmatched,
         thresholds={label: round(float(t), 4) for label, t in zip(labels, near.thresholds) if not np.isnan(t)},
-        options=options, seconds=round(time.time() - started, 3))
+        options=options)
+    record_audit(ctx, result, dataset)
+    result.seconds = round(time.time() - started, 3)
+    return result
 
 
 def _significant(value: float) -> float:

@@ -10,14 +10,22 @@ import click
 from ..audit.core import AuditOptions
 from ..errors import IndexerError
 from ..models.templates import TEMPLATE_SETS
-from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, \
-    progress_bars, progress_enabled, progress_option, safe
+from .common import CONTEXT, _remember_catalog, echo_json, err, index_option, json_option, model_options, \
+    open_from_cli, progress_bars, progress_enabled, progress_option, safe
 
 _DEFAULTS = AuditOptions()
 
 
-@click.command(context_settings=CONTEXT)
-@index_option
+_index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
+                                type=click.Path(file_okay=False, path_type=Path),
+                                help="Index folder (catalog.sqlite + vectors.faiss). Also from $INDEXER_INDEX.")
+
+
+@click.group(context_settings=CONTEXT, invoke_without_command=True)
+@_index_for_group
+@click.option("--catalog", expose_value=False, callback=_remember_catalog, metavar="URL",
+              help="Keep the catalog in this database instead of the index folder's SQLite file (needs "
+                   "indexer[cluster]). Also from $INDEXER_CATALOG.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A CSV of path,label (an optional split column; header row optional). Relative paths are "
                    "taken below --root, else below the CSV's folder. Default: labels from folder names.")
@@ -51,7 +59,8 @@ _DEFAULTS = AuditOptions()
 @model_options
 @progress_option
 @json_option
-def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
+@click.pass_context
+def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
           neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
           no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
@@ -69,7 +78,19 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
       indexer audit --index ./dataset-index --output ./audit-report
       indexer audit --index ./dataset-index --labels labels.csv --root ./dataset --json
       indexer audit --index ./dataset-index --from-run latest --no-report
+
+    Then decide on findings by their ids and write the corrected labels:
+
+    \b
+      indexer audit decide mis-1a2b3c4d5e6f accept --index ./dataset-index
+      indexer audit decide dup-0f1e2d3c4b5a relabel "red star" --index ./dataset-index
+      indexer audit decisions --index ./dataset-index
+      indexer audit export --index ./dataset-index -o corrected.csv --drop-duplicates
     """
+    if click_ctx.invoked_subcommand is not None:
+        return
+    if index_dir is None:
+        raise click.UsageError("Missing option '--index'.")
     if labels_file is not None and from_run is not None:
         raise click.UsageError("give --labels FILE or --from-run RUN, not both")
     run_id: Optional[int] = None
@@ -111,3 +132,128 @@ def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Op
             err(line)
     else:
         click.echo("\n".join(safe(line) for line in lines))
+
+
+def _open(index_dir: Path):
+    return open_from_cli(index_dir)
+
+
+def _failed(exc: IndexerError) -> click.ClickException:
+    """The library's error as one line, naming the flag it is about."""
+    from . import flag_of
+
+    command = click.get_current_context().command
+    return click.ClickException(safe(f"{flag_of(command, exc.param)}: {exc.message}" if exc.param else str(exc)))
+
+
+@audit.command("decide", context_settings=CONTEXT)
+@click.argument("finding")
+@click.argument("action", type=click.Choice(("accept", "reject", "relabel", "drop")))
+@click.argument("label", required=False)
+@index_option
+@json_option
+def decide_command(finding: str, action: str, label: Optional[str], index_dir: Path, as_json: bool) -> None:
+    """Record a decision on a finding of the latest audit: accept (apply its fix), reject (never raise it
+    again), relabel LABEL (give its items LABEL), or drop (leave its items out of the export).
+
+    \b
+    Example:
+      indexer audit decide mis-1a2b3c4d5e6f accept --index ./dataset-index
+      indexer audit decide mis-1a2b3c4d5e6f relabel "red star" --index ./dataset-index
+    """
+    if action == "relabel" and label is None:
+        raise click.UsageError("relabel needs the new label: decide ID relabel LABEL")
+    if action != "relabel" and label is not None:
+        raise click.UsageError(f"{action} takes no label (only relabel does)")
+    try:
+        with _open(index_dir) as index:
+            decision = index.audit_decide(finding, action, label)
+    except IndexerError as exc:
+        raise _failed(exc) from None
+    if as_json:
+        echo_json(decision.to_dict())
+    else:
+        click.echo(safe(f"{decision.finding_id}: {decision.action}" + (f" {decision.label}" if decision.label else "")
+                        + f" ({decision.type})"))
+
+
+@audit.command("undo", context_settings=CONTEXT)
+@click.argument("finding")
+@index_option
+def undo_command(finding: str, index_dir: Path) -> None:
+    """Forget the decision on a finding."""
+    try:
+        with _open(index_dir) as index:
+            found = index.audit_undo(finding)
+    except IndexerError as exc:
+        raise _failed(exc) from None
+    if not found:
+        raise click.ClickException(safe(f"no decision on {finding!r}; `indexer audit decisions` lists them"))
+    click.echo(safe(f"{finding}: decision forgotten"))
+
+
+@audit.command("decisions", context_settings=CONTEXT)
+@index_option
+@json_option
+def decisions_command(index_dir: Path, as_json: bool) -> None:
+    """List the decisions made on audit findings, oldest first."""
+    try:
+        with _open(index_dir) as index:
+            decisions = index.audit_decisions()
+    except IndexerError as exc:
+        raise _failed(exc) from None
+    if as_json:
+        echo_json([d.to_dict() for d in decisions])
+        return
+    if not decisions:
+        click.echo("no decisions yet; `indexer audit decide ID accept|reject|relabel LABEL|drop` records one")
+    for d in decisions:
+        f = d.finding
+        about = f.get("path") or ", ".join(f.get("paths") or []) or " ~ ".join(f.get("labels") or []) \
+            or str(f.get("label", ""))
+        what = f"{f.get('given_label')} -> {f.get('suggested_label')}  " if d.type == "mislabel" else ""
+        click.echo(safe(f"{d.finding_id}  {d.action}{' ' + d.label if d.label else ''}  {d.type}  {what}{about[:120]}"))
+
+
+@audit.command("export", context_settings=CONTEXT)
+@index_option
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="The corrected labels file to write (path,label[,split]).")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The labels to correct. Default: those the latest audit read.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="With --labels: the folder relative paths are taken below; alone: folder-name labels below it.")
+@click.option("--from-run", help="The labels of a stored classify run (its id, or 'latest').")
+@click.option("--drop-duplicates", is_flag=True, help="Keep one item of each exact duplicate group.")
+@json_option
+def export_command(index_dir: Path, output: Path, labels_file: Optional[Path], root: Optional[Path],
+                   from_run: Optional[str], drop_duplicates: bool, as_json: bool) -> None:
+    """Write the corrected dataset: path,label with accepted and relabelled decisions applied and dropped
+    items left out.
+
+    \b
+    Example:
+      indexer audit export --index ./dataset-index -o corrected.csv --drop-duplicates
+    """
+    if labels_file is not None and from_run is not None:
+        raise click.UsageError("give --labels FILE or --from-run RUN, not both")
+    if from_run is not None and from_run != "latest" and not from_run.isdigit():
+        raise click.UsageError(f"--from-run {from_run!r}: give a run id (a number) or 'latest'")
+    try:
+        with _open(index_dir) as index:
+            dataset = None
+            if labels_file is not None or root is not None or from_run is not None:
+                run_id = int(from_run) if from_run not in (None, "latest") else None
+                dataset = index.audit_labels(labels_file, root, run_id, from_run=from_run is not None)
+            summary = index.audit_export(output, dataset, drop_duplicates=drop_duplicates)
+    except IndexerError as exc:
+        raise _failed(exc) from None
+    line = (f"wrote {summary.rows} items to {summary.path}: {summary.relabelled} relabelled, {summary.dropped} "
+            f"dropped by decisions" + (f", {summary.duplicates_dropped} duplicate copies dropped" if drop_duplicates
+                                       else "") + f" ({summary.decisions} decisions applied"
+            + (f"; {summary.other_labels} made on other labels not applied" if summary.other_labels else "") + ")")
+    if as_json:
+        echo_json(summary.to_dict())
+        err(line)
+    else:
+        click.echo(safe(line))
