@@ -47,7 +47,8 @@ import numpy as np
 from ..errors import QueryError
 from .dataset import DatasetLabels, folder_labels
 from .decisions import record_audit
-from .duplicates import DuplicateLinks, duplicate_groups
+from .duplicates import DuplicateLinks, NearCandidates, duplicate_groups
+from .hashes import confirm
 from ..query.head import load_head
 from ..query.scoring import LabelScores
 from .scoring import NeighbourMix
@@ -60,6 +61,7 @@ Progress = Callable[[str, int, int], None]  # (stage, items done now, stage tota
 
 SWAP_EXAMPLES = 4  # items kept per (given label, zero-shot label) pair, to show with a confusable pair
 CLASS_EXAMPLES = 20  # items shown with a small class
+NEAR_SAMPLE = 2000  # contents whose k-NN distance sets the adaptive near-duplicate threshold
 _EPS = 1e-30  # floor of probabilities in the log-odds margin (float32 softmax reaches ~1e-38)
 
 
@@ -70,7 +72,12 @@ class AuditOptions:
     templates: str = "default"  # prompt templates of the labels (none, default, ensemble)
     neighbours: int = 10  # k of the k-NN label vote and of the near-duplicate search
     neighbour_weight: float = 0.5  # share of the k-NN vote in the label probabilities (0: zero-shot only)
-    near_threshold: float = 0.97  # cosine at or above which two pictures are near duplicates
+    # Cosine at or above which two pictures are near-duplicate candidates; None: adapt to the model's
+    # geometry, 1 - near_ratio x the collection's median k-NN distance.
+    near_threshold: Optional[float] = None
+    near_ratio: float = 0.6
+    # Bits (of 64) two candidates' perceptual hashes may differ by to be near duplicates; None: no check.
+    phash_distance: Optional[int] = 8
     outlier_z: float = 3.5  # robust z of the k-NN distance, within the class, that makes an outlier
     confusable_threshold: float = 0.9  # prompt-embedding cosine that makes two labels confusable
     confusion_rate: float = 0.25  # share of a label pair's items the zero-shot model swaps (2 at least) that flags it
@@ -83,8 +90,13 @@ class AuditOptions:
             raise QueryError("must be at least 1", param="neighbours")
         if not 0.0 <= self.neighbour_weight <= 1.0:
             raise QueryError("must be between 0 and 1", param="neighbour_weight")
-        if not -1.0 <= self.near_threshold <= 1.0 or not -1.0 <= self.confusable_threshold <= 1.0:
+        if self.near_threshold is not None and not -1.0 <= self.near_threshold <= 1.0 \
+                or not -1.0 <= self.confusable_threshold <= 1.0:
             raise QueryError("cosine thresholds must be between -1 and 1")
+        if not 0.0 < self.near_ratio <= 1.0:
+            raise QueryError("must be above 0 and at most 1", param="near_ratio")
+        if self.phash_distance is not None and not 0 <= self.phash_distance <= 64:
+            raise QueryError("must be between 0 and 64 bits", param="phash_distance")
         if self.chunk < 1 or self.min_class_size < 0:
             raise QueryError("chunk must be at least 1 and --min-class-size at least 0")
 
@@ -132,6 +144,8 @@ class AuditResult:
     seconds: float = 0.0
     decided: dict[str, int] = field(default_factory=dict)  # findings with a decision, by action (rejected: left out)
     labels_key: str = ""  # fingerprint of the labels audited (``dataset.labels_key``)
+    near: dict[str, Any] = field(default_factory=dict)  # the near-duplicate threshold used, and pair counts
+    nearest: Optional[np.ndarray] = field(default=None, repr=False)  # per item: cosine of the nearest other content
 
     def of_type(self, kind: str) -> list[Finding]:
         """The findings of one type (``"mislabel"``, ``"duplicate"``, ``"outlier"``, …), best first."""
@@ -143,7 +157,7 @@ class AuditResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the findings, as plain data."""
-        data = {k: v for k, v in asdict(self).items() if k != "findings"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("findings", "nearest")}
         data["counts"] = self.counts()
         return data
 
@@ -163,32 +177,62 @@ class _Neighbourhood:
 
     neighbour_labels: np.ndarray  # (items, k) label index of the k nearest other contents, -1 for none
     knn_distance: np.ndarray  # (items,) mean cosine distance to them
+    nearest: np.ndarray  # (items,) cosine of the nearest other content
     links: DuplicateLinks
+    candidates: "NearCandidates"
     seen: np.ndarray  # (items,) reached by the pass (an item deleted meanwhile is not)
     counts: np.ndarray  # items per label
     thresholds: np.ndarray  # per label: average self-confidence (NaN for a label without items)
     centroids: np.ndarray  # per label: normalised mean embedding
 
 
+def _usable(ids: np.ndarray, own: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which neighbours found count (another content of the dataset), and where they are in ``contents``."""
+    where = np.minimum(np.searchsorted(contents, ids), len(contents) - 1)
+    return (ids >= 0) & (ids != own) & (contents[where] == ids), where
+
+
+def _near_gate(ctx: "IndexContext", contents: np.ndarray, vectors: Any, k: int, options: AuditOptions
+               ) -> tuple[float, float]:
+    """(cosine at or above which two pictures are near-duplicate candidates, the median k-NN distance of
+    a sample of the dataset's contents): a fixed ``near_threshold``, or one relative to the geometry."""
+    sample = contents if len(contents) <= NEAR_SAMPLE else np.sort(
+        np.random.default_rng(0).choice(contents, NEAR_SAMPLE, replace=False))
+    ids, embeddings = ctx.catalog.embeddings.by_ids(sample.tolist())
+    median = float("nan")
+    if len(ids):
+        scores, found = vectors.search(embeddings, min(vectors.ntotal, 2 * k + 2))
+        usable, _ = _usable(found, ids[:, None], contents)
+        kept = usable & (np.cumsum(usable, axis=1) <= k)
+        with np.errstate(invalid="ignore"):
+            distance = np.where(kept, 1.0 - scores, 0.0).sum(axis=1) / kept.sum(axis=1)
+        if np.isfinite(distance).any():
+            median = float(np.nanmedian(distance))
+    if options.near_threshold is not None:
+        return options.near_threshold, median
+    return (1.0 - options.near_ratio * median if np.isfinite(median) else 1.0), median
+
+
 def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, options: AuditOptions, chunk: int,
                     progress: Optional[Progress]) -> _Neighbourhood:
-    """Pass 1: k-NN search (label votes, near-duplicate links, k-NN distance), self-confidence, centroids."""
+    """Pass 1: k-NN search (label votes, near-duplicate candidates, k-NN distance), self-confidence, centroids."""
     n_items, n_labels, k = dataset.size, len(dataset.labels), options.neighbours
     vectors = ctx.vectors.get()
     fetch = min(vectors.ntotal, 2 * k + 2)  # room for the item itself and contents outside the dataset
     contents, first = np.unique(dataset.content_ids, return_index=True)
     content_label = dataset.label_index[first]
+    gate, median = _near_gate(ctx, contents, vectors, k, options)
     found = _Neighbourhood(neighbour_labels=np.full((n_items, k), -1, dtype=np.int32),
                            knn_distance=np.full(n_items, np.nan, dtype=np.float32), links=DuplicateLinks(contents),
-                           seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
+                           candidates=NearCandidates(gate, median),
+                           nearest=np.full(n_items, np.nan, dtype=np.float32), seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
                            thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, ctx.model.dim)))
     self_confidence = np.zeros(n_labels)
     for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         scores, ids = vectors.search(embeddings, fetch)
         own = dataset.content_ids[positions][:, None]
-        where = np.minimum(np.searchsorted(contents, ids), len(contents) - 1)
-        usable = (ids >= 0) & (ids != own) & (contents[where] == ids)
+        usable, where = _usable(ids, own, contents)
         rank = np.cumsum(usable, axis=1)
         kept = usable & (rank <= k)
         rows, cols = np.nonzero(kept)
@@ -197,8 +241,9 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
         found.neighbour_labels[positions] = block
         with np.errstate(invalid="ignore"):
             found.knn_distance[positions] = np.where(kept, 1.0 - scores, 0.0).sum(axis=1) / kept.sum(axis=1)
-        near_rows, near_cols = np.nonzero(usable & (scores >= options.near_threshold))
-        found.links.link(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
+        found.nearest[positions] = np.where(kept, scores, -np.inf).max(axis=1)
+        near_rows, near_cols = np.nonzero(kept & (scores >= gate))
+        found.candidates.add(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
         _, mixed = scorer(embeddings, block)
         self_confidence += np.bincount(given, weights=mixed[np.arange(len(given)), given], minlength=n_labels)
         np.add.at(found.centroids, given, embeddings)
@@ -281,6 +326,10 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     scorer = NeighbourMix(LabelScores.build(ctx.texts, labels, options.templates, head, with_text=True),
                           options.neighbour_weight)
     near = _neighbour_pass(ctx, dataset, scorer, options, chunk, progress)
+    contents, first = np.unique(dataset.content_ids, return_index=True)
+    *pairs, near_counts = confirm(ctx, near.candidates, dict(zip(contents.tolist(), dataset.item_ids[first].tolist())),
+                                  options.phash_distance, progress)
+    near.links.link(*pairs)
     mislabels, distance, swaps = _mislabel_pass(ctx, dataset, scorer, near, chunk, progress)
 
     outliers = _outliers(dataset, near.knn_distance, distance, near.seen, options.outlier_z)
@@ -300,7 +349,11 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
         class_counts={label: int(n) for label, n in zip(labels, near.counts)}, splits=dataset.splits,
         label_source=dataset.source, root=dataset.root, unlabelled=dataset.unlabelled, unmatched=dataset.unmatched,
         thresholds={label: round(float(t), 4) for label, t in zip(labels, near.thresholds) if not np.isnan(t)},
-        options=options)
+        options=options, near={
+            "threshold": round(float(near.candidates.gate), 6),
+            "median_knn_distance": round(float(near.candidates.median_knn_distance), 6),
+            "adaptive": options.near_threshold is None, "phash_distance": options.phash_distance, **near_counts},
+        nearest=near.nearest)
     record_audit(ctx, result, dataset)
     result.seconds = round(time.time() - started, 3)
     return result

@@ -50,6 +50,17 @@ EXPLANATIONS = {
 }
 
 
+def _near_text(result: AuditResult) -> str:
+    near = result.near or {}
+    cosine = f"cosine &ge; {near.get('threshold', result.options.near_threshold)}"
+    if near.get("adaptive"):
+        cosine += (f" (1 &minus; {result.options.near_ratio} &times; the median k-NN distance "
+                   f"{near.get('median_knn_distance')})")
+    if result.options.phash_distance is not None:
+        cosine += f" and perceptual hashes within {result.options.phash_distance} bits"
+    return cosine
+
+
 # ----------------------------------------------------------------------------- CSV and JSON
 
 
@@ -342,7 +353,7 @@ def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = Tru
             + (f"; splits: {_e(', '.join(result.splits))}" if result.splits else "")
             + (f"; {result.unlabelled} unlabelled items left out" if result.unlabelled else "")
             + f". Templates {_e(options.templates)}, neighbour weight {options.neighbour_weight}, near-duplicate "
-              f"cosine &ge; {options.near_threshold}, outlier z &ge; {options.outlier_z}. "
+              f"{_near_text(result)}, outlier z &ge; {options.outlier_z}. "
             + f"Made {time.strftime('%Y-%m-%d %H:%M')} in {result.seconds:.1f} s."
             + (f" Paths are shown below {_e(root)}." if root else ""))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

@@ -38,8 +38,15 @@ _index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for audit.html, findings.csv, findings.json and summary.json. Default: INDEX/audit.")
 @click.option("--no-report", is_flag=True, help="Write no files: the terminal summary (or --json) only.")
-@click.option("--near-threshold", type=click.FloatRange(-1.0, 1.0), default=_DEFAULTS.near_threshold,
-              show_default=True, help="Cosine similarity at or above which two pictures are near duplicates.")
+@click.option("--near-threshold", default="auto", show_default=True, metavar="auto|COSINE",
+              help="Cosine similarity at or above which two pictures are near-duplicate candidates; 'auto' adapts "
+                   "it to the model: 1 - --near-ratio x the collection's median k-NN distance.")
+@click.option("--near-ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=_DEFAULTS.near_ratio,
+              show_default=True, help="With --near-threshold auto: the share of the median k-NN distance within "
+                                      "which two pictures are candidates.")
+@click.option("--phash-distance", default=str(_DEFAULTS.phash_distance), show_default=True, metavar="BITS|off",
+              help="Bits (of 64) two candidates' perceptual hashes may differ by to be near duplicates; 'off' "
+                   "takes every candidate.")
 @click.option("--neighbours", type=click.IntRange(1, 100), default=_DEFAULTS.neighbours, show_default=True,
               help="Nearest pictures consulted per item (label vote and near-duplicate search).")
 @click.option("--neighbour-weight", type=click.FloatRange(0.0, 1.0), default=_DEFAULTS.neighbour_weight,
@@ -61,7 +68,8 @@ _index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
 @json_option
 @click.pass_context
 def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
-          templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
+          templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: str, near_ratio: float,
+          phash_distance: str, neighbours: int,
           neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
           no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
@@ -93,6 +101,8 @@ def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Opti
         raise click.UsageError("Missing option '--index'.")
     if labels_file is not None and from_run is not None:
         raise click.UsageError("give --labels FILE or --from-run RUN, not both")
+    threshold = _near_threshold(near_threshold)
+    bits = _phash_distance(phash_distance)
     run_id: Optional[int] = None
     if from_run is not None and from_run != "latest":
         if not from_run.isdigit():
@@ -101,13 +111,34 @@ def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Opti
     try:
         _run(index_dir, labels_file, from_run is not None, run_id, root, templates, output, no_report, max_rows,
              not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
-                                             near_threshold=near_threshold, outlier_z=outlier_z,
+                                             near_threshold=threshold, near_ratio=near_ratio,
+                                             phash_distance=bits, outlier_z=outlier_z,
                                              confusable_threshold=confusable_threshold, min_class_size=min_class_size,
                                              head=head),
              model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group
         raise click.ClickException(safe(str(exc))) from None
+
+
+def _near_threshold(text: str) -> Optional[float]:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -1.0 <= value <= 1.0:
+        raise click.BadParameter(f"{text!r}: give 'auto' or a cosine between -1 and 1", param_hint="--near-threshold")
+    return value
+
+
+def _phash_distance(text: str) -> Optional[int]:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    if not text.strip().isdigit() or int(text) > 64:
+        raise click.BadParameter(f"{text!r}: give a number of bits from 0 to 64, or 'off'", param_hint="--phash-distance")
+    return int(text)
 
 
 def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Optional[int], root: Optional[Path],
