@@ -51,6 +51,7 @@ from .duplicates import DuplicateLinks, NearCandidates, duplicate_groups
 from .hashes import confirm
 from ..query.head import load_head
 from ..query.scoring import LabelScores
+from .probe import RidgeProbe
 from .scoring import NeighbourMix
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ class AuditOptions:
 
     templates: str = "default"  # prompt templates of the labels (none, default, ensemble)
     neighbours: int = 10  # k of the k-NN label vote and of the near-duplicate search
-    neighbour_weight: float = 0.5  # share of the k-NN vote in the label probabilities (0: zero-shot only)
+    neighbour_weight: float = 0.15  # share of the k-NN vote in the label probabilities
+    probe_weight: float = 0.35  # share of the linear probe's leave-one-out probabilities (``probe.py``)
     # Cosine at or above which two pictures are near-duplicate candidates; None: adapt to the model's
     # geometry, 1 - near_ratio x the collection's median k-NN distance.
     near_threshold: Optional[float] = None
@@ -90,6 +92,8 @@ class AuditOptions:
             raise QueryError("must be at least 1", param="neighbours")
         if not 0.0 <= self.neighbour_weight <= 1.0:
             raise QueryError("must be between 0 and 1", param="neighbour_weight")
+        if not 0.0 <= self.probe_weight <= 1.0 or self.neighbour_weight + self.probe_weight > 1.0 + 1e-9:
+            raise QueryError("must be between 0 and 1, and with --neighbour-weight at most 1", param="probe_weight")
         if self.near_threshold is not None and not -1.0 <= self.near_threshold <= 1.0 \
                 or not -1.0 <= self.confusable_threshold <= 1.0:
             raise QueryError("cosine thresholds must be between -1 and 1")
@@ -227,7 +231,6 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
                            candidates=NearCandidates(gate, median),
                            nearest=np.full(n_items, np.nan, dtype=np.float32), seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
                            thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, ctx.model.dim)))
-    self_confidence = np.zeros(n_labels)
     for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         scores, ids = vectors.search(embeddings, fetch)
@@ -244,15 +247,13 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
         found.nearest[positions] = np.where(kept, scores, -np.inf).max(axis=1)
         near_rows, near_cols = np.nonzero(kept & (scores >= gate))
         found.candidates.add(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
-        _, mixed = scorer(embeddings, block)
-        self_confidence += np.bincount(given, weights=mixed[np.arange(len(given)), given], minlength=n_labels)
+        if scorer.probe is not None:
+            scorer.probe.add(embeddings, given)
         np.add.at(found.centroids, given, embeddings)
         found.seen[positions] = True
         if progress:
             progress("scoring", len(positions), n_items)
     found.counts = np.bincount(dataset.label_index[found.seen], minlength=n_labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        found.thresholds = np.where(found.counts > 0, self_confidence / np.maximum(found.counts, 1), np.nan)
     norms = np.linalg.norm(found.centroids, axis=1, keepdims=True)
     found.centroids = (found.centroids / np.maximum(norms, _EPS)).astype(np.float32)
     return found
@@ -269,16 +270,32 @@ class _Swaps:
         return self.counts.get((a, b), 0) + self.counts.get((b, a), 0)
 
 
+def _confidence_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, near: _Neighbourhood,
+                     chunk: int, progress: Optional[Progress]) -> None:
+    """Pass 2: each label's threshold, its class's average self-confidence (mean probability of the
+    given label over the items given it)."""
+    self_confidence = np.zeros(len(dataset.labels))
+    for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
+        given = dataset.label_index[positions]
+        _, mixed = scorer(embeddings, near.neighbour_labels[positions], given)
+        self_confidence += np.bincount(given, weights=mixed[np.arange(len(given)), given],
+                                       minlength=len(dataset.labels))
+        if progress:
+            progress("weighing", len(positions), dataset.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        near.thresholds = np.where(near.counts > 0, self_confidence / np.maximum(near.counts, 1), np.nan)
+
+
 def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, near: _Neighbourhood, chunk: int,
                    progress: Optional[Progress]) -> tuple[list[Finding], np.ndarray, _Swaps]:
-    """Pass 2: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
+    """Pass 3: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
     labels = dataset.labels
     mislabels: list[Finding] = []
     distance = np.full(dataset.size, np.nan, dtype=np.float32)
     swaps = _Swaps()
     for positions, paths, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
-        zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions])
+        zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions], given)
         rows = np.arange(len(given))
         given_p = mixed[rows, given]
         eligible = mixed >= near.thresholds[None, :]  # NaN thresholds (labels without items) are never reached
@@ -323,9 +340,13 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     labels = dataset.labels
     chunk = max(1, min(options.chunk, (1 << 24) // len(labels)))  # keeps a chunk's items x labels bounded
     head = load_head(ctx.catalog, ctx.model, options.head, ctx.path) if options.head is not None else None
+    probe = RidgeProbe(ctx.model.dim, len(labels)) if options.probe_weight > 0 else None
     scorer = NeighbourMix(LabelScores.build(ctx.texts, labels, options.templates, head, with_text=True),
-                          options.neighbour_weight)
+                          options.neighbour_weight, options.probe_weight, probe)
     near = _neighbour_pass(ctx, dataset, scorer, options, chunk, progress)
+    if probe is not None and not probe.fit():
+        scorer.probe = None  # too few items to learn from: zero-shot and neighbours alone
+    _confidence_pass(ctx, dataset, scorer, near, chunk, progress)
     contents, first = np.unique(dataset.content_ids, return_index=True)
     *pairs, near_counts = confirm(ctx, near.candidates, dict(zip(contents.tolist(), dataset.item_ids[first].tolist())),
                                   options.phash_distance, progress)
