@@ -52,6 +52,9 @@ _index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
 @click.option("--neighbour-weight", type=click.FloatRange(0.0, 1.0), default=_DEFAULTS.neighbour_weight,
               show_default=True, help="Share of the neighbours' label vote in the label probabilities; "
                                       "0 uses the zero-shot probabilities alone.")
+@click.option("--probe-weight", type=click.FloatRange(0.0, 1.0), default=_DEFAULTS.probe_weight, show_default=True,
+              help="Share of a linear probe's leave-one-out probabilities (learnt from the given labels on the "
+                   "stored embeddings) in the label probabilities; 0 leaves it out.")
 @click.option("--outlier-z", type=float, default=_DEFAULTS.outlier_z, show_default=True,
               help="Robust standard deviations above its class's median k-NN distance that make an outlier.")
 @click.option("--confusable-threshold", type=click.FloatRange(-1.0, 1.0), default=_DEFAULTS.confusable_threshold,
@@ -70,7 +73,7 @@ _index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
 def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: str, near_ratio: float,
           phash_distance: str, neighbours: int,
-          neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
+          neighbour_weight: float, probe_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
           no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
 
@@ -110,7 +113,7 @@ def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Opti
         run_id = int(from_run)
     try:
         _run(index_dir, labels_file, from_run is not None, run_id, root, templates, output, no_report, max_rows,
-             not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
+             not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight, probe_weight=probe_weight,
                                              near_threshold=threshold, near_ratio=near_ratio,
                                              phash_distance=bits, outlier_z=outlier_z,
                                              confusable_threshold=confusable_threshold, min_class_size=min_class_size,
