@@ -245,7 +245,7 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
         with np.errstate(invalid="ignore"):
             found.knn_distance[positions] = np.where(kept, 1.0 - scores, 0.0).sum(axis=1) / kept.sum(axis=1)
         found.nearest[positions] = np.where(kept, scores, -np.inf).max(axis=1)
-        near_rows, near_cols = np.nonzero(kept & (scores >= gate))
+        near_rows, near_cols = np.nonzero(usable & (scores >= gate))  # every neighbour fetched, not only k
         found.candidates.add(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
         if scorer.probe is not None:
             scorer.probe.add(embeddings, given)
