@@ -48,7 +48,7 @@ from ..errors import QueryError
 from .dataset import DatasetLabels, folder_labels
 from .decisions import record_audit
 from .duplicates import DuplicateLinks, NearCandidates, duplicate_groups
-from .hashes import confirm
+from .hashes import confirm, hash_candidates
 from ..query.head import load_head
 from ..query.scoring import LabelScores
 from .probe import RidgeProbe
@@ -62,6 +62,7 @@ Progress = Callable[[str, int, int], None]  # (stage, items done now, stage tota
 
 SWAP_EXAMPLES = 4  # items kept per (given label, zero-shot label) pair, to show with a confusable pair
 CLASS_EXAMPLES = 20  # items shown with a small class
+MAX_CONFUSION_LABELS = 2000  # label sets up to this size get a confusion matrix (and its plot)
 NEAR_SAMPLE = 2000  # contents whose k-NN distance sets the adaptive near-duplicate threshold
 _EPS = 1e-30  # floor of probabilities in the log-odds margin (float32 softmax reaches ~1e-38)
 
@@ -79,7 +80,7 @@ class AuditOptions:
     near_threshold: Optional[float] = None
     near_ratio: float = 0.6
     # Bits (of 64) two candidates' perceptual hashes may differ by to be near duplicates; None: no check.
-    phash_distance: Optional[int] = 8
+    phash_distance: Optional[int] = 6
     outlier_z: float = 3.5  # robust z of the k-NN distance, within the class, that makes an outlier
     confusable_threshold: float = 0.9  # prompt-embedding cosine that makes two labels confusable
     confusion_rate: float = 0.25  # share of a label pair's items the zero-shot model swaps (2 at least) that flags it
@@ -150,6 +151,7 @@ class AuditResult:
     labels_key: str = ""  # fingerprint of the labels audited (``dataset.labels_key``)
     near: dict[str, Any] = field(default_factory=dict)  # the near-duplicate threshold used, and pair counts
     nearest: Optional[np.ndarray] = field(default=None, repr=False)  # per item: cosine of the nearest other content
+    plots: dict[str, Any] = field(default_factory=dict)  # what the plots are drawn from (``_plot_data``)
 
     def of_type(self, kind: str) -> list[Finding]:
         """The findings of one type (``"mislabel"``, ``"duplicate"``, ``"outlier"``, …), best first."""
@@ -182,12 +184,14 @@ class _Neighbourhood:
     neighbour_labels: np.ndarray  # (items, k) label index of the k nearest other contents, -1 for none
     knn_distance: np.ndarray  # (items,) mean cosine distance to them
     nearest: np.ndarray  # (items,) cosine of the nearest other content
+    given_probability: np.ndarray  # (items,) the given label's mixed probability (pass 3)
     links: DuplicateLinks
     candidates: "NearCandidates"
     seen: np.ndarray  # (items,) reached by the pass (an item deleted meanwhile is not)
     counts: np.ndarray  # items per label
     thresholds: np.ndarray  # per label: average self-confidence (NaN for a label without items)
     centroids: np.ndarray  # per label: normalised mean embedding
+    confusion: Optional[np.ndarray] = None  # (labels, labels) given x most probable label counts (pass 3)
 
 
 def _usable(ids: np.ndarray, own: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +233,8 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
     found = _Neighbourhood(neighbour_labels=np.full((n_items, k), -1, dtype=np.int32),
                            knn_distance=np.full(n_items, np.nan, dtype=np.float32), links=DuplicateLinks(contents),
                            candidates=NearCandidates(gate, median),
-                           nearest=np.full(n_items, np.nan, dtype=np.float32), seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
+                           nearest=np.full(n_items, np.nan, dtype=np.float32),
+                           given_probability=np.full(n_items, np.nan, dtype=np.float32), seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
                            thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, ctx.model.dim)))
     for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
@@ -293,11 +298,16 @@ def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbou
     mislabels: list[Finding] = []
     distance = np.full(dataset.size, np.nan, dtype=np.float32)
     swaps = _Swaps()
+    n_labels = len(labels)
+    confusion = np.zeros((n_labels, n_labels), dtype=np.int64) if n_labels <= MAX_CONFUSION_LABELS else None
     for positions, paths, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions], given)
         rows = np.arange(len(given))
         given_p = mixed[rows, given]
+        near.given_probability[positions] = given_p
+        if confusion is not None:
+            np.add.at(confusion, (given, mixed.argmax(axis=1)), 1)
         eligible = mixed >= near.thresholds[None, :]  # NaN thresholds (labels without items) are never reached
         best = np.where(eligible, mixed, -1.0).argmax(axis=1)
         best_p = mixed[rows, best]
@@ -321,6 +331,7 @@ def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbou
         if progress:
             progress("checking", len(positions), dataset.size)
     mislabels.sort(key=lambda f: (-f.score, f.path))
+    near.confusion = confusion
     return mislabels, distance, swaps
 
 
@@ -348,9 +359,11 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
         scorer.probe = None  # too few items to learn from: zero-shot and neighbours alone
     _confidence_pass(ctx, dataset, scorer, near, chunk, progress)
     contents, first = np.unique(dataset.content_ids, return_index=True)
+    by_hash = hash_candidates(ctx, contents, near.candidates) if options.phash_distance is not None else 0
     *pairs, near_counts = confirm(ctx, near.candidates, dict(zip(contents.tolist(), dataset.item_ids[first].tolist())),
                                   options.phash_distance, progress)
     near.links.link(*pairs)
+    near_counts["by_hash"] = by_hash
     mislabels, distance, swaps = _mislabel_pass(ctx, dataset, scorer, near, chunk, progress)
 
     outliers = _outliers(dataset, near.knn_distance, distance, near.seen, options.outlier_z)
@@ -375,9 +388,35 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
             "median_knn_distance": round(float(near.candidates.median_knn_distance), 6),
             "adaptive": options.near_threshold is None, "phash_distance": options.phash_distance, **near_counts},
         nearest=near.nearest)
+    result.plots = _plot_data(result, near, mislabels)
     record_audit(ctx, result, dataset)
     result.seconds = round(time.time() - started, 3)
     return result
+
+
+def _plot_data(result: AuditResult, near: _Neighbourhood, mislabels: list[Finding]) -> dict[str, Any]:
+    """The few numbers the audit's plots are drawn from (``media.plots``); kept with the stored audit."""
+    from ..media.plots import confused_classes, histogram_data
+
+    seen = near.seen
+    thresholds = near.thresholds[np.isfinite(near.thresholds)]
+    data: dict[str, Any] = {
+        "nearest": {**histogram_data(near.nearest[seen & np.isfinite(near.nearest)], 60),
+                    "marker": result.near.get("threshold")},
+        "confidence": {**histogram_data(near.given_probability[seen], 50, 0.0, 1.0),
+                       "marker": round(float(np.median(thresholds)), 4) if len(thresholds) else None},
+        "margins": histogram_data(np.array([f.score for f in mislabels]), 50),
+    }
+    if near.confusion is not None:
+        counts = near.confusion
+        totals = counts.sum(axis=1)
+        present = np.flatnonzero(totals > 0)
+        data["agreement"] = {"classes": [result.labels[i] for i in present],
+                             "rates": [round(float(counts[i, i] / totals[i]), 4) for i in present]}
+        chosen = confused_classes(counts)
+        data["confusion"] = {"classes": [result.labels[i] for i in chosen],
+                             "counts": counts[np.ix_(chosen, chosen)].tolist()}
+    return data
 
 
 def _significant(value: float) -> float:

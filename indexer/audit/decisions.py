@@ -83,7 +83,7 @@ def record_audit(ctx: "IndexContext", result: "AuditResult", dataset: DatasetLab
     ctx.catalog.audits.save_latest({
         "labels": result.labels, "labels_key": result.labels_key, "labels_source": dataset.source,
         "recipe": dataset.recipe, "embeddings_version": list(ctx.catalog.embeddings_version()),
-        "items": result.items, "at": time.time()}, stored)
+        "items": result.items, "at": time.time(), "near": result.near, "plots": result.plots}, stored)
 
 
 def _latest(ctx: "IndexContext") -> dict[str, Any]:

@@ -59,3 +59,65 @@ def confirm(ctx: "IndexContext", candidates: NearCandidates, item_of: dict[int, 
     keep = ~both | (hamming(values[ia], values[ib]) <= max_distance)
     counts["confirmed"] = int(keep.sum())
     return a[keep], b[keep], similarity[keep], counts
+
+
+HASH_ONLY_BITS = 2  # hashes this close make a near-duplicate candidate beyond the k-NN search
+HASH_ONLY_RATIO = 2.5  # ... when the cosine is within this many median k-NN distances of 1
+_BLOCKS = ((0, 13), (13, 26), (26, 39), (39, 52), (52, 64))  # 5 blocks: 4 differing bits leave one equal
+_BUCKET_MAX = 256  # a block value shared by more contents than this (flat pictures) pairs nothing
+
+
+def hash_pairs(contents: np.ndarray, hashes: np.ndarray, max_bits: int = HASH_ONLY_BITS
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of ``contents`` whose hashes differ by at most ``max_bits`` (at most 4): by the pigeonhole
+    principle such a pair agrees exactly on one of 5 blocks of bits, so only contents sharing a block
+    value are compared (multi-index hashing), not all pairs."""
+    if len(contents) < 2:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    unsigned = np.asarray(hashes, dtype=np.int64).view(np.uint64)
+    found_a, found_b = [], []
+    for low, high in _BLOCKS:
+        block = (unsigned >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
+        order = np.argsort(block, kind="stable")
+        values = block[order]
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        sizes = np.diff(np.r_[starts, len(values)])
+        for start, size in zip(starts[(sizes > 1) & (sizes <= _BUCKET_MAX)].tolist(),
+                               sizes[(sizes > 1) & (sizes <= _BUCKET_MAX)].tolist()):
+            members = order[start:start + size]
+            i, j = np.triu_indices(size, k=1)
+            found_a.append(members[i])
+            found_b.append(members[j])
+    if not found_a:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    low_i, high_i = np.minimum(a, b), np.maximum(a, b)
+    pairs = np.unique(np.stack([low_i, high_i], axis=1), axis=0)
+    close = hamming(hashes[pairs[:, 0]], hashes[pairs[:, 1]]) <= max_bits
+    pairs = pairs[close]
+    return contents[pairs[:, 0]], contents[pairs[:, 1]]
+
+
+def hash_candidates(ctx: "IndexContext", contents: np.ndarray, candidates: NearCandidates,
+                    max_bits: int = HASH_ONLY_BITS) -> int:
+    """Adds to ``candidates`` the pairs of stored hashes within ``max_bits``, with their cosine (a weak
+    model can put a re-encoded copy far from its original); returns how many."""
+    stored = ctx.catalog.audits.phashes(contents.tolist())
+    known = np.array([c for c in contents.tolist() if stored.get(c) is not None], dtype=np.int64)
+    if len(known) < 2:
+        return 0
+    a, b = hash_pairs(known, np.array([stored[int(c)] for c in known], dtype=np.int64), max_bits)
+    if not len(a):
+        return 0
+    ids, vectors = ctx.catalog.embeddings.by_ids(np.union1d(a, b).tolist())
+    where = {int(i): n for n, i in enumerate(ids.tolist())}
+    keep = np.array([int(x) in where and int(y) in where for x, y in zip(a, b)], dtype=bool)
+    a, b = a[keep], b[keep]
+    similarity = np.einsum("ij,ij->i", vectors[[where[int(x)] for x in a]], vectors[[where[int(y)] for y in b]]) \
+        if len(a) else np.zeros(0, np.float32)
+    floor = 1.0 - HASH_ONLY_RATIO * candidates.median_knn_distance
+    close = similarity >= floor if np.isfinite(floor) else np.ones(len(a), dtype=bool)
+    candidates.add(a[close], b[close], np.minimum(similarity[close], 1.0))
+    return int(close.sum())
