@@ -265,7 +265,9 @@ def _rows(kind: str, findings: list[Finding], root: Optional[str], thumbs: _Thum
     return head, body
 
 
-_STYLE = """
+_STYLE = """figure.plot { margin: 1em 0; max-width: 100%; overflow-x: auto; }
+figure.plot svg { max-width: 100%; height: auto; }
+
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 24px 48px;color:#1d2330}
 h1{margin:20px 0 4px}h2{margin:32px 0 4px;border-bottom:2px solid #dde3ee;padding-bottom:4px}
 .meta{color:#5a6477}nav a{margin-right:14px}.count{color:#5a6477;font-weight:normal}
@@ -317,6 +319,46 @@ _SCRIPT = """
 """
 
 
+PLOT_NAMES = ("nearest", "confidence", "margins", "agreement", "confusion")
+
+
+def plot_svgs(plots: dict[str, Any], names: tuple[str, ...] = PLOT_NAMES) -> dict[str, Optional[str]]:
+    """The audit's plots as SVG text, drawn from its stored plot data (``AuditResult.plots``); None for
+    a plot without data, or for all of them without matplotlib."""
+    from ..media import plots as draw
+
+    out: dict[str, Optional[str]] = {}
+    for name in names:
+        data = plots.get(name) or {}
+        if name == "nearest":
+            out[name] = draw.histogram(data, "Nearest-neighbour similarity (each item's closest other picture)",
+                                       "cosine similarity", data.get("marker"), "near-duplicate threshold", log=True)
+        elif name == "confidence":
+            out[name] = draw.histogram(data, "Probability of the given label", "probability",
+                                       data.get("marker"), "median class threshold", log=True)
+        elif name == "margins":
+            out[name] = draw.histogram(data, "Mislabel scores of the flagged items", "ln(p suggested / p given)")
+        elif name == "agreement":
+            out[name] = draw.class_bars(data.get("classes", []), data.get("rates", []),
+                                        "Per-class agreement: given label = most probable",
+                                        "share of the class's items")
+        elif name == "confusion":
+            out[name] = draw.confusion(data.get("classes", []), data.get("counts", []),
+                                       "Most confused labels: given (rows) x most probable (columns)",
+                                       rows="given label", columns="most probable label")
+    return out
+
+
+def _plots_section(result: AuditResult) -> str:
+    from ..media.plots import INSTALL_HINT, available
+
+    if not available():
+        return f'<section id="plots"><h2>Plots</h2><p class="none">{_e(INSTALL_HINT)}</p></section>'
+    figures = [f'<figure class="plot" id="plot-{name}">{svg}</figure>'
+               for name, svg in plot_svgs(result.plots).items() if svg]
+    return '<section id="plots"><h2>Plots</h2>' + "".join(figures) + "</section>"
+
+
 def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = True,
                 title: str = "Dataset audit") -> str:
     """The report as one HTML string: summary, then one sortable table per finding type."""
@@ -324,7 +366,7 @@ def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = Tru
     root = display_root(result)
     counts = result.counts()
     nav = " ".join(f'<a href="#{kind}">{TITLES[kind]} <span class="count">({counts[kind]})</span></a>'
-                   for kind in FINDING_TYPES)
+                   for kind in FINDING_TYPES) + ' <a href="#plots">Plots</a>'
     sections = []
     for kind in FINDING_TYPES:
         findings = result.of_type(kind)
@@ -359,4 +401,4 @@ def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = Tru
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>'
             f'<body data-sortable="no-script"><h1>{_e(title)}</h1><p class="meta">{meta}</p><nav>{nav}</nav>'
-            + "".join(sections) + f"<script>{_SCRIPT}</script></body></html>\n")
+            + "".join(sections) + _plots_section(result) + f"<script>{_SCRIPT}</script></body></html>\n")

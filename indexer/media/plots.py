@@ -67,7 +67,7 @@ def histogram(data: dict[str, list[float]], title: str, xlabel: str, marker: Opt
         axes.set_yscale("symlog")
     if marker is not None and np.isfinite(marker):
         axes.axvline(marker, color="#c44e52", linestyle="--", linewidth=1.5, label=f"{marker_label} {marker:.4g}")
-        axes.legend(loc="upper left", frameon=False, fontsize=9)
+        axes.legend(loc="upper center", frameon=False, fontsize=9)
     axes.set_title(title, fontsize=11)
     axes.set_xlabel(xlabel, fontsize=9)
     axes.set_ylabel("items", fontsize=9)
