@@ -98,3 +98,23 @@ def export(served: ServedIndex = Depends(served_index),
     return Response(csv_text(header, rows), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="corrected.csv"',
         "X-Indexer-Export": json.dumps(summary.to_dict())})
+
+
+@router.get("/api/audit/plots/{name}.svg", response_class=Response, responses=NOT_FOUND)
+def plot(name: str, served: ServedIndex = Depends(served_index)) -> Response:
+    """One plot of the latest audit as SVG: nearest (nearest-neighbour similarity, the near-duplicate
+    threshold marked), confidence, margins, agreement (per class), confusion."""
+    from ...audit.report import PLOT_NAMES, plot_svgs
+    from ...media.plots import INSTALL_HINT, available
+
+    if name not in PLOT_NAMES:
+        raise NotFound(f"no plot {name!r}; plots: {', '.join(PLOT_NAMES)}")
+    latest = served.index.context.catalog.audits.latest()
+    if latest is None or not latest.get("plots"):
+        raise NotFound(f"index {served.name!r} has no stored audit with plots; run `indexer audit` first")
+    if not available():
+        raise HTTPException(503, INSTALL_HINT)
+    svg = plot_svgs(latest["plots"], (name,))[name]
+    if svg is None:
+        raise NotFound(f"the latest audit has no data for the {name} plot")
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
