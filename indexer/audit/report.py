@@ -344,7 +344,7 @@ def plot_svgs(plots: dict[str, Any], names: tuple[str, ...] = PLOT_NAMES) -> dic
                                         "share of the class's items")
         elif name == "confusion":
             out[name] = draw.confusion(data.get("classes", []), data.get("counts", []),
-                                       "Most confused labels: given (rows) x most probable (columns)",
+                                       "Most confused: given (rows) x most probable",
                                        rows="given label", columns="most probable label")
     return out
 

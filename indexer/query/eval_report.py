@@ -46,7 +46,7 @@ def render_eval_html(report: EvalReport, title: str = "Zero-shot evaluation") ->
             if chosen:
                 svg = plots.confusion([report.class_names[i] for i in chosen],
                                       report.confusion_matrix[np.ix_(chosen, chosen)].tolist(),
-                                      "Most confused classes: true (rows) x predicted (columns)")
+                                      "Most confused: true (rows) x predicted")
                 parts.append(f"<figure id='plot-confusion'>{svg}</figure>")
     parts.append("<h2>Per class</h2><table><tr><th>class</th><th>images</th><th>recall</th>"
                  "<th>most confused with</th></tr>" + "".join(
