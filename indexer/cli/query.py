@@ -163,6 +163,11 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
     from .ingest import summary_line
 
     calibration_value = _calibration(calibration)
+    if report_dir is not None:  # refused before any work is done
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create {report_dir}: {exc.strerror or exc}", param_hint="--report")
     unseen = read_class_list(unseen_file, "--unseen file") if unseen_file is not None else None
     names = read_mapping(mapping) if mapping else None
     sources = dataset_sources(dataset, load_dataset(dataset, names))

@@ -37,7 +37,9 @@ def _svg(figure: Any) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "indexer"}):  # text as text; stable ids
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):]  # no XML prolog: the SVG sits inside an HTML page
+    text = text[text.index("<svg"):]  # no XML prolog: the SVG sits inside an HTML page
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    return text[:start] + text[end + len("</metadata>"):] if 0 <= start < end else text
 
 
 def histogram_data(values: np.ndarray, bins: int = 50, low: Optional[float] = None,
