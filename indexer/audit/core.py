@@ -359,7 +359,8 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
         scorer.probe = None  # too few items to learn from: zero-shot and neighbours alone
     _confidence_pass(ctx, dataset, scorer, near, chunk, progress)
     contents, first = np.unique(dataset.content_ids, return_index=True)
-    by_hash = hash_candidates(ctx, contents, near.candidates) if options.phash_distance is not None else 0
+    by_hash = hash_candidates(ctx, contents, near.candidates) \
+        if options.phash_distance is not None and options.near_threshold is None else 0  # a fixed cosine decides alone
     *pairs, near_counts = confirm(ctx, near.candidates, dict(zip(contents.tolist(), dataset.item_ids[first].tolist())),
                                   options.phash_distance, progress)
     near.links.link(*pairs)
