@@ -250,3 +250,26 @@ def test_the_api_records_decisions_and_exports(dataset, index):
         assert rows[mislabel["path"]] == mislabel["suggested_label"] and len(rows) == len(dataset["truth"]) - 1
         undone = client.post("/api/audit/decisions", json={"id": mislabel["id"], "action": "undo"})
         assert undone.status_code == 200 and client.get("/api/audit/decisions").json() == []
+
+
+def test_decisions_and_hashes_on_postgresql(dataset, pg_url, tmp_path):
+    from indexer.config import Settings
+
+    settings = Settings().replace(catalog=pg_url)
+    index = tmp_path / "pg-index"
+    with open_index(index, model="tiny-shapes", settings=settings) as ix:
+        ix.ingest([dataset["data"]])
+        hashed = ix.context.catalog.rows("SELECT count(*), count(phash) FROM embeddings")[0]
+        assert hashed[0] == hashed[1] > 0 and hashed[0] == len(dataset["truth"]) - 1  # one content copied
+        result = ix.audit()
+        mislabel = result.of_type("mislabel")[0]
+        exact = next(f for f in result.of_type("duplicate") if f.details["kind"] == "exact")
+        ix.audit_decide(mislabel.id, "relabel", "red star")
+        ix.audit_decide(exact.id, "accept")
+        ix.audit_decide(mislabel.id, "accept")  # a second decision replaces the first
+        assert [(d.finding_id, d.action) for d in ix.audit_decisions()] == [(exact.id, "accept"),
+                                                                             (mislabel.id, "accept")]
+        summary = ix.audit_export(tmp_path / "corrected.csv")
+    labels = read_csv(tmp_path / "corrected.csv")
+    assert summary.decisions == 2 and summary.dropped == 1
+    assert labels[mislabel.path] == mislabel.details["suggested_label"] and exact.paths[1] not in labels

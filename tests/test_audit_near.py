@@ -147,3 +147,23 @@ def test_the_probe_ranks_flipped_labels_higher(copies, tmp_path):
             result = audit(ix.context, dataset, AuditOptions(probe_weight=weight))
             hits[weight] = sum(f.path in wrong for f in result.of_type("mislabel")[:len(wrong)])
     assert hits[0.35] >= hits[0.0] and hits[0.35] >= 6, hits
+
+
+def test_a_0005_catalog_upgrades_and_its_audit_fills_the_hashes(copies, tmp_path):
+    from alembic import command
+
+    from indexer.store.migrate import alembic_config
+
+    index = tmp_path / "index"
+    shutil.copytree(copies["index"], index)
+    command.downgrade(alembic_config(f"sqlite:///{index / 'catalog.sqlite'}"), "0005_ingest_leases")
+    with sqlite3.connect(index / "catalog.sqlite") as conn:
+        assert "phash" not in [r[1] for r in conn.execute("PRAGMA table_info(embeddings)")]
+        before = conn.execute("SELECT id, vector FROM embeddings ORDER BY id").fetchall()
+    with open_index(index) as ix:  # migrated on open: the column added, every row kept
+        result = audit(ix.context)
+    found, _ = planted_found(result, copies["pairs"])
+    assert found == len(copies["pairs"]) and result.near["hashes_made"] > 0
+    with sqlite3.connect(index / "catalog.sqlite") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0006_audit"
+        assert conn.execute("SELECT id, vector FROM embeddings ORDER BY id").fetchall() == before
