@@ -23,8 +23,8 @@ def _dct_matrix(n: int) -> np.ndarray:
     return matrix
 
 
-_DCT = _dct_matrix(SIDE)[:LOW]  # only the low frequencies are ever used
-_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+_DCT = _dct_matrix(SIDE)[:LOW].astype(np.float32)  # only the low frequencies are ever used
+_DCT_T = np.ascontiguousarray(_DCT.T)
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -32,10 +32,9 @@ def perceptual_hash(image: Image.Image) -> int:
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     small = image.resize((SIDE, SIDE), Image.Resampling.BOX).convert("L")
-    pixels = np.asarray(small, dtype=np.float64)
-    low = (_DCT @ pixels @ _DCT.T).ravel()
-    bits = (low > np.median(low[1:])).astype(np.uint64)
-    value = int((bits * _WEIGHTS).sum(dtype=np.uint64))
+    low = (_DCT @ np.asarray(small, dtype=np.float32) @ _DCT_T).ravel()
+    median = np.partition(low[1:], 31)[31]  # the median of the 63 terms after DC (the 32nd smallest)
+    value = int.from_bytes(np.packbits(low > median).tobytes(), "big")
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
