@@ -131,6 +131,9 @@ def test_decide_export_round_trip(dataset, index, tmp_path):
     unchanged = set(given) - {accepted["path"], relabelled["path"]} - set(exact["paths"])
     assert all(labels[p] == given[p] for p in unchanged) and len(labels) == len(given) - 2
 
+    code, out, _ = cli("audit", "--index", str(index), "--no-report")
+    assert "decided earlier: 1 accepted, 1 rejected, 1 relabelled, 1 dropped (rejected findings are not shown again)" in out
+
     # The corrected file is a labels file: the audit reads it, and nothing is decided on it yet.
     code, out, err = cli("audit", "--index", str(index), "--labels", str(output), "--no-report")
     assert code == 0, err

@@ -67,7 +67,8 @@ def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int =
         lines.append("small classes: " + ", ".join(f"{f.details['label']} ({f.details['items']})" for f in small))
     decided = {k: v for k, v in result.decided.items() if v}
     if decided:
-        lines.append("decided earlier: " + ", ".join(f"{v} {k}" + ("ed" if k != "drop" else "ped") for k, v in decided.items())
+        words = {"accept": "accepted", "reject": "rejected", "relabel": "relabelled", "drop": "dropped"}
+        lines.append("decided earlier: " + ", ".join(f"{v} {words[k]}" for k, v in decided.items())
                      + (" (rejected findings are not shown again)" if decided.get("reject") else ""))
     if report is not None:
         lines.append(f"report: {report / HTML_FILE} (every finding in {CSV_FILE} and {JSON_FILE} beside it)")
