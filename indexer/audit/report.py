@@ -26,7 +26,7 @@ from ..store.files import atomic_write
 from .core import FINDING_TYPES, AuditResult, Finding
 
 HTML_FILE, CSV_FILE, JSON_FILE, SUMMARY_FILE = "audit.html", "findings.csv", "findings.json", "summary.json"
-CSV_COLUMNS = ("type", "rank", "score", "path", "paths", "given_label", "suggested_label", "details")
+CSV_COLUMNS = ("id", "type", "rank", "score", "path", "paths", "given_label", "suggested_label", "details")
 GROUP_THUMBNAILS = 8  # thumbnails shown per duplicate group
 
 TITLES = {
@@ -102,7 +102,7 @@ def write_csv(result: AuditResult, path: Path) -> None:
             for row in finding_rows(result):
                 details = {k: v for k, v in row.items() if k not in CSV_COLUMNS}
                 writer.writerow([spreadsheet_safe(cell) for cell in (
-                    row["type"], row["rank"], row["score"], row.get("path", ""),
+                    row.get("id", ""), row["type"], row["rank"], row["score"], row.get("path", ""),
                     json.dumps(row["paths"], ensure_ascii=False) if "paths" in row else "",
                     row.get("given_label", ""), row.get("suggested_label", ""), json.dumps(details, ensure_ascii=False))])
     atomic_write(path, write)
@@ -262,7 +262,16 @@ def _rows(kind: str, findings: list[Finding], root: Optional[str], thumbs: _Thum
             body.append(f'<td class="n">{rank}</td><td>{_e(f.details["label"])}</td>'
                         f'<td class="n">{f.details["items"]}</td>{_num(f.score, 3)}'
                         f'<td class="group">{_figures(f.paths or [], root, thumbs)}</td>')
+    # Every finding's id (what `indexer audit decide ID ...` takes) and the decision made on it, if any.
+    head = head + ["id", "decision"]
+    body = [row + f'<td class="path">{_e(f.id or "")}</td><td>{_e(_decision_text(f))}</td>'
+            for row, f in zip(body, findings)]
     return head, body
+
+
+def _decision_text(finding: Finding) -> str:
+    decision = finding.decision or {}
+    return (decision.get("action") or "") + (f" {decision['label']}" if decision.get("label") else "")
 
 
 _STYLE = """figure.plot { margin: 1em 0; max-width: 100%; overflow-x: auto; }
