@@ -200,6 +200,12 @@ class Index:
 
         return decide(self.context, finding, action, label)
 
+    def audit_fill_hashes(self, progress: Optional[Callable[[str, int, int], None]] = None) -> tuple[int, int]:
+        """Makes the perceptual hash of every content without one (no embedding redone); (made, unreadable)."""
+        from .audit.hashes import fill_hashes
+
+        return fill_hashes(self.context, progress)
+
     def audit_undo(self, finding: str) -> bool:
         """Forgets the decision on a finding; False when there was none."""
         return self.context.catalog.audits.undo(finding)

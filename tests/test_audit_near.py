@@ -167,3 +167,31 @@ def test_a_0005_catalog_upgrades_and_its_audit_fills_the_hashes(copies, tmp_path
     with sqlite3.connect(index / "catalog.sqlite") as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0006_audit"
         assert conn.execute("SELECT id, vector FROM embeddings ORDER BY id").fetchall() == before
+
+
+def test_audit_hashes_fills_every_missing_hash(copies, tmp_path):
+    from click.testing import CliRunner
+
+    from indexer.cli import main
+
+    index = tmp_path / "index"
+    shutil.copytree(copies["index"], index)
+    with sqlite3.connect(index / "catalog.sqlite") as conn:
+        expected = dict(conn.execute("SELECT id, phash FROM embeddings"))
+        conn.execute("UPDATE embeddings SET phash = NULL")
+    gone = Path(copies["rendered"][0][0])
+    moved = tmp_path / "moved.png"
+    shutil.copy(gone, moved)
+    gone.unlink()  # one picture gone: counted, the rest hashed
+    try:
+        result = CliRunner().invoke(main, ["audit", "hashes", "--index", str(index)])
+    finally:
+        shutil.copy(moved, gone)
+    assert result.exit_code == 0, result.output
+    assert f"perceptual hashes made: {len(expected) - 1}; pictures that could not be read" in result.output
+    with sqlite3.connect(index / "catalog.sqlite") as conn:
+        made = dict(conn.execute("SELECT id, phash FROM embeddings WHERE phash IS NOT NULL"))
+    assert len(made) == len(expected) - 1
+    assert all(int(hamming(np.array([v]), np.array([expected[k]]))[0]) <= 2 for k, v in made.items())
+    again = CliRunner().invoke(main, ["audit", "hashes", "--index", str(index)])
+    assert again.exit_code == 0 and again.output.strip() == "perceptual hashes made: 1"  # the picture is back

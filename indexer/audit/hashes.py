@@ -39,6 +39,27 @@ def content_hashes(ctx: "IndexContext", contents: dict[int, int], progress=None)
     return hashes
 
 
+def fill_hashes(ctx: "IndexContext", progress=None, batch: int = 1024) -> tuple[int, int]:
+    """Makes the perceptual hash of every content that has none (an index ingested before hashes
+    existed): each picture read and decoded once, no embedding redone. Returns (made, unreadable)."""
+    made = unreadable = 0
+    total = ctx.catalog.audits.count_unhashed()
+    skipped: set[int] = set()
+    while True:
+        todo = [(c, i) for c, i in ctx.catalog.audits.unhashed(batch + len(skipped)) if c not in skipped][:batch]
+        if not todo:
+            return made, unreadable
+        hashes = content_hashes(ctx, dict(todo))
+        for content, _ in todo:
+            if hashes.get(content) is None:
+                skipped.add(content)
+                unreadable += 1
+            else:
+                made += 1
+        if progress:
+            progress("hashing", len(todo), total)
+
+
 def confirm(ctx: "IndexContext", candidates: NearCandidates, item_of: dict[int, int], max_distance: Optional[int],
             progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """The candidate pairs whose perceptual hashes differ by at most ``max_distance`` bits (all of them

@@ -291,3 +291,24 @@ def export_command(index_dir: Path, output: Path, labels_file: Optional[Path], r
         err(line)
     else:
         click.echo(safe(line))
+
+
+@audit.command("hashes", context_settings=CONTEXT)
+@index_option
+@progress_option
+def hashes_command(index_dir: Path, progress: Optional[bool]) -> None:
+    """Make the perceptual hash of every picture ingested before hashes existed (each read and decoded
+    once; no embedding is redone). An audit makes the hashes it needs by itself; with all of them, it
+    also finds re-encoded copies the model puts far apart.
+
+    \b
+    Example:
+      indexer audit hashes --index ./dataset-index
+    """
+    try:
+        with _open(index_dir) as index, progress_bars(progress_enabled(progress)) as bars:
+            made, unreadable = index.audit_fill_hashes(progress=bars)
+    except IndexerError as exc:
+        raise _failed(exc) from None
+    click.echo(f"perceptual hashes made: {made}" + (f"; pictures that could not be read (gone or changed since "
+                                                    f"they were embedded): {unreadable}" if unreadable else ""))

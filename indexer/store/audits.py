@@ -117,6 +117,16 @@ class CatalogAudits:
                 found[int(embedding_id)] = None if phash is None else int(phash)
         return found
 
+    def count_unhashed(self) -> int:
+        return int(self.catalog.rows("SELECT count(*) FROM embeddings WHERE phash IS NULL")[0][0] or 0)
+
+    def unhashed(self, limit: int = 4096) -> list[tuple[int, int]]:
+        """Up to ``limit`` (embedding id, an embedded item holding it) of contents without a hash."""
+        return [(int(r[0]), int(r[1])) for r in self.catalog.rows(
+            "SELECT e.id, min(i.id) FROM embeddings e JOIN items i ON i.embedding_id = e.id "
+            "WHERE e.phash IS NULL AND i.state = :state GROUP BY e.id ORDER BY e.id LIMIT :limit",
+            {"state": "embedded", "limit": int(limit)})]
+
     def set_phashes(self, hashes: dict[int, int]) -> None:
         """Stores perceptual hashes of contents that had none (the audit's back-fill)."""
         self.catalog.write("UPDATE embeddings SET phash = :phash WHERE id = :id AND phash IS NULL",
