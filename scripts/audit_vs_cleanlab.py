@@ -81,8 +81,13 @@ def main() -> None:
     parser.add_argument("--cleanlab-python", default="/tmp/cleanlab-venv/bin/python",
                         help="Python of a virtual environment with cleanlab and scikit-learn.")
     parser.add_argument("--json", type=Path, help="Also write every figure to this file.")
+    parser.add_argument("--previous-defaults", action="store_true",
+                        help="The indexer side with the defaults before decisions existed (neighbour weight 0.5, "
+                             "no probe, near-duplicate cosine 0.97, no hash), for the before/after figures.")
+    parser.add_argument("--no-cleanlab", action="store_true", help="The indexer side only.")
     args = parser.parse_args()
-    options = AuditOptions()
+    options = AuditOptions(neighbour_weight=0.5, probe_weight=0.0, near_threshold=0.97, phash_distance=None) \
+        if args.previous_defaults else AuditOptions()
     rows, everything = [], []
     for folder in args.sets:
         truth = json.loads((folder / "truth.json").read_text())
@@ -97,7 +102,9 @@ def main() -> None:
             k = len(flips)
             with open_index(folder / "index") as index:
                 mine = indexer_side(index, folder / f"labels-{name}.csv", options)
-                theirs = cleanlab_side(index, folder / f"labels-{name}.csv", args.cleanlab_python)
+                theirs = cleanlab_side(index, folder / f"labels-{name}.csv", args.cleanlab_python) \
+                    if not args.no_cleanlab else {"order": [], "flagged": set(), "suggested": {}, "near_flagged": set(),
+                                                  "near_sets": {}, "seconds": 0.0}
             figures = {"set": folder.name, "labels": name, "flips": k, "ingest_seconds": round(ingest_seconds, 2)}
             for side, found in (("indexer", mine), ("cleanlab", theirs)):
                 top = found["order"][:k]
