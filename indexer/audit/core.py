@@ -1,5 +1,6 @@
 """Dataset auditing: likely mislabels, duplicates, outliers and label-set problems of a labelled dataset,
-computed from stored embeddings only (no image is read again) and without a trained classifier.
+computed from stored embeddings only (no image is read again, but for perceptual hashes an index made
+before them lacks) and without a classifier trained beforehand.
 
 How each finding is made:
 
@@ -7,15 +8,20 @@ How each finding is made:
   softmax of its cosine scores against the labels' prompt embeddings (``logit_scale`` of the model),
   or of a stored head's scores over those labels (``AuditOptions.head``),
   mixed with the labels of its ``neighbours`` nearest other pictures (a k-NN vote through the FAISS
-  index) by ``neighbour_weight``; weight 0 is pure zero-shot.
+  index, ``neighbour_weight``) and with a linear probe's leave-one-out probabilities (ridge regression
+  on the embeddings to the given labels, ``probe.py``, ``probe_weight``); both weights 0 is pure
+  zero-shot. The default weights were chosen on development sets (``scripts/audit_tune.py``).
 - **Mislabels** follow confident learning: a label's threshold is its class's average self-confidence
   (the mean probability of the given label over the items given it). An item is flagged when the most
   probable of the labels that reach their own threshold is another label, more probable than the given
   one; that label is suggested, and the score is the margin ``ln(p_suggested / p_given)``.
-- **Duplicates**: exact (same content hash, one embedding: always their own group) and near (cosine
-  >= ``near_threshold``, from the same k-NN search), grouped so that every two members of a near group
-  are near (no chaining, ``duplicates.py``); groups whose labels differ or that straddle splits rank
-  first.
+- **Duplicates**: exact (same content hash, one embedding: always their own group) and near. Near
+  candidates come from the same k-NN search (cosine >= ``near_threshold``, or by default 1 - ``near_ratio``
+  x the median k-NN distance of a sample: a threshold that adapts to the model's geometry) and from
+  stored perceptual hashes within 2 bits (``hashes.py``); a candidate is a near duplicate when its two
+  perceptual hashes differ by at most ``phash_distance`` bits. Groups are built so that every two
+  members of a near group are near (no chaining, ``duplicates.py``); groups whose labels differ or that
+  straddle splits rank first.
 - **Outliers**: pictures unlike the rest of their class. The k-NN distance (mean cosine distance to
   the ``neighbours`` nearest other pictures, from the same search) is compared with its class's median,
   in robust standard deviations (1.4826 x the pooled median absolute deviation); ``outlier_z`` or more
@@ -25,15 +31,17 @@ How each finding is made:
 - **Label set**: label pairs whose prompt embeddings have a cosine >= ``confusable_threshold``, or that
   the zero-shot model mixes up on this data (``confusion_rate``); classes with too few items.
 
-Cost, for N labelled items, C labels, d dimensions, k neighbours, chunks of B items: two passes over
-the catalog's stored embeddings, O(N·C·d) for the label scores; one k-NN query per item through the
+Cost, for N labelled items, C labels, d dimensions, k neighbours, chunks of B items: three passes over
+the catalog's stored embeddings (neighbours and the probe's sums; thresholds; findings), O(N·C·d) for the
+label scores, O(N·d²) for the probe; one k-NN query per item through the
 index's FAISS vectors, which costs O(N²·d) on the exact flat layout (collections up to ~200,000) and
 about O(N·√N·d) on the IVF layouts chosen for larger ones; O(C²·d) for label pairs. Memory: O(B·(C+d+k))
 per chunk, plus about (45 + 4k) bytes per item (ids, labels, neighbour labels, distances), the FAISS
 index itself, and O(C·d) for label embeddings and centroids. Findings are kept in memory, so they grow
 with the problems found, not with the dataset. Measured (scripts/audit_scale.py, 2 busy CPU cores,
 128-d): 200,000 items in 309 s with a peak of 280 MB on the exact layout, nearly all of it the k-NN
-search; 72 s on an IVF layout (same duplicate groups found).
+search; 72 s on an IVF layout (same duplicate groups found). (Measured before the probe and the
+third pass; not measured again.)
 """
 
 from __future__ import annotations
