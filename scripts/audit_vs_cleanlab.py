@@ -47,7 +47,7 @@ def indexer_side(index, labels_file: Path, options: AuditOptions) -> dict:
             "groups": groups, "seconds": seconds, "near": result.near}
 
 
-def cleanlab_side(index, labels_file: Path, python: str) -> dict:
+def cleanlab_side(index, labels_file: Path, python: str, strength: float = 1.0) -> dict:
     ctx = index.context
     given = {}
     for _, path, label, _ in __import__("indexer.query.labels", fromlist=["read_label_csv"]).read_label_csv(labels_file):
@@ -64,7 +64,8 @@ def cleanlab_side(index, labels_file: Path, python: str) -> dict:
         np.savez(data, features=np.stack(vectors).astype(np.float32),
                  labels=np.array([labels.index(given[p]) for p in paths], dtype=np.int64))
         started = time.time()
-        subprocess.run([python, str(Path(__file__).with_name("cleanlab_runner.py")), str(data), str(out)], check=True)
+        subprocess.run([python, str(Path(__file__).with_name("cleanlab_runner.py")), str(data), str(out),
+                        str(strength)], check=True)
         seconds = time.time() - started
         found = json.loads(out.read_text())
     return {"order": [paths[i] for i in found["label_order"]],
@@ -85,6 +86,8 @@ def main() -> None:
                         help="The indexer side with the defaults before decisions existed (neighbour weight 0.5, "
                              "no probe, near-duplicate cosine 0.97, no hash), for the before/after figures.")
     parser.add_argument("--no-cleanlab", action="store_true", help="The indexer side only.")
+    parser.add_argument("--cleanlab-c", type=float, default=1.0,
+                        help="C of cleanlab's logistic regression (scikit-learn's default 1.0).")
     args = parser.parse_args()
     options = AuditOptions(neighbour_weight=0.5, probe_weight=0.0, near_threshold=0.97, phash_distance=None) \
         if args.previous_defaults else AuditOptions()
@@ -102,7 +105,7 @@ def main() -> None:
             k = len(flips)
             with open_index(folder / "index") as index:
                 mine = indexer_side(index, folder / f"labels-{name}.csv", options)
-                theirs = cleanlab_side(index, folder / f"labels-{name}.csv", args.cleanlab_python) \
+                theirs = cleanlab_side(index, folder / f"labels-{name}.csv", args.cleanlab_python, args.cleanlab_c) \
                     if not args.no_cleanlab else {"order": [], "flagged": set(), "suggested": {}, "near_flagged": set(),
                                                   "near_sets": {}, "seconds": 0.0}
             figures = {"set": folder.name, "labels": name, "flips": k, "ingest_seconds": round(ingest_seconds, 2)}

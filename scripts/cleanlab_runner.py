@@ -4,7 +4,9 @@ cleanlab and scikit-learn (cleanlab is AGPL-3.0: it is never a dependency of ind
 makes 5-fold cross-validated logistic-regression probabilities on them, runs Datalab on the features
 and those probabilities, and writes what it found as JSON.
 
-    /tmp/cleanlab-venv/bin/python scripts/cleanlab_runner.py IN.npz OUT.json
+    /tmp/cleanlab-venv/bin/python scripts/cleanlab_runner.py IN.npz OUT.json [C]
+
+C: the logistic regression's inverse regularisation (scikit-learn's default 1.0).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def main() -> None:
     features, labels = data["features"].astype(np.float32), data["labels"].astype(np.int64)
     started = time.time()
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    probs = cross_val_predict(LogisticRegression(max_iter=1000), features, labels, cv=folds, method="predict_proba")
+    strength = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
+    probs = cross_val_predict(LogisticRegression(C=strength, max_iter=1000), features, labels, cv=folds,
+                              method="predict_proba")
     lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
     lab.find_issues(features=features, pred_probs=probs)
     label_issues = lab.get_issues("label")
