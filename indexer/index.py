@@ -26,6 +26,8 @@ from .models import ModelSpec
 
 if TYPE_CHECKING:
     from .audit import AuditOptions, AuditResult, DatasetLabels
+    from .audit.decisions import ExportSummary
+    from .store.audits import Decision
     from .ingest import IngestSummary
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
@@ -191,6 +193,33 @@ class Index:
         from .audit.report import read_findings
 
         return read_findings(Path(folder) if folder else self.path / "audit")
+
+    def audit_decide(self, finding: str, action: str, label: Optional[str] = None) -> "Decision":
+        """Records a decision on a finding of the latest audit; see ``indexer.audit.decisions``."""
+        from .audit.decisions import decide
+
+        return decide(self.context, finding, action, label)
+
+    def audit_fill_hashes(self, progress: Optional[Callable[[str, int, int], None]] = None) -> tuple[int, int]:
+        """Makes the perceptual hash of every content without one (no embedding redone); (made, unreadable)."""
+        from .audit.hashes import fill_hashes
+
+        return fill_hashes(self.context, progress)
+
+    def audit_undo(self, finding: str) -> bool:
+        """Forgets the decision on a finding; False when there was none."""
+        return self.context.catalog.audits.undo(finding)
+
+    def audit_decisions(self) -> list["Decision"]:
+        """Every decision made on audit findings, oldest first."""
+        return self.context.catalog.audits.decisions()
+
+    def audit_export(self, output: Union[str, Path], dataset: Optional["DatasetLabels"] = None,
+                     drop_duplicates: bool = False) -> "ExportSummary":
+        """Writes the corrected labels (decisions applied) to ``output``; see ``indexer.audit.decisions``."""
+        from .audit.decisions import export
+
+        return export(self.context, Path(output), dataset, drop_duplicates)
 
     # -- trained heads (indexer.heads) -------------------------------------------------------------
 

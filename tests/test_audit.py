@@ -246,7 +246,7 @@ def test_chunked_passes_give_the_same_findings(planted, audited):
 
 def test_zero_neighbour_weight_is_pure_zero_shot(planted):
     with open_index(planted.index) as index:
-        result = audit(index.context, options=AuditOptions(near_threshold=NEAR, neighbour_weight=0.0))
+        result = audit(index.context, options=AuditOptions(near_threshold=NEAR, neighbour_weight=0.0, probe_weight=0.0))
     mislabels = result.of_type("mislabel")
     assert mislabels
     for f in mislabels:

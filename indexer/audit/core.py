@@ -1,5 +1,6 @@
 """Dataset auditing: likely mislabels, duplicates, outliers and label-set problems of a labelled dataset,
-computed from stored embeddings only (no image is read again) and without a trained classifier.
+computed from stored embeddings only (no image is read again, but for perceptual hashes an index made
+before them lacks) and without a classifier trained beforehand.
 
 How each finding is made:
 
@@ -7,15 +8,20 @@ How each finding is made:
   softmax of its cosine scores against the labels' prompt embeddings (``logit_scale`` of the model),
   or of a stored head's scores over those labels (``AuditOptions.head``),
   mixed with the labels of its ``neighbours`` nearest other pictures (a k-NN vote through the FAISS
-  index) by ``neighbour_weight``; weight 0 is pure zero-shot.
+  index, ``neighbour_weight``) and with a linear probe's leave-one-out probabilities (ridge regression
+  on the embeddings to the given labels, ``probe.py``, ``probe_weight``); both weights 0 is pure
+  zero-shot. The default weights were chosen on development sets (``scripts/audit_tune.py``).
 - **Mislabels** follow confident learning: a label's threshold is its class's average self-confidence
   (the mean probability of the given label over the items given it). An item is flagged when the most
   probable of the labels that reach their own threshold is another label, more probable than the given
   one; that label is suggested, and the score is the margin ``ln(p_suggested / p_given)``.
-- **Duplicates**: exact (same content hash, one embedding: always their own group) and near (cosine
-  >= ``near_threshold``, from the same k-NN search), grouped so that every two members of a near group
-  are near (no chaining, ``duplicates.py``); groups whose labels differ or that straddle splits rank
-  first.
+- **Duplicates**: exact (same content hash, one embedding: always their own group) and near. Near
+  candidates come from the same k-NN search (cosine >= ``near_threshold``, or by default 1 - ``near_ratio``
+  x the median k-NN distance of a sample: a threshold that adapts to the model's geometry) and from
+  stored perceptual hashes within 2 bits (``hashes.py``); a candidate is a near duplicate when its two
+  perceptual hashes differ by at most ``phash_distance`` bits. Groups are built so that every two
+  members of a near group are near (no chaining, ``duplicates.py``); groups whose labels differ or that
+  straddle splits rank first.
 - **Outliers**: pictures unlike the rest of their class. The k-NN distance (mean cosine distance to
   the ``neighbours`` nearest other pictures, from the same search) is compared with its class's median,
   in robust standard deviations (1.4826 x the pooled median absolute deviation); ``outlier_z`` or more
@@ -25,15 +31,17 @@ How each finding is made:
 - **Label set**: label pairs whose prompt embeddings have a cosine >= ``confusable_threshold``, or that
   the zero-shot model mixes up on this data (``confusion_rate``); classes with too few items.
 
-Cost, for N labelled items, C labels, d dimensions, k neighbours, chunks of B items: two passes over
-the catalog's stored embeddings, O(N·C·d) for the label scores; one k-NN query per item through the
+Cost, for N labelled items, C labels, d dimensions, k neighbours, chunks of B items: three passes over
+the catalog's stored embeddings (neighbours and the probe's sums; thresholds; findings), O(N·C·d) for the
+label scores, O(N·d²) for the probe; one k-NN query per item through the
 index's FAISS vectors, which costs O(N²·d) on the exact flat layout (collections up to ~200,000) and
 about O(N·√N·d) on the IVF layouts chosen for larger ones; O(C²·d) for label pairs. Memory: O(B·(C+d+k))
 per chunk, plus about (45 + 4k) bytes per item (ids, labels, neighbour labels, distances), the FAISS
 index itself, and O(C·d) for label embeddings and centroids. Findings are kept in memory, so they grow
 with the problems found, not with the dataset. Measured (scripts/audit_scale.py, 2 busy CPU cores,
 128-d): 200,000 items in 309 s with a peak of 280 MB on the exact layout, nearly all of it the k-NN
-search; 72 s on an IVF layout (same duplicate groups found).
+search; 72 s on an IVF layout (same duplicate groups found). (Measured before the probe and the
+third pass; not measured again.)
 """
 
 from __future__ import annotations
@@ -46,9 +54,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import numpy as np
 from ..errors import QueryError
 from .dataset import DatasetLabels, folder_labels
-from .duplicates import DuplicateLinks, duplicate_groups
+from .decisions import record_audit
+from .duplicates import DuplicateLinks, NearCandidates, duplicate_groups
+from .hashes import confirm, hash_candidates
 from ..query.head import load_head
 from ..query.scoring import LabelScores
+from .probe import RidgeProbe
 from .scoring import NeighbourMix
 
 if TYPE_CHECKING:
@@ -59,6 +70,8 @@ Progress = Callable[[str, int, int], None]  # (stage, items done now, stage tota
 
 SWAP_EXAMPLES = 4  # items kept per (given label, zero-shot label) pair, to show with a confusable pair
 CLASS_EXAMPLES = 20  # items shown with a small class
+MAX_CONFUSION_LABELS = 2000  # label sets up to this size get a confusion matrix (and its plot)
+NEAR_SAMPLE = 2000  # contents whose k-NN distance sets the adaptive near-duplicate threshold
 _EPS = 1e-30  # floor of probabilities in the log-odds margin (float32 softmax reaches ~1e-38)
 
 
@@ -68,8 +81,14 @@ class AuditOptions:
 
     templates: str = "default"  # prompt templates of the labels (none, default, ensemble)
     neighbours: int = 10  # k of the k-NN label vote and of the near-duplicate search
-    neighbour_weight: float = 0.5  # share of the k-NN vote in the label probabilities (0: zero-shot only)
-    near_threshold: float = 0.97  # cosine at or above which two pictures are near duplicates
+    neighbour_weight: float = 0.15  # share of the k-NN vote in the label probabilities
+    probe_weight: float = 0.35  # share of the linear probe's leave-one-out probabilities (``probe.py``)
+    # Cosine at or above which two pictures are near-duplicate candidates; None: adapt to the model's
+    # geometry, 1 - near_ratio x the collection's median k-NN distance.
+    near_threshold: Optional[float] = None
+    near_ratio: float = 0.6
+    # Bits (of 64) two candidates' perceptual hashes may differ by to be near duplicates; None: no check.
+    phash_distance: Optional[int] = 6
     outlier_z: float = 3.5  # robust z of the k-NN distance, within the class, that makes an outlier
     confusable_threshold: float = 0.9  # prompt-embedding cosine that makes two labels confusable
     confusion_rate: float = 0.25  # share of a label pair's items the zero-shot model swaps (2 at least) that flags it
@@ -82,8 +101,15 @@ class AuditOptions:
             raise QueryError("must be at least 1", param="neighbours")
         if not 0.0 <= self.neighbour_weight <= 1.0:
             raise QueryError("must be between 0 and 1", param="neighbour_weight")
-        if not -1.0 <= self.near_threshold <= 1.0 or not -1.0 <= self.confusable_threshold <= 1.0:
+        if not 0.0 <= self.probe_weight <= 1.0 or self.neighbour_weight + self.probe_weight > 1.0 + 1e-9:
+            raise QueryError("must be between 0 and 1, and with --neighbour-weight at most 1", param="probe_weight")
+        if self.near_threshold is not None and not -1.0 <= self.near_threshold <= 1.0 \
+                or not -1.0 <= self.confusable_threshold <= 1.0:
             raise QueryError("cosine thresholds must be between -1 and 1")
+        if not 0.0 < self.near_ratio <= 1.0:
+            raise QueryError("must be above 0 and at most 1", param="near_ratio")
+        if self.phash_distance is not None and not 0 <= self.phash_distance <= 64:
+            raise QueryError("must be between 0 and 64 bits", param="phash_distance")
         if self.chunk < 1 or self.min_class_size < 0:
             raise QueryError("chunk must be at least 1 and --min-class-size at least 0")
 
@@ -97,14 +123,19 @@ class Finding:
     path: Optional[str] = None
     paths: Optional[list[str]] = None
     details: dict[str, Any] = field(default_factory=dict)
+    id: Optional[str] = None  # stable across audits (``decisions.finding_id``)
+    decision: Optional[dict[str, Any]] = None  # the decision made on it: {"action", "label"}
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type, "score": self.score}
+        data: dict[str, Any] = {"id": self.id} if self.id is not None else {}
+        data.update({"type": self.type, "score": self.score})
         if self.path is not None:
             data["path"] = self.path
         if self.paths is not None:
             data["paths"] = self.paths
         data.update(self.details)
+        if self.decision is not None:
+            data["decision"] = self.decision
         return data
 
 
@@ -124,6 +155,11 @@ class AuditResult:
     thresholds: dict[str, float]  # per-label average self-confidence
     options: AuditOptions
     seconds: float = 0.0
+    decided: dict[str, int] = field(default_factory=dict)  # findings with a decision, by action (rejected: left out)
+    labels_key: str = ""  # fingerprint of the labels audited (``dataset.labels_key``)
+    near: dict[str, Any] = field(default_factory=dict)  # the near-duplicate threshold used, and pair counts
+    nearest: Optional[np.ndarray] = field(default=None, repr=False)  # per item: cosine of the nearest other content
+    plots: dict[str, Any] = field(default_factory=dict)  # what the plots are drawn from (``_plot_data``)
 
     def of_type(self, kind: str) -> list[Finding]:
         """The findings of one type (``"mislabel"``, ``"duplicate"``, ``"outlier"``, …), best first."""
@@ -135,7 +171,7 @@ class AuditResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the findings, as plain data."""
-        data = {k: v for k, v in asdict(self).items() if k != "findings"}
+        data = {k: v for k, v in asdict(self).items() if k not in ("findings", "nearest")}
         data["counts"] = self.counts()
         return data
 
@@ -155,32 +191,64 @@ class _Neighbourhood:
 
     neighbour_labels: np.ndarray  # (items, k) label index of the k nearest other contents, -1 for none
     knn_distance: np.ndarray  # (items,) mean cosine distance to them
+    nearest: np.ndarray  # (items,) cosine of the nearest other content
+    given_probability: np.ndarray  # (items,) the given label's mixed probability (pass 3)
     links: DuplicateLinks
+    candidates: "NearCandidates"
     seen: np.ndarray  # (items,) reached by the pass (an item deleted meanwhile is not)
     counts: np.ndarray  # items per label
     thresholds: np.ndarray  # per label: average self-confidence (NaN for a label without items)
     centroids: np.ndarray  # per label: normalised mean embedding
+    confusion: Optional[np.ndarray] = None  # (labels, labels) given x most probable label counts (pass 3)
+
+
+def _usable(ids: np.ndarray, own: np.ndarray, contents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which neighbours found count (another content of the dataset), and where they are in ``contents``."""
+    where = np.minimum(np.searchsorted(contents, ids), len(contents) - 1)
+    return (ids >= 0) & (ids != own) & (contents[where] == ids), where
+
+
+def _near_gate(ctx: "IndexContext", contents: np.ndarray, vectors: Any, k: int, options: AuditOptions
+               ) -> tuple[float, float]:
+    """(cosine at or above which two pictures are near-duplicate candidates, the median k-NN distance of
+    a sample of the dataset's contents): a fixed ``near_threshold``, or one relative to the geometry."""
+    sample = contents if len(contents) <= NEAR_SAMPLE else np.sort(
+        np.random.default_rng(0).choice(contents, NEAR_SAMPLE, replace=False))
+    ids, embeddings = ctx.catalog.embeddings.by_ids(sample.tolist())
+    median = float("nan")
+    if len(ids):
+        scores, found = vectors.search(embeddings, min(vectors.ntotal, 2 * k + 2))
+        usable, _ = _usable(found, ids[:, None], contents)
+        kept = usable & (np.cumsum(usable, axis=1) <= k)
+        with np.errstate(invalid="ignore"):
+            distance = np.where(kept, 1.0 - scores, 0.0).sum(axis=1) / kept.sum(axis=1)
+        if np.isfinite(distance).any():
+            median = float(np.nanmedian(distance))
+    if options.near_threshold is not None:
+        return options.near_threshold, median
+    return (1.0 - options.near_ratio * median if np.isfinite(median) else 1.0), median
 
 
 def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, options: AuditOptions, chunk: int,
                     progress: Optional[Progress]) -> _Neighbourhood:
-    """Pass 1: k-NN search (label votes, near-duplicate links, k-NN distance), self-confidence, centroids."""
+    """Pass 1: k-NN search (label votes, near-duplicate candidates, k-NN distance), self-confidence, centroids."""
     n_items, n_labels, k = dataset.size, len(dataset.labels), options.neighbours
     vectors = ctx.vectors.get()
     fetch = min(vectors.ntotal, 2 * k + 2)  # room for the item itself and contents outside the dataset
     contents, first = np.unique(dataset.content_ids, return_index=True)
     content_label = dataset.label_index[first]
+    gate, median = _near_gate(ctx, contents, vectors, k, options)
     found = _Neighbourhood(neighbour_labels=np.full((n_items, k), -1, dtype=np.int32),
                            knn_distance=np.full(n_items, np.nan, dtype=np.float32), links=DuplicateLinks(contents),
-                           seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
+                           candidates=NearCandidates(gate, median),
+                           nearest=np.full(n_items, np.nan, dtype=np.float32),
+                           given_probability=np.full(n_items, np.nan, dtype=np.float32), seen=np.zeros(n_items, dtype=bool), counts=np.zeros(n_labels, dtype=np.int64),
                            thresholds=np.zeros(n_labels), centroids=np.zeros((n_labels, ctx.model.dim)))
-    self_confidence = np.zeros(n_labels)
     for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
         scores, ids = vectors.search(embeddings, fetch)
         own = dataset.content_ids[positions][:, None]
-        where = np.minimum(np.searchsorted(contents, ids), len(contents) - 1)
-        usable = (ids >= 0) & (ids != own) & (contents[where] == ids)
+        usable, where = _usable(ids, own, contents)
         rank = np.cumsum(usable, axis=1)
         kept = usable & (rank <= k)
         rows, cols = np.nonzero(kept)
@@ -189,17 +257,16 @@ def _neighbour_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbo
         found.neighbour_labels[positions] = block
         with np.errstate(invalid="ignore"):
             found.knn_distance[positions] = np.where(kept, 1.0 - scores, 0.0).sum(axis=1) / kept.sum(axis=1)
-        near_rows, near_cols = np.nonzero(usable & (scores >= options.near_threshold))
-        found.links.link(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
-        _, mixed = scorer(embeddings, block)
-        self_confidence += np.bincount(given, weights=mixed[np.arange(len(given)), given], minlength=n_labels)
+        found.nearest[positions] = np.where(kept, scores, -np.inf).max(axis=1)
+        near_rows, near_cols = np.nonzero(usable & (scores >= gate))  # every neighbour fetched, not only k
+        found.candidates.add(own[near_rows, 0], ids[near_rows, near_cols], np.minimum(scores[near_rows, near_cols], 1.0))
+        if scorer.probe is not None:
+            scorer.probe.add(embeddings, given)
         np.add.at(found.centroids, given, embeddings)
         found.seen[positions] = True
         if progress:
             progress("scoring", len(positions), n_items)
     found.counts = np.bincount(dataset.label_index[found.seen], minlength=n_labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        found.thresholds = np.where(found.counts > 0, self_confidence / np.maximum(found.counts, 1), np.nan)
     norms = np.linalg.norm(found.centroids, axis=1, keepdims=True)
     found.centroids = (found.centroids / np.maximum(norms, _EPS)).astype(np.float32)
     return found
@@ -216,18 +283,39 @@ class _Swaps:
         return self.counts.get((a, b), 0) + self.counts.get((b, a), 0)
 
 
+def _confidence_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, near: _Neighbourhood,
+                     chunk: int, progress: Optional[Progress]) -> None:
+    """Pass 2: each label's threshold, its class's average self-confidence (mean probability of the
+    given label over the items given it)."""
+    self_confidence = np.zeros(len(dataset.labels))
+    for positions, _, embeddings in _dataset_chunks(ctx, dataset, chunk):
+        given = dataset.label_index[positions]
+        _, mixed = scorer(embeddings, near.neighbour_labels[positions], given)
+        self_confidence += np.bincount(given, weights=mixed[np.arange(len(given)), given],
+                                       minlength=len(dataset.labels))
+        if progress:
+            progress("weighing", len(positions), dataset.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        near.thresholds = np.where(near.counts > 0, self_confidence / np.maximum(near.counts, 1), np.nan)
+
+
 def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: NeighbourMix, near: _Neighbourhood, chunk: int,
                    progress: Optional[Progress]) -> tuple[list[Finding], np.ndarray, _Swaps]:
-    """Pass 2: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
+    """Pass 3: mislabels by confident learning; distances to the class centroid; zero-shot label swaps."""
     labels = dataset.labels
     mislabels: list[Finding] = []
     distance = np.full(dataset.size, np.nan, dtype=np.float32)
     swaps = _Swaps()
+    n_labels = len(labels)
+    confusion = np.zeros((n_labels, n_labels), dtype=np.int64) if n_labels <= MAX_CONFUSION_LABELS else None
     for positions, paths, embeddings in _dataset_chunks(ctx, dataset, chunk):
         given = dataset.label_index[positions]
-        zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions])
+        zero_shot, mixed = scorer(embeddings, near.neighbour_labels[positions], given)
         rows = np.arange(len(given))
         given_p = mixed[rows, given]
+        near.given_probability[positions] = given_p
+        if confusion is not None:
+            np.add.at(confusion, (given, mixed.argmax(axis=1)), 1)
         eligible = mixed >= near.thresholds[None, :]  # NaN thresholds (labels without items) are never reached
         best = np.where(eligible, mixed, -1.0).argmax(axis=1)
         best_p = mixed[rows, best]
@@ -251,6 +339,7 @@ def _mislabel_pass(ctx: "IndexContext", dataset: DatasetLabels, scorer: Neighbou
         if progress:
             progress("checking", len(positions), dataset.size)
     mislabels.sort(key=lambda f: (-f.score, f.path))
+    near.confusion = confusion
     return mislabels, distance, swaps
 
 
@@ -270,9 +359,20 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     labels = dataset.labels
     chunk = max(1, min(options.chunk, (1 << 24) // len(labels)))  # keeps a chunk's items x labels bounded
     head = load_head(ctx.catalog, ctx.model, options.head, ctx.path) if options.head is not None else None
+    probe = RidgeProbe(ctx.model.dim, len(labels)) if options.probe_weight > 0 else None
     scorer = NeighbourMix(LabelScores.build(ctx.texts, labels, options.templates, head, with_text=True),
-                          options.neighbour_weight)
+                          options.neighbour_weight, options.probe_weight, probe)
     near = _neighbour_pass(ctx, dataset, scorer, options, chunk, progress)
+    if probe is not None and not probe.fit():
+        scorer.probe = None  # too few items to learn from: zero-shot and neighbours alone
+    _confidence_pass(ctx, dataset, scorer, near, chunk, progress)
+    contents, first = np.unique(dataset.content_ids, return_index=True)
+    by_hash = hash_candidates(ctx, contents, near.candidates) \
+        if options.phash_distance is not None and options.near_threshold is None else 0  # a fixed cosine decides alone
+    *pairs, near_counts = confirm(ctx, near.candidates, dict(zip(contents.tolist(), dataset.item_ids[first].tolist())),
+                                  options.phash_distance, progress)
+    near.links.link(*pairs)
+    near_counts["by_hash"] = by_hash
     mislabels, distance, swaps = _mislabel_pass(ctx, dataset, scorer, near, chunk, progress)
 
     outliers = _outliers(dataset, near.knn_distance, distance, near.seen, options.outlier_z)
@@ -287,12 +387,45 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     label_findings = _confusable_labels(labels, scorer.text, near.counts, swaps, options)
     label_findings += _small_classes(dataset, near.seen, near.counts, options.min_class_size)
     _fill_paths(ctx, outliers + duplicates + label_findings)
-    return AuditResult(
+    result = AuditResult(
         findings=mislabels + duplicates + outliers + label_findings, items=int(near.seen.sum()), labels=labels,
         class_counts={label: int(n) for label, n in zip(labels, near.counts)}, splits=dataset.splits,
         label_source=dataset.source, root=dataset.root, unlabelled=dataset.unlabelled, unmatched=dataset.unmatched,
         thresholds={label: round(float(t), 4) for label, t in zip(labels, near.thresholds) if not np.isnan(t)},
-        options=options, seconds=round(time.time() - started, 3))
+        options=options, near={
+            "threshold": round(float(near.candidates.gate), 6),
+            "median_knn_distance": round(float(near.candidates.median_knn_distance), 6),
+            "adaptive": options.near_threshold is None, "phash_distance": options.phash_distance, **near_counts},
+        nearest=near.nearest)
+    result.plots = _plot_data(result, near, mislabels)
+    record_audit(ctx, result, dataset)
+    result.seconds = round(time.time() - started, 3)
+    return result
+
+
+def _plot_data(result: AuditResult, near: _Neighbourhood, mislabels: list[Finding]) -> dict[str, Any]:
+    """The few numbers the audit's plots are drawn from (``media.plots``); kept with the stored audit."""
+    from ..media.plots import confused_classes, histogram_data
+
+    seen = near.seen
+    thresholds = near.thresholds[np.isfinite(near.thresholds)]
+    data: dict[str, Any] = {
+        "nearest": {**histogram_data(near.nearest[seen & np.isfinite(near.nearest)], 60),
+                    "marker": result.near.get("threshold")},
+        "confidence": {**histogram_data(near.given_probability[seen], 50, 0.0, 1.0),
+                       "marker": round(float(np.median(thresholds)), 4) if len(thresholds) else None},
+        "margins": histogram_data(np.array([f.score for f in mislabels]), 50),
+    }
+    if near.confusion is not None:
+        counts = near.confusion
+        totals = counts.sum(axis=1)
+        present = np.flatnonzero(totals > 0)
+        data["agreement"] = {"classes": [result.labels[i] for i in present],
+                             "rates": [round(float(counts[i, i] / totals[i]), 4) for i in present]}
+        chosen = confused_classes(counts)
+        data["confusion"] = {"classes": [result.labels[i] for i in chosen],
+                             "counts": counts[np.ix_(chosen, chosen)].tolist()}
+    return data
 
 
 def _significant(value: float) -> float:

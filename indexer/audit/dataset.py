@@ -48,6 +48,7 @@ class DatasetLabels:
     unmatched: int = 0  # CSV rows naming no embedded item
     unmatched_examples: list[str] = field(default_factory=list)
     templates: Optional[str] = None  # a classification run's templates, the default for its audit
+    recipe: dict = field(default_factory=dict)  # how to read these labels again (``labels_from_recipe``)
 
     @property
     def size(self) -> int:
@@ -163,7 +164,8 @@ def folder_labels(ctx: "IndexContext", root: Union[str, Path, None] = None) -> D
             else:
                 chunk.append((item_id, content_id, label, split))
         builder.add(chunk)
-    return builder.build(f"folder names below {root_text}", sort_labels=True, root=root_text, unlabelled=unlabelled)
+    return builder.build(f"folder names below {root_text}", sort_labels=True, root=root_text, unlabelled=unlabelled,
+                         recipe={"kind": "folders", "root": root_text})
 
 
 def csv_labels(ctx: "IndexContext", path: Union[str, Path], root: Union[str, Path, None] = None) -> DatasetLabels:
@@ -196,7 +198,8 @@ def csv_labels(ctx: "IndexContext", path: Union[str, Path], root: Union[str, Pat
             pending = {}
     flush(pending)
     dataset = builder.build(f"labels file {path}", sort_labels=True, unmatched=unmatched,
-                            unmatched_examples=examples)
+                            unmatched_examples=examples,
+                            recipe={"kind": "csv", "path": str(path.resolve()), "root": str(base)})
     dataset.unlabelled = max(0, ctx.catalog.count_embedded() - dataset.size)
     return dataset
 
@@ -215,6 +218,34 @@ def run_labels(ctx: "IndexContext", run_id: Optional[int] = None) -> DatasetLabe
     builder = _Builder(run.labels)
     for rows in ctx.catalog.runs.iter_labels(run.id, _CHUNK):
         builder.add([(item_id, content_id, label, None) for item_id, content_id, label in rows])
-    dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates)
+    dataset = builder.build(f"classification run {run.id}", sort_labels=False, templates=run.templates,
+                            recipe={"kind": "run", "run_id": run.id})
     dataset.unlabelled = max(0, ctx.catalog.count_embedded() - dataset.size)
     return dataset
+
+
+def labels_from_recipe(ctx: "IndexContext", recipe: dict) -> DatasetLabels:
+    """The labels a ``DatasetLabels.recipe`` names, read again (the export reads the audited labels so)."""
+    kind = recipe.get("kind")
+    if kind == "folders":
+        return folder_labels(ctx, recipe.get("root"))
+    if kind == "csv":
+        if not os.path.isfile(recipe["path"]):
+            raise QueryError(f"the labels file the audit read, {recipe['path']}, is gone; give the labels (--labels)")
+        return csv_labels(ctx, recipe["path"], recipe.get("root"))
+    if kind == "run":
+        return run_labels(ctx, int(recipe["run_id"]))
+    raise QueryError("the stored audit does not say which labels it read; give them (--labels, --root or --from-run)")
+
+
+def labels_key(dataset: DatasetLabels) -> str:
+    """A fingerprint of the labels: which items carry which label (two label files that give every item
+    the same label have the same key)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(dataset.item_ids, dtype="<i8").tobytes())
+    names = np.array([len(label) for label in dataset.labels], dtype="<i8")  # the label set, unambiguously
+    digest.update(names.tobytes() + "".join(dataset.labels).encode("utf-8", "surrogateescape"))
+    digest.update(np.ascontiguousarray(dataset.label_index, dtype="<i4").tobytes())
+    return digest.hexdigest()[:16]

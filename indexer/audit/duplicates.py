@@ -25,6 +25,35 @@ class DuplicateGroup:
     exact: bool  # True when every member has the same content
 
 
+class NearCandidates:
+    """Pairs of contents (embedding ids) the k-NN search found at or above the ``gate`` cosine: near
+    duplicates once their perceptual hashes agree (``audit.hashes.confirm``)."""
+
+    def __init__(self, gate: float, median_knn_distance: float) -> None:
+        self.gate, self.median_knn_distance = gate, median_knn_distance
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, content_a: np.ndarray, content_b: np.ndarray, similarity: np.ndarray) -> None:
+        if len(content_a):
+            self._parts.append((np.asarray(content_a, np.int64), np.asarray(content_b, np.int64),
+                                np.asarray(similarity, np.float32)))
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(content a, content b, similarity), each unordered pair once (a < b)."""
+        if not self._parts:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.float32)
+        a, b, s = (np.concatenate(c) for c in zip(*self._parts))
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        keep = low != high
+        low, high, s = low[keep], high[keep], s[keep]
+        order = np.lexsort((-s, high, low))
+        low, high, s = low[order], high[order], s[order]
+        first = np.ones(len(low), dtype=bool)
+        first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
+        return low[first], high[first], s[first]
+
+
 class DuplicateLinks:
     """Near-duplicate pairs between distinct contents (sorted embedding ids), as the k-NN search finds them."""
 

@@ -26,7 +26,7 @@ from ..store.files import atomic_write
 from .core import FINDING_TYPES, AuditResult, Finding
 
 HTML_FILE, CSV_FILE, JSON_FILE, SUMMARY_FILE = "audit.html", "findings.csv", "findings.json", "summary.json"
-CSV_COLUMNS = ("type", "rank", "score", "path", "paths", "given_label", "suggested_label", "details")
+CSV_COLUMNS = ("id", "type", "rank", "score", "path", "paths", "given_label", "suggested_label", "details")
 GROUP_THUMBNAILS = 8  # thumbnails shown per duplicate group
 
 TITLES = {
@@ -48,6 +48,17 @@ EXPLANATIONS = {
                          "data, that it cannot tell them apart. Score: cosine of the prompt embeddings.",
     "small_class": "Classes with too few items to learn or to audit. Score: 1 - items / minimum.",
 }
+
+
+def _near_text(result: AuditResult) -> str:
+    near = result.near or {}
+    cosine = f"cosine &ge; {near.get('threshold', result.options.near_threshold)}"
+    if near.get("adaptive"):
+        cosine += (f" (1 &minus; {result.options.near_ratio} &times; the median k-NN distance "
+                   f"{near.get('median_knn_distance')})")
+    if result.options.phash_distance is not None:
+        cosine += f" and perceptual hashes within {result.options.phash_distance} bits"
+    return cosine
 
 
 # ----------------------------------------------------------------------------- CSV and JSON
@@ -91,7 +102,7 @@ def write_csv(result: AuditResult, path: Path) -> None:
             for row in finding_rows(result):
                 details = {k: v for k, v in row.items() if k not in CSV_COLUMNS}
                 writer.writerow([spreadsheet_safe(cell) for cell in (
-                    row["type"], row["rank"], row["score"], row.get("path", ""),
+                    row.get("id", ""), row["type"], row["rank"], row["score"], row.get("path", ""),
                     json.dumps(row["paths"], ensure_ascii=False) if "paths" in row else "",
                     row.get("given_label", ""), row.get("suggested_label", ""), json.dumps(details, ensure_ascii=False))])
     atomic_write(path, write)
@@ -251,10 +262,21 @@ def _rows(kind: str, findings: list[Finding], root: Optional[str], thumbs: _Thum
             body.append(f'<td class="n">{rank}</td><td>{_e(f.details["label"])}</td>'
                         f'<td class="n">{f.details["items"]}</td>{_num(f.score, 3)}'
                         f'<td class="group">{_figures(f.paths or [], root, thumbs)}</td>')
+    # Every finding's id (what `indexer audit decide ID ...` takes) and the decision made on it, if any.
+    head = head + ["id", "decision"]
+    body = [row + f'<td class="path">{_e(f.id or "")}</td><td>{_e(_decision_text(f))}</td>'
+            for row, f in zip(body, findings)]
     return head, body
 
 
-_STYLE = """
+def _decision_text(finding: Finding) -> str:
+    decision = finding.decision or {}
+    return (decision.get("action") or "") + (f" {decision['label']}" if decision.get("label") else "")
+
+
+_STYLE = """figure.plot { margin: 1em 0; max-width: 100%; overflow-x: auto; }
+figure.plot svg { max-width: 100%; height: auto; }
+
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 24px 48px;color:#1d2330}
 h1{margin:20px 0 4px}h2{margin:32px 0 4px;border-bottom:2px solid #dde3ee;padding-bottom:4px}
 .meta{color:#5a6477}nav a{margin-right:14px}.count{color:#5a6477;font-weight:normal}
@@ -306,6 +328,46 @@ _SCRIPT = """
 """
 
 
+PLOT_NAMES = ("nearest", "confidence", "margins", "agreement", "confusion")
+
+
+def plot_svgs(plots: dict[str, Any], names: tuple[str, ...] = PLOT_NAMES) -> dict[str, Optional[str]]:
+    """The audit's plots as SVG text, drawn from its stored plot data (``AuditResult.plots``); None for
+    a plot without data, or for all of them without matplotlib."""
+    from ..media import plots as draw
+
+    out: dict[str, Optional[str]] = {}
+    for name in names:
+        data = plots.get(name) or {}
+        if name == "nearest":
+            out[name] = draw.histogram(data, "Nearest-neighbour similarity (each item's closest other picture)",
+                                       "cosine similarity", data.get("marker"), "near-duplicate threshold", log=True)
+        elif name == "confidence":
+            out[name] = draw.histogram(data, "Probability of the given label", "probability",
+                                       data.get("marker"), "median class threshold", log=True)
+        elif name == "margins":
+            out[name] = draw.histogram(data, "Mislabel scores of the flagged items", "ln(p suggested / p given)")
+        elif name == "agreement":
+            out[name] = draw.class_bars(data.get("classes", []), data.get("rates", []),
+                                        "Per-class agreement: given label = most probable",
+                                        "share of the class's items")
+        elif name == "confusion":
+            out[name] = draw.confusion(data.get("classes", []), data.get("counts", []),
+                                       "Most confused: given (rows) x most probable",
+                                       rows="given label", columns="most probable label")
+    return out
+
+
+def _plots_section(result: AuditResult) -> str:
+    from ..media.plots import INSTALL_HINT, available
+
+    if not available():
+        return f'<section id="plots"><h2>Plots</h2><p class="none">{_e(INSTALL_HINT)}</p></section>'
+    figures = [f'<figure class="plot" id="plot-{name}">{svg}</figure>'
+               for name, svg in plot_svgs(result.plots).items() if svg]
+    return '<section id="plots"><h2>Plots</h2>' + "".join(figures) + "</section>"
+
+
 def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = True,
                 title: str = "Dataset audit") -> str:
     """The report as one HTML string: summary, then one sortable table per finding type."""
@@ -313,7 +375,7 @@ def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = Tru
     root = display_root(result)
     counts = result.counts()
     nav = " ".join(f'<a href="#{kind}">{TITLES[kind]} <span class="count">({counts[kind]})</span></a>'
-                   for kind in FINDING_TYPES)
+                   for kind in FINDING_TYPES) + ' <a href="#plots">Plots</a>'
     sections = []
     for kind in FINDING_TYPES:
         findings = result.of_type(kind)
@@ -342,10 +404,10 @@ def render_html(result: AuditResult, max_rows: int = 500, thumbnails: bool = Tru
             + (f"; splits: {_e(', '.join(result.splits))}" if result.splits else "")
             + (f"; {result.unlabelled} unlabelled items left out" if result.unlabelled else "")
             + f". Templates {_e(options.templates)}, neighbour weight {options.neighbour_weight}, near-duplicate "
-              f"cosine &ge; {options.near_threshold}, outlier z &ge; {options.outlier_z}. "
+              f"{_near_text(result)}, outlier z &ge; {options.outlier_z}. "
             + f"Made {time.strftime('%Y-%m-%d %H:%M')} in {result.seconds:.1f} s."
             + (f" Paths are shown below {_e(root)}." if root else ""))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>'
             f'<body data-sortable="no-script"><h1>{_e(title)}</h1><p class="meta">{meta}</p><nav>{nav}</nav>'
-            + "".join(sections) + f"<script>{_SCRIPT}</script></body></html>\n")
+            + "".join(sections) + _plots_section(result) + f"<script>{_SCRIPT}</script></body></html>\n")

@@ -29,6 +29,11 @@ def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int =
         f"  likely mislabels        {counts['mislabel']:>6}",
         f"  duplicate groups        {counts['duplicate']:>6}  ({exact} exact, {len(duplicates) - exact} near; "
         f"{conflicts} with differing labels, {leaks} across splits)",
+        f"    near: cosine >= {result.near.get('threshold')}"
+        + (f" (adaptive: 1 - {result.options.near_ratio} x median k-NN distance "
+           f"{result.near.get('median_knn_distance')})" if result.near.get("adaptive") else "")
+        + (f", hashes within {result.options.phash_distance} bits: {result.near.get('confirmed')} of "
+           f"{result.near.get('candidates')} candidate pairs" if result.options.phash_distance is not None else ""),
         f"  outliers                {counts['outlier']:>6}",
         f"  confusable label pairs  {counts['confusable_labels']:>6}",
         f"  small classes           {counts['small_class']:>6}",
@@ -36,7 +41,7 @@ def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int =
     near_items = sum(len(f.paths or []) for f in duplicates if f.details["kind"] == "near")
     if near_items > 0.1 * max(result.items, 1):
         lines.append(f"  hint: {near_items} items are near duplicates; if the model puts distinct pictures this "
-                     f"close, raise --near-threshold (now {result.options.near_threshold})")
+                     f"close, lower --near-ratio (now {result.options.near_ratio}) or --phash-distance")
     mislabels = result.of_type("mislabel")[:top]
     if mislabels:
         lines.append("top mislabels (score, given -> suggested, path):")
@@ -60,6 +65,11 @@ def summary_lines(result: AuditResult, report: Optional[Path] = None, top: int =
     small = result.of_type("small_class")[:5]
     if small:
         lines.append("small classes: " + ", ".join(f"{f.details['label']} ({f.details['items']})" for f in small))
+    decided = {k: v for k, v in result.decided.items() if v}
+    if decided:
+        words = {"accept": "accepted", "reject": "rejected", "relabel": "relabelled", "drop": "dropped"}
+        lines.append("decided earlier: " + ", ".join(f"{v} {words[k]}" for k, v in decided.items())
+                     + (" (rejected findings are not shown again)" if decided.get("reject") else ""))
     if report is not None:
         lines.append(f"report: {report / HTML_FILE} (every finding in {CSV_FILE} and {JSON_FILE} beside it)")
     return lines

@@ -133,12 +133,16 @@ def _calibration(value: Optional[str]) -> Any:
                              "classes.")
 @click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking and every stored head, "
                                               "on the same pictures (GZSL figures).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write DIR/eval.html (figures, per-class recall and confusion plots, tables; one offline "
+                   "file) and DIR/eval.json.")
 @index_option
 @model_options
 @progress_option
 @json_option
 def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], unseen_file: Optional[Path],
-                     calibration: Optional[str], head: Optional[str], compare: bool, index_dir: Path,
+                     calibration: Optional[str], head: Optional[str], compare: bool, report_dir: Optional[Path],
+                     index_dir: Path,
                      progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Measure zero-shot accuracy of the index's model on a labelled dataset.
 
@@ -159,6 +163,11 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
     from .ingest import summary_line
 
     calibration_value = _calibration(calibration)
+    if report_dir is not None:  # refused before any work is done
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create {report_dir}: {exc.strerror or exc}", param_hint="--report")
     unseen = read_class_list(unseen_file, "--unseen file") if unseen_file is not None else None
     names = read_mapping(mapping) if mapping else None
     sources = dataset_sources(dataset, load_dataset(dataset, names))
@@ -167,6 +176,10 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
         with progress_bars(progress_enabled(progress)) as bars:
             err("  " + summary_line(index.ingest(sources, progress=bars, warn=lambda message: None)))
         report = index.evaluate(dataset, templates, unseen, calibration_value, names, head=head, compare=compare)
+    if report_dir is not None:
+        from ..query.eval_report import write_eval_report
+
+        err(f"report: {write_eval_report(report, report_dir)}")
     if as_json:
         echo_json(report.to_dict())
         return

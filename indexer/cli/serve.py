@@ -66,15 +66,18 @@ def parse_indexes(values: tuple[str, ...], catalog: Optional[str] = None) -> dic
                    "(a web page cannot rebind its own name to this service). '*' answers any name.")
 @click.option("--allow-ingest", is_flag=True, help="Allow POST /api/ingest (ingest the index's sources again). "
                                                    "Without it, no request changes the index.")
+@click.option("--allow-decisions", is_flag=True, help="Allow POST /api/audit/decisions (a reviewer's decisions on "
+                                                      "audit findings, recorded in the catalog; the page's audit view).")
 @click.option("--max-upload", default="20MB", show_default=True, help="Largest request body (an uploaded picture).")
 @click.option("--device", envvar="INDEXER_DEVICE", help="cuda, mps or cpu for the model. Default: the best available.")
 def serve(index_dirs: tuple[str, ...], catalog: Optional[str], host: str, port: int, token: Optional[str], no_auth: bool,
-          allowed_hosts: tuple[str, ...], allow_ingest: bool, max_upload: str, device: Optional[str]) -> None:
+          allowed_hosts: tuple[str, ...], allow_ingest: bool, allow_decisions: bool, max_upload: str,
+          device: Optional[str]) -> None:
     """Serve indexes over HTTP: a web page for ad-hoc queries at /, a JSON API under /api/ (docs at
     /docs), and clip-retrieval's API (/knn-service, /metadata, /indices-list) for its ClipClient.
 
     The model is loaded at the first query that needs it and the vectors stay in memory; an ingest
-    running beside the service is picked up as it commits. Read-only unless --allow-ingest.
+    running beside the service is picked up as it commits. Read-only unless --allow-ingest (or --allow-decisions, for audit decisions only).
 
     \b
     Examples:
@@ -105,9 +108,11 @@ def serve(index_dirs: tuple[str, ...], catalog: Optional[str], host: str, port: 
     from ..service.state import ServiceConfig
 
     config = ServiceConfig(indexes=parse_indexes(index_dirs, catalog), catalog=catalog, host=host, port=port, token=token,
-                           allowed_hosts=allowed_hosts, allow_ingest=allow_ingest, max_upload_bytes=limit, device=device)
+                           allowed_hosts=allowed_hosts, allow_ingest=allow_ingest, allow_decisions=allow_decisions,
+                           max_upload_bytes=limit, device=device)
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     err(f"serving {', '.join(f'{n} ({p})' for n, p in config.indexes.items())} on http://{shown}:{port}/ "
-        f"(API docs at /docs{'; token required' if token else ''}{'; ingest allowed' if allow_ingest else ''})")
+        f"(API docs at /docs{'; token required' if token else ''}{'; ingest allowed' if allow_ingest else ''}"
+        f"{'; audit decisions allowed' if allow_decisions else ''})")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -34,7 +34,8 @@ def commit_batch(catalog: "Catalog", batch: Batch, embedder: Any, summary: Inges
                 for r in records if r.kind != "failed"]
     failed = [r for r in records if r.kind == "failed"]
     catalog.worklist.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,
-                         [FailedRecord(r.item_id, r.reason, r.detail, r.sha256) for r in failed])
+                         [FailedRecord(r.item_id, r.reason, r.detail, r.sha256) for r in failed],
+                         phashes={sha: ok[row].phash for sha, row in fresh.items()})
     for row, r in enumerate(ok):
         if fresh.get(r.sha256) == row:
             summary.embedded += 1

@@ -26,6 +26,7 @@ from ..errors import DecodeError
 from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents
 from ..media.decode import decode_image, limit_aspect, time_limit
 from ..media.guard import DecodeWatchdog, hard_limit
+from ..media.phash import perceptual_hash
 from ..media.sources import read_bytes
 from ..store.worklist import PendingReader
 
@@ -48,6 +49,7 @@ class ItemRecord:
     format: Optional[str] = None
     reason: Optional[str] = None
     detail: Optional[str] = None
+    phash: Optional[int] = None  # perceptual hash of the decoded picture (``media.phash``)
 
 
 @dataclass
@@ -127,13 +129,14 @@ def load_item(item_id: int, uri: str, data: Union[bytes, DecodeError], known_con
             decoded = decode_image(data, options.target_size, options.max_pixels)
             image = limit_aspect(decoded.image) if options.crop_long_sides else decoded.image
             pixels = options.preprocess(image)
+            phash = perceptual_hash(decoded.image)  # from the picture in hand: no second decode
     except DecodeError as exc:
         return ItemRecord(item_id, uri, "failed", sha256=sha, reason=exc.reason, detail=exc.detail)
     except Exception as exc:  # a decoder or transform choking on an odd picture, in any way
         return ItemRecord(item_id, uri, "failed", sha256=sha, reason="preprocess_error",
                           detail=f"{type(exc).__name__}: {exc}"[:200])
     return ItemRecord(item_id, uri, "ok", sha256=sha, pixels=pixels, width=decoded.width, height=decoded.height,
-                      format=decoded.format)
+                      format=decoded.format, phash=phash)
 
 
 def _read_file(uri: str, raw_path: Optional[bytes], max_bytes: Optional[int]) -> Union[bytes, DecodeError]:

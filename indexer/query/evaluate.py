@@ -93,9 +93,12 @@ class EvalReport:
     unreadable: int = 0
     gzsl: Optional[dict[str, Any]] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    confusion_matrix: Optional[np.ndarray] = field(default=None, repr=False)  # (classes, classes) true x predicted
+    class_names: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        hidden = ("extra", "confusion_matrix", "class_names")
+        return {k: v for k, v in self.__dict__.items() if k not in hidden} | self.extra
 
 
 def top_k_accuracy(scores: np.ndarray, truth: np.ndarray, k: int) -> float:
@@ -133,7 +136,11 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
         top1=round(float(np.mean(predicted == truth)), 4), top5=round(top_k_accuracy(scores, truth, 5), 4),
         mean_per_class_recall=round(float(np.mean([row["recall"] for row in table])), 4),
         per_class=table, confusions=costliest_confusions(predicted, truth, classes),
+        class_names=list(classes),
     )
+    if len(classes) <= 2000:  # the report's confusion plot
+        report.confusion_matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        np.add.at(report.confusion_matrix, (truth, predicted), 1)
     if unseen:
         unknown = sorted(unseen - set(classes))
         if unknown:

@@ -213,7 +213,7 @@ def create_app(config: ServiceConfig, registry: Optional[Registry] = None) -> Fa
     """The service over ``config.indexes`` (opened now; closed when the app shuts down)."""
     from contextlib import asynccontextmanager
 
-    from .routes import classify, clip, info, items, search
+    from .routes import audit, classify, clip, info, items, search
 
     registry = registry or Registry(config)
 
@@ -232,7 +232,7 @@ def create_app(config: ServiceConfig, registry: Optional[Registry] = None) -> Fa
     app.state.metrics = Metrics()
     app.add_exception_handler(NotFound, _error(404))
     app.add_exception_handler(IndexerError, _indexer_error)
-    for module in (clip, search, classify, items, info):
+    for module in (clip, search, classify, items, info, audit):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -139,6 +139,16 @@ class AuditFindings(BaseModel):
     total: int
     offset: int
     findings: list[dict[str, Any]]
+    reviewed: int = 0  # of ``total``, how many have a decision
+    counts: dict[str, int] = {}  # findings per type (all types)
+    labels: list[str] = []  # the audited label set (what a relabel may choose)
+    decisions_allowed: bool = False  # the service records decisions (--allow-decisions)
+
+
+class AuditDecisionIn(BaseModel):
+    id: str = Field(max_length=64, description="A finding's id (from GET /api/audit).")
+    action: Literal["accept", "reject", "relabel", "drop", "undo"]
+    label: Optional[str] = Field(None, max_length=1000, description="The new label (relabel only).")
 
 
 class IndexInfo(BaseModel):

@@ -47,6 +47,7 @@ class ServiceConfig:
     token: Optional[str] = None
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the address, localhost and IPs ('*': any)
     allow_ingest: bool = False
+    allow_decisions: bool = False  # POST /api/audit/decisions records decisions in the catalog
     max_upload_bytes: int = 20 * 2**20
     model: Optional[str] = None
     device: Optional[str] = None

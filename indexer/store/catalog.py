@@ -14,7 +14,8 @@ a member that holds the catalog, with a short API of its own:
 - ``catalog.embeddings``: stored embeddings, paged and by ids (``embeddings.py``);
 - ``catalog.texts``: the text-embedding cache (``texts.py``);
 - ``catalog.runs``: ingest and classification runs (``runs.py``);
-- ``catalog.heads``: trained heads (``heads.py``); ``catalog.leases``: ingest leases (``leases.py``).
+- ``catalog.heads``: trained heads (``heads.py``); ``catalog.leases``: ingest leases (``leases.py``);
+- ``catalog.audits``: the latest audit's findings, decisions on them, perceptual hashes (``audits.py``).
 
 On SQLite the reads a search makes run on the standard library's ``sqlite3``: SQLAlchemy (about 0.1 s to
 import, a quarter of a new question's whole process) is imported only when a member that needs it is
@@ -43,6 +44,7 @@ from .states import PURGES_KEY, SCHEMA_HEAD, ItemState
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
 
+    from .audits import CatalogAudits
     from .embeddings import CatalogEmbeddings
     from .heads import CatalogHeads
     from .items import CatalogItems
@@ -301,6 +303,12 @@ class Catalog:
         from .leases import CatalogLeases
 
         return CatalogLeases(self)
+
+    @cached_property
+    def audits(self) -> "CatalogAudits":
+        from .audits import CatalogAudits
+
+        return CatalogAudits(self)
 
     # -- facts ------------------------------------------------------------------------------------
 

@@ -57,6 +57,9 @@ Embedding = _table(
     Column("sha256", String(64), unique=True, nullable=False),
     Column("vector", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    # A 64-bit perceptual hash (DCT) of the picture, signed; made at ingest from the decoded picture,
+    # or by the audit for contents embedded before it existed.
+    Column("phash", Int64),
     sqlite_autoincrement=True,  # ids are never reused: FAISS relies on it
 )
 
@@ -177,4 +180,29 @@ IngestLease = _table(
     Column("acquired_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+
+# The findings of the latest audit (``indexer audit`` replaces them): what a decision may name.
+AuditFinding = _table(
+    "audit_findings",
+    Column("id", String(32), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: the finding as ``audit --json`` prints it
+)
+
+
+# A person's decision on a finding: accept, reject, relabel (to ``label``) or drop. ``labels_key`` is
+# the fingerprint of the labels the finding was made on; an export applies only decisions made on
+# the labels it exports.
+AuditDecision = _table(
+    "audit_decisions",
+    Column("finding_id", String(32), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("label", Text),
+    Column("finding", Text, nullable=False),  # JSON: the finding as it was decided
+    Column("labels_key", String(64), nullable=False),
+    Column("labels_source", Text, nullable=False),
+    Column("decided_at", Float, nullable=False),
 )

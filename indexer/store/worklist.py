@@ -183,9 +183,10 @@ class CatalogWorklist:
             return int(conn.execute(select(func.count()).where(Item.state == PENDING)).scalar() or 0)
 
     def commit_batch(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
-                     failed: Sequence[FailedRecord]) -> None:
-        """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob), the items
-        that hold them or a known content marked embedded, the ``failed`` items with their reason.
+                     failed: Sequence[FailedRecord], phashes: Optional[dict[str, Optional[int]]] = None) -> None:
+        """One batch in one transaction: the ``fresh`` embeddings (sha256 -> vector blob, with the
+        picture's perceptual hash from ``phashes`` where given), the items that hold them or a known
+        content marked embedded, the ``failed`` items with their reason.
 
         Idempotent, and safe beside other writers: a content another worker committed meanwhile keeps
         its first embedding (unique sha256, ``ON CONFLICT DO NOTHING``) and the items point at it; the
@@ -197,7 +198,7 @@ class CatalogWorklist:
         failed = sorted(failed, key=lambda r: r.item_id)
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                self._commit_batch_once(fresh, embedded, failed)
+                self._commit_batch_once(fresh, embedded, failed, phashes or {})
                 return
             except CatalogError as exc:
                 if "deadlock" not in str(exc) or attempt == COMMIT_ATTEMPTS - 1:
@@ -205,14 +206,15 @@ class CatalogWorklist:
                 time.sleep(0.05 * (attempt + 1))
 
     def _commit_batch_once(self, fresh: dict[str, bytes], embedded: Sequence[EmbeddedRecord],
-                           failed: Sequence[FailedRecord]) -> None:
+                           failed: Sequence[FailedRecord], phashes: dict[str, Optional[int]]) -> None:
         stamp = time.time()
         with self.catalog.begin() as conn:
             ids: dict[str, int] = {}
             if fresh:
                 conn.execute(insert_for(self.catalog.dialect, Embedding).on_conflict_do_nothing(
                     index_elements=[Embedding.sha256]),
-                    [{"sha256": sha, "vector": blob, "created_at": stamp} for sha, blob in fresh.items()])
+                    [{"sha256": sha, "vector": blob, "created_at": stamp, "phash": phashes.get(sha)}
+                     for sha, blob in fresh.items()])
                 ids.update(conn.execute(select(Embedding.sha256, Embedding.id)
                                         .where(Embedding.sha256.in_(list(fresh)))).all())
             fault_point("commit")  # inside the transaction: a kill here must lose the whole batch, nothing else

@@ -1,16 +1,14 @@
-"""Status, health, metrics, the served indexes, stored audit findings, and ingest (only when allowed)."""
+"""Status, health, metrics, the served indexes, and ingest (only when allowed)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
-from ...errors import IndexerError
-from ..schemas import AuditFindings, Health, IndexInfo, IngestState
-from ..state import NotFound, ServedIndex
+from ..schemas import Health, IndexInfo, IngestState
+from ..state import ServedIndex
 from .common import BAD_REQUEST, NOT_FOUND, registry, served_index
 
 router = APIRouter(tags=["info"], responses=NOT_FOUND)
@@ -46,27 +44,6 @@ def indexes(request: Request) -> list[IndexInfo]:
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics (text exposition format)."""
     return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-@router.get("/api/audit", response_model=AuditFindings, responses={**BAD_REQUEST, **NOT_FOUND})
-def audit_findings(served: ServedIndex = Depends(served_index),
-                   type: Optional[str] = Query(None, max_length=40,
-                                               description="mislabel, duplicate, near_duplicate, outlier, ..."),
-                   offset: int = Query(0, ge=0, le=10_000_000), limit: int = Query(100, ge=1, le=1000)) -> AuditFindings:
-    """The findings of the audit stored in INDEX/audit (``indexer audit`` writes them), ranked within each type."""
-    if not (served.path / "audit" / "findings.json").is_file():
-        raise NotFound(f"index {served.name!r} has no stored audit; run `indexer audit --index {served.path}` first")
-    try:
-        findings = served.index.audit_findings()
-    except IndexerError as exc:  # a findings file that is not JSON, or not a list
-        raise HTTPException(503, f"{exc}; run `indexer audit` again") from None
-    findings = [f for f in findings if isinstance(f, dict) and (not type or f.get("type") == type)]
-    try:
-        json.dumps(findings[offset:offset + limit], allow_nan=False)
-    except (TypeError, ValueError):
-        raise HTTPException(503, f"the stored audit of index {served.name!r} holds values JSON cannot carry "
-                                 f"(NaN or infinity); run `indexer audit` again") from None
-    return AuditFindings(index=served.name, total=len(findings), offset=offset, findings=findings[offset:offset + limit])
 
 
 def _ingest_state(served: ServedIndex) -> IngestState:

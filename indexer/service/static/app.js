@@ -9,6 +9,7 @@ const state = {
   hits: [], offset: 0, selected: -1, seq: 0,
   run: null, label: null, labelOffset: 0,
   item: null,
+  audit: { type: "mislabel", findings: [], current: 0, labels: [], allowed: false, counts: {}, loaded: false },
 };
 
 function param(url, values) {
@@ -290,14 +291,176 @@ async function showLabel(label, append = false) {
 $("labels-form").addEventListener("submit", classify);
 $("label-more").addEventListener("click", () => showLabel(state.label, true));
 
+
+// -- audit: review findings, decide, export -------------------------------------------------------------
+
+const AUDIT_TYPES = [["mislabel", "Mislabels"], ["duplicate", "Duplicates"], ["outlier", "Outliers"],
+                     ["confusable_labels", "Label pairs"], ["small_class", "Small classes"]];
+const auditSay = (text) => { $("audit-message").textContent = text || ""; };
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function figureOf(id, caption) {
+  const fig = el("figure");
+  const img = el("img");
+  img.src = thumb(id, 240); img.alt = caption; img.loading = "lazy";
+  fig.append(img, el("figcaption", "", caption));
+  return fig;
+}
+
+function findingCard(f, i) {
+  const card = el("div", "finding" + (f.decision ? " decided" : ""));
+  card.dataset.id = f.id;
+  const thumbs = el("div", "thumbs");
+  const about = el("div", "about");
+  const line = el("div", "labels");
+  if (f.type === "mislabel") {
+    thumbs.append(figureOf(f.item_id, baseName(f.path || "")));
+    line.append(el("span", "given", f.given_label), document.createTextNode(" → "), el("span", "suggested", f.suggested_label));
+    about.append(line, el("div", "muted", `p ${f.given_probability} → ${f.suggested_probability}; score ${f.score}`));
+  } else if (f.type === "duplicate") {
+    (f.item_ids || []).slice(0, 8).forEach((id, n) => thumbs.append(figureOf(id, `${(f.labels || [])[n] || ""} · ${baseName((f.paths || [])[n] || "")}`)));
+    line.textContent = `${f.kind} duplicates, ${(f.item_ids || []).length} items` + (f.label_conflict ? " · labels differ" : "") + (f.split_leak ? " · across splits" : "");
+    about.append(line, el("div", "muted", `weakest similarity ${f.score}`));
+  } else if (f.type === "outlier") {
+    thumbs.append(figureOf(f.item_id, baseName(f.path || "")));
+    line.textContent = f.label;
+    about.append(line, el("div", "muted", `${f.score} robust deviations from its class`));
+  } else {
+    (f.item_ids || []).slice(0, 6).forEach((id) => thumbs.append(figureOf(id, "")));
+    line.textContent = f.type === "confusable_labels" ? (f.labels || []).join(" ~ ") : `${f.label}: ${f.items} items`;
+    about.append(line, el("div", "muted", `score ${f.score}`));
+  }
+  const path = el("div", "path", f.path || (f.paths || []).join("  "));
+  about.append(path);
+  if (f.decision) {
+    const d = el("span", "decision " + f.decision.action, f.decision.action + (f.decision.label ? ` → ${f.decision.label}` : ""));
+    about.prepend(d);
+  }
+  card.append(thumbs, about);
+  card.addEventListener("click", () => auditSelect(i));
+  return card;
+}
+
+function auditRender() {
+  const a = state.audit;
+  $("audit-types").replaceChildren(...AUDIT_TYPES.map(([type, name]) => {
+    const b = el("button", type === a.type ? "active" : "", `${name} (${a.counts[type] || 0})`);
+    b.dataset.type = type;
+    b.addEventListener("click", () => loadAudit(type));
+    return b;
+  }));
+  $("audit-list").replaceChildren(...a.findings.map(findingCard));
+  const reviewed = a.findings.filter((f) => f.decision).length;
+  const total = a.total || 0;
+  $("audit-progress-text").textContent = `${reviewed} of ${total} reviewed`;
+  $("audit-progress-bar").style.width = total ? `${(100 * reviewed) / total}%` : "0";
+  $("audit-export").href = param("/api/audit/export", { drop_duplicates: $("audit-drop-duplicates").checked ? "true" : "" });
+  $("audit-labels").replaceChildren(...a.labels.map((l) => { const o = el("option"); o.value = l; return o; }));
+  auditSelect(Math.min(a.current, Math.max(0, a.findings.length - 1)), false);
+}
+
+function auditSelect(i, scroll = true) {
+  const a = state.audit;
+  if (!a.findings.length) return;
+  a.current = Math.max(0, Math.min(i, a.findings.length - 1));
+  const cards = $("audit-list").children;
+  for (let n = 0; n < cards.length; n++) cards[n].classList.toggle("current", n === a.current);
+  if (scroll && cards[a.current]) cards[a.current].scrollIntoView({ block: "nearest" });
+}
+
+async function loadAudit(type = state.audit.type) {
+  const a = state.audit;
+  a.type = type; a.current = type === a.lastType ? a.current : 0; a.lastType = type;
+  try {
+    const body = await api(param("/api/audit", { type, limit: 1000 }));
+    a.findings = body.findings; a.total = body.total; a.counts = body.counts || {};
+    a.labels = body.labels || []; a.allowed = body.decisions_allowed; a.loaded = true;
+    auditSay(a.allowed ? "" : "Read-only: start `indexer serve --allow-decisions` to record decisions here.");
+    if (body.total > body.findings.length) auditSay(`Showing the first ${body.findings.length} of ${body.total}.`);
+    auditRender();
+    loadPlots();
+  } catch (err) {
+    a.findings = []; a.total = 0; auditRender();
+    auditSay(err.message);
+  }
+}
+
+function loadPlots() {
+  const names = ["nearest", "confidence", "margins", "agreement", "confusion"];
+  $("audit-plot-images").replaceChildren(...names.map((name) => {
+    const img = el("img"); img.alt = `${name} plot`; img.src = param(`/api/audit/plots/${name}.svg`, {});
+    img.addEventListener("error", () => img.remove());
+    return img;
+  }));
+}
+
+async function decide(action, label) {
+  const a = state.audit;
+  const f = a.findings[a.current];
+  if (!f) return;
+  if (!a.allowed) { auditSay("Read-only: start `indexer serve --allow-decisions` to record decisions here."); return; }
+  try {
+    const made = await api(param("/api/audit/decisions", {}), {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: f.id, action, label: label || null }) });
+    f.decision = made.action ? { action: made.action, label: made.label } : null;
+    auditSay("");
+    const next = a.findings.findIndex((g, n) => n > a.current && !g.decision);
+    if (action !== "undo") a.current = next >= 0 ? next : a.current;
+    auditRender();
+    auditSelect(a.current);
+  } catch (err) {
+    auditSay(err.message);
+  }
+}
+
+function openRelabel() {
+  if (!state.audit.findings.length) return;
+  $("audit-relabel").hidden = false;
+  const input = $("audit-relabel-input");
+  const f = state.audit.findings[state.audit.current];
+  input.value = (f && f.suggested_label) || "";
+  input.focus(); input.select();
+}
+function closeRelabel() { $("audit-relabel").hidden = true; $("audit-relabel-input").blur(); }
+function confirmRelabel() {
+  const label = $("audit-relabel-input").value.trim();
+  closeRelabel();
+  if (label) decide("relabel", label);
+}
+$("audit-relabel-ok").addEventListener("click", confirmRelabel);
+$("audit-relabel-input").addEventListener("keydown", (e) => {
+  if (e.key === "Enter") { e.preventDefault(); confirmRelabel(); }
+  if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); closeRelabel(); }
+});
+$("audit-drop-duplicates").addEventListener("change", auditRender);
+
+function auditKey(e) {
+  const keys = { a: () => decide("accept"), r: () => decide("reject"), d: () => decide("drop"), u: () => decide("undo"),
+                 l: openRelabel, j: () => auditSelect(state.audit.current + 1), k: () => auditSelect(state.audit.current - 1),
+                 ArrowDown: () => auditSelect(state.audit.current + 1), ArrowUp: () => auditSelect(state.audit.current - 1) };
+  const act = keys[e.key];
+  if (!act || e.ctrlKey || e.metaKey || e.altKey) return false;
+  e.preventDefault();
+  act();
+  return true;
+}
+
 // -- views, keys, start -------------------------------------------------------------------------------
 
 function showView(view) {
   state.view = view;
-  for (const v of ["search", "labels"]) {
+  for (const v of ["search", "labels", "audit"]) {
     $(`view-${v}`).hidden = v !== view;
     $(`tab-${v}`).classList.toggle("active", v === view);
   }
+  if (view === "audit" && !state.audit.loaded) loadAudit();
 }
 for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
 
@@ -326,6 +489,7 @@ document.addEventListener("keydown", (e) => {
     return;
   }
   if (e.key === "/" && !typingIn) { e.preventDefault(); showView("search"); $("q").focus(); return; }
+  if (state.view === "audit") { if (!typingIn) auditKey(e); return; }
   if (state.view !== "search" || !state.hits.length) return;
   if (typingIn && e.key === "ArrowDown") { document.activeElement.blur(); select(0); e.preventDefault(); return; }
   if (typingIn) return;
@@ -350,7 +514,10 @@ async function start() {
     }));
     select.hidden = indexes.length < 2;
     state.index = indexes.length ? indexes[0].name : null;
-    select.addEventListener("change", () => { state.index = select.value; search(); });
+    select.addEventListener("change", () => {
+      state.index = select.value; state.audit.loaded = false;
+      if (state.view === "audit") loadAudit(); else search();
+    });
     if (indexes.length) $("status").textContent = `${indexes[0].embedded} items · ${indexes[0].model || "no model yet"}`;
   } catch (err) {
     say(err.message);
