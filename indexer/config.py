@@ -32,7 +32,11 @@ T = TypeVar("T")
 DEFAULT_MAX_FILE_SIZE = 256 << 20  # 256 MiB: far above any photo, far below what would exhaust memory
 DEFAULT_FLAT_MAX = 200_000  # embeddings up to which the vectors stay a flat (exact) index
 DEFAULT_LEASE_SECONDS = 60.0  # the term of the ingest lease on a server catalog, renewed every third of it
-DEFAULT_WORKER_NICE = 10  # how much lower than the model's process the decode workers run
+# How much lower than the model's process the decode workers run. 0: with the bulk image tower's
+# single-thread streams a worker no longer stalls the model when it takes a core, and at a lower priority
+# it starved while both streams ran, then decoded alone on one core while the other idled (measured on
+# 2 cores, ViT-B-32-256 bf16: end-to-end / tower alone 0.52 at nice 10, 0.59 at nice 0; scripts/bench_ingest.py).
+DEFAULT_WORKER_NICE = 0
 
 
 def _env(name: str, parse: Callable[[str], T], what: str) -> Optional[T]:

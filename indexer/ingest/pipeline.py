@@ -4,8 +4,9 @@ With ``workers=0`` the reading runs in the calling process. Otherwise each worke
 (``spawn``: it imports only Pillow, numpy and indexer's reading code, never torch, OpenVINO or the
 model, and shares no memory or locks with the model's process), reads its share of the pending items
 (``read.iter_pending``), groups them into batches and sends them through a bounded queue, so at most
-``prefetch`` batches per worker wait in memory. Workers run at a lower priority than the model: on a
-CPU the model is the bottleneck, and a worker needs only a sliver of a core to keep the queue full.
+``prefetch`` batches per worker wait in memory. Workers run at the model's priority unless
+``Settings.worker_nice`` says otherwise: a worker blocks once the queue is full, so it takes the share
+of the cores that decoding needs and no more, and the queue keeps the model fed.
 
 A worker that dies (killed by its decode watchdog, out of memory, crashed) stops the loader with
 ``WorkerLost``: the items not committed yet are still pending in the catalog, so the caller records the
