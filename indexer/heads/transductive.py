@@ -30,13 +30,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import HeadError
+from ..query.mixture import blocks, fit_mixture, quadratic
 
-_CHUNK = 8192  # unlabelled items per block: memory grows with this x classes, not with the collection
 _CACHE: "OrderedDict[bytes, Refined]" = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -90,8 +89,7 @@ def pooled_covariance(x: np.ndarray, y: np.ndarray, means: np.ndarray, seen: np.
 
 
 def _quadratic(v: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Row-wise ``v P v``."""
-    return np.einsum("nd,nd->n", v @ precision, v)
+    return quadratic(v, precision)
 
 
 def _background(x: np.ndarray, unlabelled: np.ndarray, shrink: float) -> np.ndarray:
@@ -99,34 +97,13 @@ def _background(x: np.ndarray, unlabelled: np.ndarray, shrink: float) -> np.ndar
     of the whole collection's mean and shrunk covariance."""
     n, d = len(x) + len(unlabelled), x.shape[1]
     total, outer = x.sum(axis=0).astype(np.float64), x.T.astype(np.float64) @ x
-    for i in range(0, len(unlabelled), _CHUNK):
-        u = unlabelled[i:i + _CHUNK].astype(np.float64)
+    for _, u in blocks(unlabelled):
         total += u.sum(axis=0)
         outer += u.T @ u
     mean = total / n
     covariance = shrunk(outer / n - np.outer(mean, mean), shrink) + 1e-9 * np.eye(d)
     precision, log_det = np.linalg.inv(covariance), float(np.linalg.slogdet(covariance)[1])
-    return np.concatenate([-0.5 * (_quadratic(unlabelled[i:i + _CHUNK].astype(np.float64) - mean, precision) + log_det)
-                           for i in range(0, len(unlabelled), _CHUNK)])
-
-
-def _e_step(unlabelled: np.ndarray, means: np.ndarray, precision: np.ndarray, spread: np.ndarray, log_det: float,
-            log_weights: np.ndarray, background: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(items, their ``u P u``, posteriors over the classes and the background, last column) per block."""
-    k, d = means.shape
-    precision_means = means @ precision
-    offsets = np.einsum("kd,kd->k", precision_means, means)
-    for i in range(0, len(unlabelled), _CHUNK):
-        u = unlabelled[i:i + _CHUNK].astype(np.float64)
-        uu = _quadratic(u, precision)
-        distance = uu[:, None] - 2 * u @ precision_means.T + offsets  # Mahalanobis under S
-        log_p = np.empty((len(u), k + 1))
-        log_p[:, :k] = -0.5 * (distance / spread + d * np.log(spread) + log_det)
-        log_p[:, k] = background[i:i + _CHUNK]
-        log_p += log_weights
-        log_p -= log_p.max(axis=1, keepdims=True)
-        posterior = np.exp(log_p)
-        yield u, uu, posterior / posterior.sum(axis=1, keepdims=True)
+    return np.concatenate([-0.5 * (_quadratic(u - mean, precision) + log_det) for _, u in blocks(unlabelled)])
 
 
 def refine_means(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndarray, seen: np.ndarray,
@@ -160,9 +137,8 @@ def _refine(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndar
             unlabelled: np.ndarray, iterations: int, prior: float, start_spread: float, shrink: float) -> Refined:
     k, d = means.shape
     start = means.astype(np.float64)
-    means = start.copy()
     if len(unlabelled) == 0 or iterations == 0:
-        return Refined(means, np.full(k, -np.log(k)), np.zeros(k), 0.0, 1.0, np.full(len(unlabelled), -1),
+        return Refined(start.copy(), np.full(k, -np.log(k)), np.zeros(k), 0.0, 1.0, np.full(len(unlabelled), -1),
                        np.zeros(len(unlabelled)))
     covariance = covariance + 1e-9 * np.eye(d)
     precision, log_det = np.linalg.inv(covariance), float(np.linalg.slogdet(covariance)[1])
@@ -171,38 +147,15 @@ def _refine(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndar
     sums = np.zeros((k, d))
     np.add.at(sums, y, x)
     s_seen = float(_quadratic(x - start[y], precision).mean()) / d
-    s_unseen = start_spread * s_seen
-    anchor = prior * (~seen).astype(np.float64)
-    background = _background(x, unlabelled, shrink)
-    log_weights = np.full(k + 1, -np.log(k + 1))  # the last: the background
-    for _ in range(iterations):
-        spread = np.where(seen, s_seen, s_unseen)
-        taken, weighted, squares = np.zeros(k + 1), np.zeros((k, d)), np.zeros(k)
-        for u, uu, posterior in _e_step(unlabelled, means, precision, spread, log_det, log_weights, background):
-            taken += posterior.sum(axis=0)
-            weighted += posterior[:, :k].T @ u
-            squares += posterior[:, :k].T @ uu
-        mass = counts + taken[:k] + anchor
-        means = (sums + weighted + anchor[:, None] * start) / np.maximum(mass, 1e-12)[:, None]
-        log_weights = np.log((taken + 1.0) / (taken.sum() + k + 1))
-        # The unseen classes' shared spread, from their posteriors around the new means (exact: expanded).
-        unseen = ~seen
-        mine = taken[:k][unseen]
-        if mine.sum() > 1e-9:
-            pm = means[unseen] @ precision
-            scatter = squares[unseen] - 2 * np.einsum("kd,kd->k", pm, weighted[unseen]) \
-                + mine * np.einsum("kd,kd->k", pm, means[unseen])
-            s_unseen = max(s_seen, float(scatter.sum()) / (d * float(mine.sum())))
-    # A last E step: each unlabelled item's most probable component (-1: the background) and its posterior.
-    labels, confidence = np.empty(len(unlabelled), np.int64), np.empty(len(unlabelled))
-    spread, at = np.where(seen, s_seen, s_unseen), 0
-    for u, _, posterior in _e_step(unlabelled, means, precision, spread, log_det, log_weights, background):
-        best = posterior.argmax(axis=1)
-        labels[at:at + len(u)] = np.where(best == k, -1, best)
-        confidence[at:at + len(u)] = posterior.max(axis=1)
-        at += len(u)
-    return Refined(means, log_weights[:k], taken[:k], float(taken[k] / len(unlabelled)), s_unseen / s_seen, labels,
-                   confidence)
+    # Seen classes: group 0, their labelled items' spread, kept; unseen: group 1, one learnt spread.
+    mixture = fit_mixture(unlabelled, start, precision, log_det=log_det,
+                          spreads=np.where(seen, s_seen, start_spread * s_seen), groups=(~seen).astype(np.int64),
+                          learn=(False, True), floors=(s_seen, s_seen), iterations=iterations,
+                          anchor=prior * (~seen).astype(np.float64), fixed_sums=sums, fixed_counts=counts,
+                          background=_background(x, unlabelled, shrink))
+    unseen_spread = float(mixture.spreads[~seen][0]) if (~seen).any() else s_seen
+    return Refined(mixture.means, mixture.log_weights, mixture.taken, mixture.background_share,
+                   unseen_spread / s_seen, mixture.labels, mixture.confidence)
 
 
 def pseudo_labelled(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, unlabelled: np.ndarray, *,
