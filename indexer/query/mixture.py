@@ -105,10 +105,11 @@ def fit_mixture(unlabelled: np.ndarray, start: np.ndarray, precision: np.ndarray
                 groups: np.ndarray, learn: Sequence[bool], floors: Sequence[float], iterations: int,
                 anchor: np.ndarray, fixed_sums: Optional[np.ndarray] = None,
                 fixed_counts: Optional[np.ndarray] = None, background: Optional[np.ndarray] = None,
-                text: Optional[TextPrior] = None, weight_prior: float = 1.0, log_det: Optional[float] = None
-                ) -> Mixture:
+                text: Optional[TextPrior] = None, weight_prior: float = 1.0, log_det: Optional[float] = None,
+                start_weights: Optional[np.ndarray] = None) -> Mixture:
     """EM from ``start`` (classes, d) over ``unlabelled`` (items, d; normalised). ``spreads`` the classes'
-    starting spreads, ``groups`` each class's spread group (0..G-1), ``learn``/``floors`` per group.
+    starting spreads, ``start_weights`` the components' starting mixing weights (equal by default),
+    ``groups`` each class's spread group (0..G-1), ``learn``/``floors`` per group.
     Float64 throughout; ``unlabelled`` is read block by block."""
     k, d = start.shape
     start = start.astype(np.float64)
@@ -118,7 +119,8 @@ def fit_mixture(unlabelled: np.ndarray, start: np.ndarray, precision: np.ndarray
     sums = np.zeros((k, d)) if fixed_sums is None else fixed_sums.astype(np.float64)
     counts = np.zeros(k) if fixed_counts is None else fixed_counts.astype(np.float64)
     components = k + (background is not None)
-    log_weights = np.full(components, -np.log(components))
+    log_weights = np.full(components, -np.log(components)) if start_weights is None \
+        else np.log(np.asarray(start_weights, dtype=np.float64) / np.sum(start_weights))
     taken = np.zeros(components)
     n = len(unlabelled)
     for _ in range(iterations if n else 0):
