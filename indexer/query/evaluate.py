@@ -166,14 +166,21 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
 
 def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
              calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None,
-             head: Optional[str] = None, compare: bool = False) -> EvalReport:
+             head: Optional[str] = None, compare: bool = False, transductive: bool = False) -> EvalReport:
     """Evaluates the index's model on ``dataset``, whose pictures the index must hold (ingest it first).
     Pictures that could not be read are counted as ``unreadable`` and left out.
 
     With ``head`` the scores are the stored head's over the dataset's classes (every one must be among
     the head's), and ``unseen`` defaults to the head's unseen classes. With ``compare`` the report gets
     a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
-    same pictures and the same unseen classes."""
+    same pictures and the same unseen classes.
+
+    With ``transductive`` the dataset's pictures are classified as one collection, without any label
+    (``query.transduce``; labels are read only to score the answers): ``transductive`` in the report says
+    whether the guard let transduction answer or fell back to plain zero-shot, and why."""
+    if transductive and head is not None:
+        raise QueryError("transductive evaluation scores by the labels' text embeddings; it does not take a head",
+                         param="transductive")
     pairs = load_dataset(dataset, mapping)
     found, embeddings = ctx.catalog.embeddings.for_uris([p for p, _ in pairs])
     if not found.any():
@@ -186,9 +193,14 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
                          "first (`indexer eval` does)")
     classes = sorted({label for _, label in pairs})
     truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok], dtype=np.int64)
-    plain = LabelScores.build(ctx.texts, classes, templates).scores(embeddings)
+    scorer = LabelScores.build(ctx.texts, classes, templates)
+    plain = scorer.scores(embeddings)
     scores = plain
     extra: dict[str, Any] = {}
+    if transductive:
+        transduced = scorer.transduced(embeddings)
+        scores = transduced.scores
+        extra["transductive"] = transduced.guard
     # The measured pictures' items, read once for every head's check of its unlabelled training items.
     stored = ctx.catalog.items.by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
         if head is not None or compare else {}
