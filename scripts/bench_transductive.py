@@ -47,6 +47,8 @@ import numpy as np  # noqa: E402
 
 from indexer import open_index, synthetic  # noqa: E402
 from indexer.query.evaluate import load_dataset  # noqa: E402
+from indexer.query.gzsl import figures_of_predictions, tune_calibration  # noqa: E402
+from indexer.query.scoring import LabelScores  # noqa: E402
 from tests import held_out_renderers  # noqa: E402
 from tests.plain_shapes import write_plain_folder  # noqa: E402
 
@@ -56,6 +58,7 @@ SEEDS = {"drawn": 2, "plain": 3, "sketch": held_out_renderers.FROZEN["seeds"]["s
          "field": held_out_renderers.FROZEN["seeds"]["field"]}
 PER_CLASS = {"drawn": 30, "plain": 20, "sketch": 30, "field": 30}
 HELD_OUT = ("sketch", "field")
+UNSEEN_MASK = np.array([c in set(UNSEEN) for c in CLASSES])
 LABELLED, POOL_UNSEEN = 20, 20
 
 
@@ -104,6 +107,100 @@ def set_embeddings(index, folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return embeddings, truth
 
 
+def figures(scores: np.ndarray, truth: np.ndarray) -> dict:
+    predicted = scores.argmax(axis=1)
+    f = figures_of_predictions(predicted, truth, UNSEEN_MASK)
+    return {"top1": float(np.mean(predicted == truth)), "S": f["seen_accuracy"], "U": f["unseen_accuracy"],
+            "H": f["harmonic_mean"]}
+
+
+def calibrated(scores: np.ndarray, truth: np.ndarray) -> dict:
+    """Calibrated stacking, its constant two-fold cross-validated on the set itself."""
+    fold = np.random.default_rng(0).permutation(len(truth)) % 2
+    predicted = np.empty(len(truth), dtype=np.int64)
+    for k in (0, 1):
+        gamma = tune_calibration(scores[fold != k], truth[fold != k], UNSEEN_MASK)
+        predicted[fold == k] = (scores[fold == k] - gamma * ~UNSEEN_MASK).argmax(axis=1)
+    one_hot = np.eye(len(CLASSES))[predicted]
+    return figures(one_hot, truth)
+
+
+def method_rows(index, work: Path, heads: bool) -> dict[str, dict[str, dict]]:
+    """{method: {set: figures}}."""
+    scorer = LabelScores.build(index.context.texts, CLASSES)
+    table: dict[str, dict[str, dict]] = {}
+    for name in SEEDS:
+        x, y = set_embeddings(index, work / name / "test")
+        plain = scorer.scores(x)
+        table.setdefault("plain cosine", {})[name] = figures(plain, y)
+        table.setdefault("calibrated stacking (per-set 2-fold)", {})[name] = calibrated(plain, y)
+        guarded = scorer.transduced(x)
+        row = figures(guarded.scores, y) | {"used": guarded.used}
+        table.setdefault("transductive (default, guarded)", {})[name] = row
+        table.setdefault("transductive, guard off", {})[name] = figures(scorer.transduced(x, guard=False).scores, y)
+        if not heads:
+            continue
+        for method in ("generative", "projection"):
+            for pool, suffix in (("none", ""), ("pool", " + pool")):
+                unlabelled = "none" if pool == "none" else str(work / name)
+                started = time.perf_counter()
+                head = index.train_head(f"{name}-{method}{suffix}", work / name / "labelled.csv", CLASSES,
+                                        method=method, unlabelled=unlabelled, replace=True)
+                scores = LabelScores(CLASSES, None, 1.0, head).scores(x)
+                table.setdefault(f"head {method}{suffix}", {})[name] = figures(scores, y) | {
+                    "calibration": round(head.calibration, 3), "fallback": head.hparams.get("fallback")}
+                print(f"# {name} {method}{suffix}: {time.perf_counter() - started:.0f} s, calibration "
+                      f"{head.calibration:.3f}", file=sys.stderr, flush=True)
+    return table
+
+
+def print_table(table: dict[str, dict[str, dict]]) -> None:
+    sets = list(SEEDS)
+    header = "| method | " + " | ".join(f"{s}{' (held out)' if s in HELD_OUT else ' (dev)'} top-1 / S / U / H"
+                                        for s in sets) + " |"
+    print(header)
+    print("| --- |" + " ---: |" * len(sets))
+    for method, by_set in table.items():
+        cells = []
+        for s in sets:
+            f = by_set.get(s)
+            if f is None:
+                cells.append("")
+                continue
+            note = "" if f.get("used", True) else " (fell back)"
+            cells.append(f"{f['top1']:.3f} / {f['S']:.3f} / {f['U']:.3f} / **{f['H']:.3f}**{note}")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+def guard_cases(index, work: Path) -> None:
+    """Transductive (default, guarded) and plain top-1 on collections with little to work with."""
+    scorer = LabelScores.build(index.context.texts, CLASSES)
+    print("\n| set | case | items | plain top-1 | transductive top-1 | difference | guard |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for name in SEEDS:
+        x, y = set_embeddings(index, work / name / "test")
+        rng = np.random.default_rng(11)
+        cases = []
+        for _ in range(3):
+            m = np.isin(y, rng.choice(len(CLASSES), 6, replace=False))
+            cases.append(("6 of 48 classes", np.flatnonzero(m)))
+        for _ in range(3):
+            c = int(rng.integers(len(CLASSES)))
+            big, rest = np.flatnonzero(y == c), np.flatnonzero(y != c)
+            cases.append(("one class 80 %", np.concatenate([big, rng.choice(rest, len(big) // 4, replace=False)])))
+        for _ in range(3):
+            m = np.isin(y, rng.choice(len(CLASSES), 36, replace=False))
+            cases.append(("12 listed classes absent", np.flatnonzero(m)))
+        for _ in range(3):
+            cases.append(("50 items", rng.choice(len(y), 50, replace=False)))
+        for case, idx in cases:
+            plain = float(np.mean(scorer.scores(x[idx]).argmax(axis=1) == y[idx]))
+            t = scorer.transduced(x[idx])
+            ours = float(np.mean(t.scores.argmax(axis=1) == y[idx]))
+            why = "used" if t.used else "fell back: " + t.guard["reason"].split(":")[0]
+            print(f"| {name} | {case} | {len(idx)} | {plain:.3f} | {ours:.3f} | {ours - plain:+.3f} | {why} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -126,6 +223,9 @@ def main() -> None:
             np.savez(args.dump, **arrays)
             print(f"# wrote {args.dump}", file=sys.stderr)
             return
+        print_table(method_rows(index, args.work, heads=not args.no_heads))
+        if args.guard:
+            guard_cases(index, args.work)
 
 
 if __name__ == "__main__":
