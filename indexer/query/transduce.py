@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .mixture import TextPrior, blocks, fit_mixture, log_posteriors, normalised
+from .mixture import CHUNK, TextPrior, blocks, fit_mixture, log_posteriors, normalised
 
 SETTINGS: dict[str, float] = {
     "text_weight": 20.0, "iterations": 10, "shrink": 0.2, "anchor": 1.0, "weight_prior": 0.1,
@@ -53,8 +53,10 @@ class Transduced:
 
 
 def _plain(embeddings: np.ndarray, text: np.ndarray) -> np.ndarray:
-    return np.concatenate([u @ text.T.astype(np.float64) for _, u in blocks(embeddings)]) if len(embeddings) \
-        else np.zeros((0, len(text)))
+    """Plain zero-shot's cosines, computed as ``LabelScores.scores`` computes them (the same numbers)."""
+    if not len(embeddings):
+        return np.zeros((0, len(text)), np.float32)
+    return np.concatenate([embeddings[i:i + CHUNK] @ text.T for i in range(0, len(embeddings), CHUNK)])
 
 
 def transduce(embeddings: np.ndarray, text: np.ndarray, scale: float, guard: bool = True,
