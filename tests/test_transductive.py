@@ -124,3 +124,24 @@ def test_a_small_collection_falls_back_to_plain_predictions(built_index):
         assert runs[0] == runs[1]
         scorer = LabelScores.build(index.context.texts, list(TEST_CLASSES))
         assert scorer.transduced(np.zeros((0, index.dim), np.float32)).scores.shape == (0, len(TEST_CLASSES))
+
+
+def test_the_service_classifies_transductively_and_says_what_the_guard_did(collection):
+    import time
+
+    import httpx
+
+    from .live_server import live_server
+
+    with live_server({"shapes": collection / "index"}) as url, httpx.Client(base_url=url, timeout=60) as client:
+        run = client.post("/api/classify", json={"labels": list(TEST_CLASSES), "transductive": True})
+        assert run.status_code == 202, run.text
+        for _ in range(400):
+            state = client.get(f"/api/classify/{run.json()['id']}").json()
+            if state["state"] != "running":
+                break
+            time.sleep(0.05)
+        assert state["state"] == "done" and state["total"] == 144, state
+        assert state["transductive"]["used"] is True and sum(state["counts"].values()) == 144
+        plain = client.post("/api/classify", json={"labels": list(TEST_CLASSES)}).json()
+        assert plain["transductive"] is None
