@@ -123,10 +123,12 @@ def fit_mixture(unlabelled: np.ndarray, start: np.ndarray, precision: np.ndarray
         else np.log(np.asarray(start_weights, dtype=np.float64) / np.sum(start_weights))
     taken = np.zeros(components)
     n = len(unlabelled)
+    # Every item's u S^-1 u once: the covariance is fixed, only the means move.
+    quadratics = np.concatenate([quadratic(u, precision) for _, u in blocks(unlabelled)]) if n else np.zeros(0)
     for _ in range(iterations if n else 0):
         taken, weighted, squares = np.zeros(components), np.zeros((k, d)), np.zeros(k)
         for i, u in blocks(unlabelled):
-            uu = quadratic(u, precision)
+            uu = quadratics[i:i + len(u)]
             posterior = normalised(log_posteriors(u, means, precision, log_det, spreads, log_weights,
                                                   None if background is None else background[i:i + len(u)], text, uu))
             taken += posterior.sum(axis=0)
@@ -145,7 +147,8 @@ def fit_mixture(unlabelled: np.ndarray, start: np.ndarray, precision: np.ndarray
     labels, confidence = np.full(n, -1, np.int64), np.zeros(n)
     for i, u in blocks(unlabelled):
         posterior = normalised(log_posteriors(u, means, precision, log_det, spreads, log_weights,
-                                              None if background is None else background[i:i + len(u)], text))
+                                              None if background is None else background[i:i + len(u)], text,
+                                              quadratics[i:i + len(u)]))
         best = posterior.argmax(axis=1)
         labels[i:i + len(u)] = np.where(best == k, -1, best)
         confidence[i:i + len(u)] = posterior.max(axis=1)

@@ -87,16 +87,15 @@ def transduce(embeddings: np.ndarray, text: np.ndarray, scale: float, guard: boo
     prior = TextPrior(text.astype(np.float64), scale, s["text_weight"])
     # Starting means and a diagonal covariance from the plain zero-shot probabilities.
     mass, sums, d = np.zeros(k), np.zeros((k, text.shape[1])), text.shape[1]
+    squares = np.zeros((k, d))
     for _, u in blocks(embeddings):
         p = np.exp(prior.log_probabilities(u))
         mass += p.sum(axis=0)
         sums += p.T @ u
+        squares += p.T @ (u * u)
     start = sums / np.maximum(mass, 1e-12)[:, None]
-    variance = np.zeros(d)
-    for _, u in blocks(embeddings):
-        p = np.exp(prior.log_probabilities(u))
-        variance += np.einsum("nk,nkd->d", p, (u[:, None, :] - start[None]) ** 2) if len(u) * k * d < 5e7 else \
-            sum(p[:, c] @ (u - start[c]) ** 2 for c in range(k))
+    # Sum over classes of each class's weighted squared deviations from its start (expanded: one pass).
+    variance = (squares - 2 * start * sums + mass[:, None] * start ** 2).sum(axis=0)
     variance = variance / n
     variance = (1 - s["shrink"]) * variance + s["shrink"] * variance.mean() + 1e-12
     precision = 1.0 / variance
