@@ -159,9 +159,23 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
         from ..query.scoring import label_embeddings
 
         descriptions = label_embeddings(ctx.texts, classes, templates)
+    found, start = None, "none"
+    if pool is not None and attributes is None:
+        # Label-free transduction of the unlabelled items over the head's classes: where each class's
+        # cluster is, the start of EM for the unseen classes (transductive.start_means).
+        from ..query.scoring import LabelScores
+        from .fit import check_unlabelled
+
+        transduced = LabelScores(classes, descriptions, ctx.texts.logit_scale).transduced(
+            check_unlabelled(pool, descriptions.shape[1]))
+        found = transduced.found_means()
+        start = "transduced" if found is not None else f"regressed (transduction fell back: {transduced.guard['reason']})"
+    elif pool is not None:
+        start = "regressed (attribute descriptions: no text classifier to transduce with)"
     fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator,
-                      unlabelled=pool)
+                      unlabelled=pool, found_means=found)
     hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed, "unlabelled": choice,
+               "em_start": start,
                "descriptions": "attributes" if attributes is not None else "text",
                "templates": None if attributes is not None else templates}
     figures = {"items": int(len(labels)), "unreadable_items_left_out": unreadable, "seen_classes": int(seen.sum()),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -73,6 +74,21 @@ def regress_means(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray,
     alpha = np.linalg.solve(a_s @ a_s.T + ridge * np.eye(len(seen_ids)), means[seen_ids] - mu_bar)
     predicted = mu_bar + (a - a_bar) @ a_s.T @ alpha
     means[~seen] = predicted[~seen]
+    return means
+
+
+def start_means(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, ridge: float,
+                found: Optional[np.ndarray] = None) -> np.ndarray:
+    """EM's starting means: ``regress_means``, each unseen class's replaced by the mean label-free
+    transduction found for it in the collection (``found``: a row per class, NaN where it found none;
+    ``query.transduce.Transduced.found_means``). The regression places an unseen class where the seen
+    classes' text-to-image map predicts; the backbone embeds truly unseen pictures elsewhere, often
+    nearer a seen class of the same colour or shape, whose tight component then takes them. Transduction
+    found the class's cluster from its name and the collection itself."""
+    means = regress_means(x, y, a, seen, ridge)
+    if found is not None:
+        use = ~seen & ~np.isnan(found).any(axis=1)
+        means[use] = found[use]
     return means
 
 
@@ -160,10 +176,11 @@ def _refine(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndar
 
 def pseudo_labelled(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, unlabelled: np.ndarray, *,
                     ridge: float = 0.1, shrink: float = 0.2, iterations: int = 10, prior: float = 1.0,
-                    threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray, Refined]:
+                    threshold: float = 0.9, found: Optional[np.ndarray] = None
+                    ) -> tuple[np.ndarray, np.ndarray, Refined]:
     """(items, unseen classes) of the unlabelled items EM gives to an unseen class with a posterior of at
     least ``threshold``, and the refinement itself: self-training data for the projection head."""
-    means = regress_means(x, y, a, seen, ridge)
+    means = start_means(x, y, a, seen, ridge, found)
     refined = refine_means(x, y, means, pooled_covariance(x, y, means, seen, shrink), seen, unlabelled,
                            iterations=iterations, prior=prior, shrink=shrink)
     pick = (refined.labels >= 0) & (refined.confidence >= threshold)

@@ -47,6 +47,15 @@ class Transduced:
     scale: float
     used: bool
     guard: dict[str, Any] = field(default_factory=dict)
+    means: Optional[np.ndarray] = None  # (labels, d) where the mixture put each label, when it was used
+    taken: Optional[np.ndarray] = None  # (labels,) the items each label's component took (sum of posteriors)
+
+    def found_means(self, min_items: float = 2.0) -> Optional[np.ndarray]:
+        """The mixture's means, NaN rows for labels that took fewer than ``min_items`` items; None when
+        transduction was not used. What a head's unseen classes start from (``heads.transductive``)."""
+        if not self.used or self.means is None or self.taken is None:
+            return None
+        return np.where((self.taken >= min_items)[:, None], self.means, np.nan)
 
     def probabilities(self) -> np.ndarray:
         return normalised(self.scores * self.scale)
@@ -114,4 +123,4 @@ def transduce(embeddings: np.ndarray, text: np.ndarray, scale: float, guard: boo
     if guard and changed > s["max_changed"]:
         return fall_back(f"transduction changed {changed:.0%} of the answers (more than {s['max_changed']:.0%}): "
                          "it re-drew the classes rather than refined them")
-    return Transduced(scores, 1.0, True, record | {"used": True, "reason": None})
+    return Transduced(scores, 1.0, True, record | {"used": True, "reason": None}, mixture.means, mixture.taken)
