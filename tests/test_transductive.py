@@ -145,3 +145,57 @@ def test_the_service_classifies_transductively_and_says_what_the_guard_did(colle
         assert state["transductive"]["used"] is True and sum(state["counts"].values()) == 144
         plain = client.post("/api/classify", json={"labels": list(TEST_CLASSES)}).json()
         assert plain["transductive"] is None
+
+
+# -- the heads: EM's unseen classes start where transduction found them; calibration never adds seen bias --
+
+
+def test_heads_start_unseen_classes_where_their_clusters_were_found():
+    from indexer.heads.generative import train_generative
+    from indexer.heads.transductive import regress_means, start_means
+    from indexer.query.gzsl import gzsl_figures
+
+    from .test_heads_unlabelled import displaced
+
+    data = displaced(seed=4, offset=2.0)
+    args = (data["x"], data["y"], data["a"], data["seen"])
+    found = np.where(data["seen"][:, None], np.nan, data["centres"])  # a label-free search's answer
+    found[np.flatnonzero(~data["seen"])[0]] = np.nan  # one class it did not find
+    start = start_means(*args, ridge=0.1, found=found)
+    regressed = regress_means(*args, ridge=0.1)
+    unseen = np.flatnonzero(~data["seen"])
+    assert np.array_equal(start[unseen[1:]], found[unseen[1:]])
+    assert np.array_equal(start[unseen[0]], regressed[unseen[0]]) and np.array_equal(start[data["seen"]],
+                                                                                    regressed[data["seen"]])
+    h = {}
+    for name, given in (("regressed", None), ("found", found)):
+        layer = train_generative(*args, seed=0, unlabelled=data["pool"], found_means=given)
+        h[name] = gzsl_figures(layer.logits(data["x_test"]), data["y_test"], ~data["seen"])["unseen_accuracy"]
+    assert h["found"] >= h["regressed"], h
+
+
+def test_calibration_tuned_for_a_head_is_never_negative():
+    from indexer.query.gzsl import tune_calibration
+
+    # Unseen pictures are fine; seen pictures lose to an unseen label unless seen scores are raised.
+    truth = np.array([0, 0, 1, 1])
+    scores = np.array([[0.5, 0.6], [0.5, 0.6], [0.1, 0.9], [0.2, 0.8]])
+    unseen = np.array([False, True])
+    assert tune_calibration(scores, truth, unseen) < 0
+    assert tune_calibration(scores, truth, unseen, non_negative=True) == 0.0
+
+
+def test_a_trained_head_records_how_its_em_started(tmp_path, collection):
+    import shutil
+
+    index = tmp_path / "index"
+    shutil.copytree(collection / "index", index)
+    seen = [c for c in TEST_CLASSES if c not in ("red star", "blue square", "green circle")]
+    labels = tmp_path / "labels.csv"
+    pictures = sorted((collection / "pictures").rglob("*.jpg"))
+    rows = [(p, p.parent.name.replace("_", " ")) for p in pictures]
+    labels.write_text("path,label\n" + "".join(f"{p},{c}\n" for p, c in rows[::4] if c in seen))
+    with open_index(index) as opened:
+        head = opened.train_head("t", labels, list(TEST_CLASSES), grid=[{"widen": 2.0, "clf_steps": 50}])
+    assert head.hparams["em_start"] == "transduced", head.hparams["em_start"]  # 117 unlabelled items, 12 labels
+    assert "saturated" in head.figures["validation"]
