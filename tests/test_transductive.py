@@ -199,3 +199,19 @@ def test_a_trained_head_records_how_its_em_started(tmp_path, collection):
         head = opened.train_head("t", labels, list(TEST_CLASSES), grid=[{"widen": 2.0, "clf_steps": 50}])
     assert head.hparams["em_start"] == "transduced", head.hparams["em_start"]  # 117 unlabelled items, 12 labels
     assert "saturated" in head.figures["validation"]
+
+
+def test_a_head_more_seen_biased_than_plain_on_the_collection_falls_back_to_plain_cosine():
+    from indexer.heads.fit import Linear
+    from indexer.heads.select import Fitted
+    from indexer.heads.train import _safe_layer
+
+    items, truth, text = clusters(classes=6, absent=0, seed=5)
+    seen = np.array([True, True, True, True, False, False])
+    biased = Linear(text.copy(), np.where(seen, 5.0, 0.0).astype(np.float32))  # the seen classes always win
+    fitted = Fitted(biased, 0.0, {}, 0.0)
+    weight, bias, calibration, why = _safe_layer(fitted, items, text, seen, logit_scale=30.0)
+    assert why and "plain cosine" in why and calibration == 0.0
+    assert np.array_equal((items @ weight.T + bias).argmax(axis=1), (items @ text.T).argmax(axis=1))
+    fair = Fitted(Linear(text.copy(), np.zeros(6, np.float32)), 0.0, {}, 0.0)
+    assert _safe_layer(fair, items, text, seen, logit_scale=30.0)[3] is None  # as seen-biased as plain: kept
