@@ -146,8 +146,8 @@ def _calibration(value: Optional[str]) -> Any:
                                     "or 'auto' (two-fold cross-validated).")
 @click.option("--head", help="Score with this stored head instead of plain cosine; --unseen defaults to its unseen "
                              "classes.")
-@click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking and every stored head, "
-                                              "on the same pictures (GZSL figures).")
+@click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking, transductive and "
+                                              "every stored head, on the same pictures (GZSL figures).")
 @click.option("--transductive", is_flag=True, help="Classify the dataset as one collection, label-free: a mixture "
               "fitted to its stored embeddings refines plain zero-shot; guarded, it falls back to plain zero-shot "
               "where it has little to work with (few items, few labels present).")

@@ -255,8 +255,8 @@ def comparison(ctx: "IndexContext", embeddings: np.ndarray, truth: np.ndarray, c
                unseen_mask: np.ndarray, stored: Optional[Mapping[str, tuple[int, int]]] = None
                ) -> list[dict[str, Any]]:
     """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
-    cross-validated on these pictures: a per-set calibration), and each stored head that covers the
-    classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
+    cross-validated on these pictures: a per-set calibration), transductive zero-shot (these pictures
+    as one collection, label-free), and each stored head that covers the classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
     cross_validated = cross_validated_calibration(plain, truth, unseen_mask)
     constants = cross_validated.pop("constants")
     rows: list[dict[str, Any]] = [
@@ -265,6 +265,10 @@ def comparison(ctx: "IndexContext", embeddings: np.ndarray, truth: np.ndarray, c
          **cross_validated, **dict(zip(("zsl_unseen_accuracy", "zsl_unseen_accuracy_per_picture"),
                                        zsl_accuracy(plain, truth, unseen_mask)))},
     ]
+    transduced = LabelScores.build(ctx.texts, classes).transduced(embeddings)
+    rows.append({"method": "transductive", "head": None, "calibration": 0.0,
+                 **comparison_figures(transduced.scores, truth, unseen_mask),
+                 **({} if transduced.used else {"warning": "fell back to plain zero-shot: " + transduced.guard["reason"]})})
     unseen = {c for c, u in zip(classes, unseen_mask) if u}
     for listed in list_heads(ctx.catalog, ctx.model):
         name = listed["name"]
