@@ -8,8 +8,8 @@ mixture fitted to them has, over the seen classes' pooled within-class covarianc
 
 - one Gaussian per seen class, ``N(mean, s_seen S)``: ``s_seen`` is the labelled items' own spread, their
   means are anchored by the labelled items (counted in full in every M step);
-- one Gaussian per unseen class, ``N(mean, s_unseen S)``, starting at the predicted mean, pulled back
-  towards it by ``prior`` pseudo-items (a class no unlabelled item belongs to keeps its predicted mean);
+- one Gaussian per unseen class, ``N(mean, s_unseen S)``, starting at the mean label-free transduction
+  found for it (``start_means``; else the predicted mean), pulled back towards it by ``prior`` pseudo-items (a class no unlabelled item belongs to keeps its predicted mean);
   the unseen classes share one spread ``s_unseen``, learnt, never below ``s_seen``, and started
   ``start_spread`` times wider: their places are only predicted, so at first they must reach far;
 - one *background* Gaussian, the spread of the whole collection (labelled and unlabelled, shrunk as
@@ -17,6 +17,7 @@ mixture fitted to them has, over the seen classes' pooled within-class covarianc
   off every cluster), which would otherwise drag an unseen class's mean to them;
 - mixing weights learnt from the posteriors (one pseudo-item each).
 
+The EM itself is ``query.mixture.fit_mixture``, the one transductive classification uses too.
 EM runs a fixed number of iterations (no tolerance to tune, the same result on every machine).
 ``Refined.means`` replaces the predicted means; the classifier is then fitted as without refinement.
 Why these choices (docs/guides/heads.md, "Unlabelled items"; docs/research.md): without the background, a

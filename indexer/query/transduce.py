@@ -16,11 +16,13 @@ fits a Gaussian mixture to the collection (``query.mixture``, the same EM the he
 
 **The guard.** Transduction needs clusters to work with. It is not trusted, and plain zero-shot's
 scores are returned unchanged, when the collection is small against the label set (fewer than
-``min_items_per_label`` items per label or fewer than ``min_items`` items), or when its answer strays
-too far from plain zero-shot's: the share of items whose arg-max changes exceeds ``max_changed`` (EM
-re-drew the classes rather than refined them), or the mixture moved mass off a class plain zero-shot
-gives many items (``max_lost``: a class plain puts more than ``min_support`` items in keeps at least
-that share of them). What was decided, and why, is reported in ``Transduced.guard``.
+``min_items`` items, or fewer than ``min_items_per_label`` per label); when plain zero-shot spreads the
+items over fewer than ``min_present_share`` of the labels (the exponential of its top-1 marginal's
+entropy: most labels absent, or one label holding most items, where such methods are known to fall below
+zero-shot); or when its answer strays too far from plain zero-shot's: more than ``max_changed`` of the
+arg-maxes changed (EM re-drew the classes rather than refined them). What was decided, and why, is
+reported in ``Transduced.guard``. The settings were chosen on the development sets only
+(``indexer.synthetic`` and ``tests/plain_shapes.py`` pictures; docs/figures.md).
 """
 
 from __future__ import annotations
