@@ -28,7 +28,8 @@ terms.
 
 Guard cases (--guard): transductive top-1 against plain on collections where transduction has little to
 work with, each drawn from the held-out sets' pictures (and the development sets', shown apart): 6 of the
-48 classes present (labels: all 48), one class holding 80 % of the items, a label set naming 12 classes
+48 classes present (labels: all 48), one class holding 80 % of the items (small: 30 of a class and a few
+others; large: 240 more pictures of "blue square" or "red circle", seed + 300, and 60 others), a label set naming 12 classes
 absent from the collection (items of 36 classes, 48 labels), and 50 items.
 """
 
@@ -60,6 +61,7 @@ PER_CLASS = {"drawn": 30, "plain": 20, "sketch": 30, "field": 30}
 HELD_OUT = ("sketch", "field")
 UNSEEN_MASK = np.array([c in set(UNSEEN) for c in CLASSES])
 LABELLED, POOL_UNSEEN = 20, 20
+DOMINANT, DOMINANT_CLASSES = 240, ("blue square", "red circle")  # a seen and an unseen class, for the 80 % case
 
 
 def _draw(name: str, root: Path, classes: list[str], per_class: int, seed: int) -> None:
@@ -97,6 +99,17 @@ def build(work: Path, heads: bool) -> Path:
     done.write_text(json.dumps(SEEDS))
     print(f"# drew and ingested in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return index_path
+
+
+def build_dominant(work: Path, index_path: Path) -> None:
+    """240 more pictures of each of two classes per set (seed + 300), for large one-class-at-80 % cases."""
+    if (work / "built-dominant.json").exists():
+        return
+    for name, seed in SEEDS.items():
+        _draw(name, work / name / "dominant", list(DOMINANT_CLASSES), DOMINANT, seed + 300)
+    with open_index(index_path) as index:
+        index.ingest([work / name / "dominant" for name in SEEDS], progress=False)
+    (work / "built-dominant.json").write_text(json.dumps(SEEDS))
 
 
 def set_embeddings(index, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -175,8 +188,8 @@ def print_table(table: dict[str, dict[str, dict]]) -> None:
 def guard_cases(index, work: Path) -> None:
     """Transductive (default, guarded) and plain top-1 on collections with little to work with."""
     scorer = LabelScores.build(index.context.texts, CLASSES)
-    print("\n| set | case | items | plain top-1 | transductive top-1 | difference | guard |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    print("\n| set | case | items | plain top-1 | transductive top-1 | difference | guard off | guard |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name in SEEDS:
         x, y = set_embeddings(index, work / name / "test")
         rng = np.random.default_rng(11)
@@ -188,17 +201,26 @@ def guard_cases(index, work: Path) -> None:
             c = int(rng.integers(len(CLASSES)))
             big, rest = np.flatnonzero(y == c), np.flatnonzero(y != c)
             cases.append(("one class 80 %", np.concatenate([big, rng.choice(rest, len(big) // 4, replace=False)])))
+        dx, dy = set_embeddings(index, work / name / "dominant")
+        for c in DOMINANT_CLASSES:  # 240 of one class and 60 of the others: 300 items, 80 % one class
+            mine = np.flatnonzero(dy == CLASSES.index(c))
+            others = rng.choice(np.flatnonzero(y != CLASSES.index(c)), len(mine) // 4, replace=False)
+            cases.append((f"one class 80 % ({c}, large)", (np.concatenate([dx[mine], x[others]]),
+                                                         np.concatenate([dy[mine], y[others]]))))
         for _ in range(3):
             m = np.isin(y, rng.choice(len(CLASSES), 36, replace=False))
             cases.append(("12 listed classes absent", np.flatnonzero(m)))
         for _ in range(3):
             cases.append(("50 items", rng.choice(len(y), 50, replace=False)))
         for case, idx in cases:
-            plain = float(np.mean(scorer.scores(x[idx]).argmax(axis=1) == y[idx]))
-            t = scorer.transduced(x[idx])
-            ours = float(np.mean(t.scores.argmax(axis=1) == y[idx]))
+            cx, cy = idx if isinstance(idx, tuple) else (x[idx], y[idx])
+            plain = float(np.mean(scorer.scores(cx).argmax(axis=1) == cy))
+            t = scorer.transduced(cx)
+            ours = float(np.mean(t.scores.argmax(axis=1) == cy))
+            unguarded = float(np.mean(scorer.transduced(cx, guard=False).scores.argmax(axis=1) == cy))
             why = "used" if t.used else "fell back: " + t.guard["reason"].split(":")[0]
-            print(f"| {name} | {case} | {len(idx)} | {plain:.3f} | {ours:.3f} | {ours - plain:+.3f} | {why} |")
+            print(f"| {name} | {case} | {len(cy)} | {plain:.3f} | {ours:.3f} | {ours - plain:+.3f} | {unguarded:.3f} | "
+                  f"{why} |")
 
 
 def main() -> None:
@@ -206,10 +228,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--no-heads", action="store_true")
     parser.add_argument("--guard", action="store_true")
+    parser.add_argument("--guard-only", action="store_true", help="only the guard cases (implies --guard)")
     parser.add_argument("--dump", type=Path, help="write each set's embeddings, truth and text matrix to this .npz")
     args = parser.parse_args()
+    args.guard |= args.guard_only
     args.work.mkdir(parents=True, exist_ok=True)
     index_path = build(args.work, heads=not args.no_heads)
+    if args.guard:
+        build_dominant(args.work, index_path)
     with open_index(index_path) as index:
         if args.dump:
             from indexer.query.scoring import label_embeddings
@@ -223,7 +249,8 @@ def main() -> None:
             np.savez(args.dump, **arrays)
             print(f"# wrote {args.dump}", file=sys.stderr)
             return
-        print_table(method_rows(index, args.work, heads=not args.no_heads))
+        if not args.guard_only:
+            print_table(method_rows(index, args.work, heads=not args.no_heads))
         if args.guard:
             guard_cases(index, args.work)
 
