@@ -153,7 +153,8 @@ class Index:
 
     def classify(self, labels: Sequence[str], templates: str = "default", top_k: int = 1,
                  **options: Any) -> "ClassifyResult":
-        """Zero-shot classification of every embedded item; see ``indexer.query.classify.classify``."""
+        """Zero-shot classification of every embedded item (``transductive=True``: the whole collection at
+        once, label-free, guarded); see ``indexer.query.classify.classify``."""
         from .query.classify import classify
 
         return classify(self.context, labels, templates, top_k, **options)
@@ -161,13 +162,14 @@ class Index:
     def evaluate(self, dataset: Union[str, Path], templates: str = "default",
                  unseen: Optional[Sequence[str]] = None, calibration: Union[float, str, None] = None,
                  mapping: Optional[dict[str, str]] = None, head: Optional[str] = None,
-                 compare: bool = False) -> "EvalReport":
+                 compare: bool = False, transductive: bool = False) -> "EvalReport":
         """Zero-shot accuracy (and GZSL figures with ``unseen``) on a labelled dataset this index holds,
-        by plain cosine or a stored ``head``; ``compare`` adds every method's GZSL figures side by side.
-        See ``indexer.query.evaluate``."""
+        by plain cosine or a stored ``head``; ``compare`` adds every method's GZSL figures side by side;
+        ``transductive`` classifies the dataset as one collection, label-free. See ``indexer.query.evaluate``."""
         from .query.evaluate import evaluate
 
-        return evaluate(self.context, Path(dataset), templates, unseen, calibration, mapping, head, compare)
+        return evaluate(self.context, Path(dataset), templates, unseen, calibration, mapping, head, compare,
+                        transductive)
 
     def audit(self, dataset: Optional["DatasetLabels"] = None, options: Optional["AuditOptions"] = None,
               progress: Optional[Callable[[str, int, int], None]] = None) -> "AuditResult":

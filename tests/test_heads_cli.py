@@ -90,8 +90,10 @@ def test_eval_with_the_head_and_the_comparison(trained):
     assert report["gzsl"]["unseen_classes"] == 2  # the head's unseen classes, without --unseen
     assert report["gzsl"]["uncalibrated"]["unseen_accuracy"] >= 0.5
     methods = [(row["method"], row["head"]) for row in report["comparison"]]
-    assert methods == [("plain cosine", None), ("calibrated stacking", None), ("generative", "shapes")]
-    head_row = report["comparison"][2]
+    assert methods == [("plain cosine", None), ("calibrated stacking", None), ("transductive", None),
+                       ("generative", "shapes")]
+    assert "fell back" in report["comparison"][2]["warning"]  # a few dozen pictures: too few to transduce
+    head_row = report["comparison"][3]
     assert head_row["harmonic_mean"] == report["gzsl"]["uncalibrated"]["harmonic_mean"]
     # Trained with the index's unlabelled items (the default), on an index that held these pictures: the
     # figures are transductive, and both the report and the comparison row say so.

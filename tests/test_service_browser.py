@@ -125,3 +125,10 @@ def test_search_drop_paste_item_labels_keys(page_and_shots, photos):
     assert page.is_hidden("#label-more")  # 14 items or so: one page
     all_loaded(page, "#label-items")
     page.screenshot(path=str(shots / "4-labels.png"), full_page=True)
+
+    # The whole collection at once: 48 items are too few, and the page says it fell back to plain.
+    page.check("#transductive")
+    page.click("#classify")
+    page.wait_for_function("() => document.querySelector('#progress-text').textContent.includes('transductive')")
+    assert "fell back to plain zero-shot" in page.text_content("#progress-text")
+    page.uncheck("#transductive")

@@ -88,6 +88,10 @@ def train(name: str, index_dir: Path, labels_file: Path, classes_file: Path, met
     err(f"trained head {name!r} ({head.method}) on {figures['items']} items of {figures['seen_classes']} seen "
         f"classes for {figures['unseen_classes']} unseen ones{helped} in {figures['train_seconds']:.1f} s; "
         f"calibration {head.calibration:.3g}")
+    if head.hparams.get("fallback"):
+        err("warning: this head scores as " + safe(head.hparams["fallback"]))
+    if figures.get("validation", {}).get("warning"):
+        err("warning: " + safe(figures["validation"]["warning"]))
 
 
 @heads.command("list", context_settings=CONTEXT)

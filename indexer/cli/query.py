@@ -61,13 +61,16 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
 @click.option("--no-store", is_flag=True, help="Do not keep the predictions in the catalog.")
 @click.option("--head", help="Score with this stored head (indexer heads list) instead of plain cosine; the labels "
                              "default to the head's classes.")
+@click.option("--transductive", is_flag=True, help="Classify the whole collection at once, label-free: a mixture "
+              "fitted to its stored embeddings refines plain zero-shot; guarded, it falls back to plain zero-shot "
+              "where it has little to work with (few items, few labels present).")
 @index_option
 @model_options
 @progress_option
 @json_option
 def classify(labels: Optional[str], labels_file: Optional[Path], templates: str, top_k: int, output: Optional[Path],
-             no_store: bool, head: Optional[str], index_dir: Path, progress: Optional[bool], as_json: bool,
-             **model: Any) -> None:
+             no_store: bool, head: Optional[str], transductive: bool, index_dir: Path, progress: Optional[bool],
+             as_json: bool, **model: Any) -> None:
     """Classify every image of the index into one of a set of labels (zero-shot).
 
     Uses the stored embeddings only: no image is read again, and label embeddings are cached, so
@@ -78,12 +81,15 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
       indexer classify --index ./photos-index --labels "cat,dog,bird" --output labels.csv
       indexer classify --index ./photos-index --labels-file species.txt --templates ensemble --top-k 3 --json
       indexer classify --index ./photos-index --head shapes --output labels.csv
+      indexer classify --index ./photos-index --labels-file species.txt --transductive
     """
     from contextlib import ExitStack
 
     from ..query.labels import read_labels
     from ..query.output import Fanout, JsonArrayStream, PredictionWriter, TsvStream, output_format
 
+    if transductive and head is not None:
+        raise click.UsageError("--transductive scores by the labels' text embeddings; it does not take --head")
     label_list = read_labels(labels, labels_file) if labels or labels_file or head is None else None
     if output is not None:
         output_format(output)  # refuse a bad extension before any work
@@ -101,13 +107,22 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
         bars = stack.enter_context(progress_bars(progress_enabled(progress)))
         total = index.count_embedded()
         result = index.classify(label_list, templates, top_k, on_predictions=Fanout(sinks), store=not no_store,
-                                progress=lambda n: bars("classifying", n, total), head=head)
+                                progress=lambda n: bars("classifying", n, total), head=head,
+                                transductive=transductive)
         if stream is not None:
             stream.close()
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.counts.items(), key=lambda kv: -kv[1]))
+    if result.transductive is not None:
+        err(_transductive_line(result.transductive))
     err(f"classified {result.items} images over {len(label_list)} labels" + (f" with head {head!r}" if head else "")
         + f" in {result.seconds:.2f} s ({counts})"
         + (f"; wrote {output}" if output else ""))
+
+
+def _transductive_line(guard: dict[str, Any]) -> str:
+    if guard.get("used"):
+        return (f"transductive: used ({guard['changed']:.1%} of the answers differ from plain zero-shot's)")
+    return f"transductive: fell back to plain zero-shot: {guard.get('reason')}"
 
 
 def _calibration(value: Optional[str]) -> Any:
@@ -131,8 +146,11 @@ def _calibration(value: Optional[str]) -> Any:
                                     "or 'auto' (two-fold cross-validated).")
 @click.option("--head", help="Score with this stored head instead of plain cosine; --unseen defaults to its unseen "
                              "classes.")
-@click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking and every stored head, "
-                                              "on the same pictures (GZSL figures).")
+@click.option("--compare", is_flag=True, help="Add a table: plain cosine, calibrated stacking, transductive and "
+                                              "every stored head, on the same pictures (GZSL figures).")
+@click.option("--transductive", is_flag=True, help="Classify the dataset as one collection, label-free: a mixture "
+              "fitted to its stored embeddings refines plain zero-shot; guarded, it falls back to plain zero-shot "
+              "where it has little to work with (few items, few labels present).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write DIR/eval.html (figures, per-class recall and confusion plots, tables; one offline "
                    "file) and DIR/eval.json.")
@@ -141,9 +159,9 @@ def _calibration(value: Optional[str]) -> Any:
 @progress_option
 @json_option
 def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], unseen_file: Optional[Path],
-                     calibration: Optional[str], head: Optional[str], compare: bool, report_dir: Optional[Path],
-                     index_dir: Path,
-                     progress: Optional[bool], as_json: bool, **model: Any) -> None:
+                     calibration: Optional[str], head: Optional[str], compare: bool, transductive: bool,
+                     report_dir: Optional[Path], index_dir: Path, progress: Optional[bool], as_json: bool,
+                     **model: Any) -> None:
     """Measure zero-shot accuracy of the index's model on a labelled dataset.
 
     DATASET is a folder with one sub-folder per class (class name = folder name with _ as spaces) or
@@ -157,11 +175,14 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
     Examples:
       indexer eval ./heldout --index ./eval-index --model tiny-shapes --unseen unseen.txt --calibration auto
       indexer eval ./heldout --index ./eval-index --head shapes --compare
+      indexer eval ./heldout --index ./eval-index --unseen unseen.txt --transductive
     """
     from ..query.evaluate import dataset_sources, load_dataset
     from ..query.labels import read_class_list, read_mapping
     from .ingest import summary_line
 
+    if transductive and head is not None:
+        raise click.UsageError("--transductive scores by the labels' text embeddings; it does not take --head")
     calibration_value = _calibration(calibration)
     if report_dir is not None:  # refused before any work is done
         try:
@@ -175,7 +196,8 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
         err(f"ingesting {dataset} into {index.path} first (only what the index does not hold yet)")
         with progress_bars(progress_enabled(progress)) as bars:
             err("  " + summary_line(index.ingest(sources, progress=bars, warn=lambda message: None)))
-        report = index.evaluate(dataset, templates, unseen, calibration_value, names, head=head, compare=compare)
+        report = index.evaluate(dataset, templates, unseen, calibration_value, names, head=head, compare=compare,
+                                transductive=transductive)
     if report_dir is not None:
         from ..query.eval_report import write_eval_report
 
@@ -188,6 +210,8 @@ def evaluate_command(dataset: Path, templates: str, mapping: Optional[Path], uns
                + (f", {report.unreadable} unreadable" if report.unreadable else ""))
     click.echo(f"top-1 {report.top1:.1%}   top-5 {report.top5:.1%}   mean per-class recall "
                f"{report.mean_per_class_recall:.1%}")
+    if "transductive" in report.extra:
+        click.echo(_transductive_line(report.extra["transductive"]))
     if report.extra.get("head", {}).get("warning"):
         err("warning: " + safe(report.extra["head"]["warning"]))
     if report.gzsl:

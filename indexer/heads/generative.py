@@ -20,20 +20,21 @@ from torch import nn
 from ..errors import HeadError
 from .fit import Linear, balanced_weights, check_inputs, check_unlabelled, fit_softmax, generator, single_threaded
 from ..query.head import normalise
-from .transductive import Refined, pooled_covariance, refine_means, regress_means
+from .transductive import Refined, pooled_covariance, refine_means, regress_means, start_means
 
 GENERATORS: tuple[str, ...] = ("gaussian", "wgan")
 
 
 def _gaussian_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, per_class: int, ridge: float,
                        shrink: float, widen: float, rng: np.random.Generator, unlabelled: Optional[np.ndarray],
-                       em_iters: int, em_prior: float) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
+                       em_iters: int, em_prior: float, found: Optional[np.ndarray] = None
+                       ) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
     means = regress_means(x, y, a, seen, ridge)
     covariance = pooled_covariance(x, y, means, seen, shrink)
     refined = None
     if unlabelled is not None:
-        refined = refine_means(x, y, means, covariance, seen, unlabelled, iterations=em_iters, prior=em_prior,
-                               shrink=shrink)
+        refined = refine_means(x, y, start_means(x, y, a, seen, ridge, found), covariance, seen, unlabelled,
+                               iterations=em_iters, prior=em_prior, shrink=shrink)
         means = refined.means
     # Unseen classes' means are only predicted (or estimated from unlabelled items): widening their spread
     # makes the classifier leave the seen classes their observed (tight) clusters and give the unseen
@@ -67,7 +68,8 @@ class _Critic(nn.Module):
 def _wgan_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, per_class: int, *, noise: int,
                    hidden: int, gan_steps: int, critic_steps: int, gp: float, cls_weight: float, gan_lr: float,
                    batch: int, widen: float, seed: int, unlabelled: Optional[np.ndarray], ridge: float, shrink: float,
-                   em_iters: int, em_prior: float) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
+                   em_iters: int, em_prior: float, found: Optional[np.ndarray] = None
+                   ) -> tuple[np.ndarray, np.ndarray, Optional[Refined]]:
     """f-CLSWGAN: a conditional WGAN-GP on seen embeddings plus a classification loss from a softmax
     classifier fitted on the real seen embeddings (so generated ones stay class-discriminative). With
     ``unlabelled``, each unseen class's samples keep their shape and move to the mean EM finds (started,
@@ -121,7 +123,7 @@ def _wgan_features(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray
         centres[c] = samples[labels == c].mean(axis=0)
     moved, refined = centres, None
     if unlabelled is not None:  # EM from the same start as the Gaussian's, whatever the GAN learnt
-        start = regress_means(x, y, a, seen, ridge)
+        start = start_means(x, y, a, seen, ridge, found)
         refined = refine_means(x, y, start, pooled_covariance(x, y, start, seen, shrink), seen, unlabelled,
                                iterations=em_iters, prior=em_prior, shrink=shrink)
         moved = refined.means
@@ -138,7 +140,7 @@ def train_generative(features: np.ndarray, labels: np.ndarray, descriptions: np.
                      critic_steps: int = 5, gp: float = 10.0, cls_weight: float = 0.1, gan_lr: float = 1e-3,
                      gan_batch: int = 128, clf_steps: int = 400, clf_lr: float = 1e-2, clf_decay: float = 1e-4,
                      clf_batch: int = 512, clf_scale: Optional[float] = 50.0, unlabelled: Optional[np.ndarray] = None,
-                     em_iters: int = 10, em_prior: float = 1.0) -> Linear:
+                     em_iters: int = 10, em_prior: float = 1.0, found_means: Optional[np.ndarray] = None) -> Linear:
     """Synthesises ``synth_per_class`` embeddings per unseen class, spread ``widen`` times the seen classes'
     within-class spread (unseen classes' places are only predicted, and the backbone embeds truly unseen
     pictures off them, towards seen neighbours), then fits one classifier over all classes: a cosine
@@ -155,13 +157,14 @@ def train_generative(features: np.ndarray, labels: np.ndarray, descriptions: np.
         hp |= {"em_iters": em_iters, "em_prior": em_prior}
     if generator == "gaussian":
         synthetic, synthetic_y, refined = _gaussian_features(x, y, a, seen, synth_per_class, ridge, shrink, widen,
-                                                             rng, u, em_iters, em_prior)
+                                                             rng, u, em_iters, em_prior, found_means)
         hp |= {"ridge": ridge, "shrink": shrink}
     elif generator == "wgan":
         synthetic, synthetic_y, refined = _wgan_features(
             x, y, a, seen, synth_per_class, noise=noise, hidden=hidden, gan_steps=gan_steps,
             critic_steps=critic_steps, gp=gp, cls_weight=cls_weight, gan_lr=gan_lr, batch=gan_batch, widen=widen,
-            seed=seed, unlabelled=u, ridge=ridge, shrink=shrink, em_iters=em_iters, em_prior=em_prior)
+            seed=seed, unlabelled=u, ridge=ridge, shrink=shrink, em_iters=em_iters, em_prior=em_prior,
+            found=found_means)
         hp |= {"ridge": ridge, "shrink": shrink} if u is not None else {}
         hp |= {"noise": noise, "hidden": hidden, "gan_steps": gan_steps, "critic_steps": critic_steps, "gp": gp,
                "cls_weight": cls_weight, "gan_lr": gan_lr, "gan_batch": gan_batch}

@@ -22,7 +22,8 @@ _NORM_CHUNK = 16384  # items per chunk when measuring the mean projected norm
 def train_projection(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray, seen_mask: np.ndarray,
                      seed: int = 0, *, scale: float = 25.0, reg: float = 1e-2, steps: int = 1000, lr: float = 5e-3,
                      batch: int = 512, identity_prior: bool = True, unlabelled: Optional[np.ndarray] = None,
-                     em_iters: int = 10, pseudo_threshold: float = 0.9) -> Linear:
+                     em_iters: int = 10, pseudo_threshold: float = 0.9,
+                     found_means: Optional[np.ndarray] = None) -> Linear:
     """Trains ``W`` on the seen classes' items. With ``identity_prior`` (descriptions are text embeddings of
     the same CLIP, so already in the image space) W starts at, and is pulled towards, the identity by
     ``reg * ||W - I||^2``: a large ``reg`` gives plain CLIP back, and the head moves only as far from
@@ -39,7 +40,7 @@ def train_projection(features: np.ndarray, labels: np.ndarray, descriptions: np.
     trained = seen
     if unlabelled is not None:
         extra, extra_y, _ = pseudo_labelled(x, y, a, seen, check_unlabelled(unlabelled, d), iterations=em_iters,
-                                            threshold=pseudo_threshold)
+                                            threshold=pseudo_threshold, found=found_means)
         x, y = np.concatenate([x, extra.astype(np.float32)]), np.concatenate([y, extra_y])
         trained = seen | np.isin(np.arange(len(seen)), extra_y)
         hp = {"em_iters": em_iters, "pseudo_threshold": pseudo_threshold, "pseudo_labelled_items": int(len(extra_y))}

@@ -97,19 +97,22 @@ def _folds(y: np.ndarray, seen: np.ndarray, rng: np.random.Generator, folds: int
 def fit_head(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray, seen_mask: np.ndarray,
              method: str, seed: int = 0, grid: Optional[Sequence[Mapping[str, Any]]] = None,
              generator: str = "gaussian", folds: int = 2, pseudo_unseen_fraction: float = 0.25,
-             held_out_fraction: float = 0.2, tolerance: float = 0.005, unlabelled: Optional[np.ndarray] = None
-             ) -> Fitted:
+             held_out_fraction: float = 0.2, tolerance: float = 0.005, unlabelled: Optional[np.ndarray] = None,
+             found_means: Optional[np.ndarray] = None) -> Fitted:
     """Chooses hyper-parameters (and the calibration constant) on held-out seen classes, then trains the
     final head on every labelled item. Same inputs and seed, same head.
 
     ``unlabelled`` embeddings (the collection's items without a label, of any class) go to the trainer in
     every fold as in the final training: in a fold its pseudo-unseen classes' unlabelled items are there
-    to be found as the real unseen classes' are."""
+    to be found as the real unseen classes' are. ``found_means`` (where label-free transduction of those
+    items put each class; NaN rows where it found none) are EM's starting means for the unseen classes of
+    every fold and of the final head (``transductive.start_means``)."""
     started = time.perf_counter()
     x, y, a, seen = check_inputs(features, labels, descriptions, seen_mask)
     trainer = trainer_for(method)
     if unlabelled is not None:
-        trainer = functools.partial(trainer, unlabelled=check_unlabelled(unlabelled, x.shape[1]))
+        trainer = functools.partial(trainer, unlabelled=check_unlabelled(unlabelled, x.shape[1]),
+                                    found_means=found_means)
     text = a.shape[1] == x.shape[1]
     candidates = [dict(c) for c in (grid if grid is not None else default_grid(method, text, generator))]
     if not candidates:
@@ -122,7 +125,9 @@ def fit_head(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray,
             layer = trainer(x[fit], y[fit], a, fold_seen, seed=seed + f, **candidate)
             logits, truth = layer.logits(x[~fit]), y[~fit]
             raw.append(per_class_h(logits.argmax(axis=1), truth, ~fold_seen))
-            gamma = tune_calibration(logits, truth, ~fold_seen)
+            # Never below 0: held-out seen classes are easier than truly unseen ones (the backbone knows
+            # them), so a negative constant found on them adds seen bias where it hurts most.
+            gamma = tune_calibration(logits, truth, ~fold_seen, non_negative=True)
             constants.append(gamma)
             hs.append(per_class_h((logits - gamma * fold_seen).argmax(axis=1), truth, ~fold_seen))
             confidence.append(_true_class_probability(logits - gamma * fold_seen, truth, held))
@@ -133,9 +138,17 @@ def fit_head(features: np.ndarray, labels: np.ndarray, descriptions: np.ndarray,
     top = max(row["H"] for row in table)
     best = max((row for row in table if row["H"] >= top - tolerance), key=lambda row: row["pseudo_unseen_confidence"])
     layer = trainer(x, y, a, seen, seed=seed, **best["hparams"])
+    # Every candidate near-perfect on held-out seen classes: validation cannot see how the head treats
+    # truly unseen pictures (the backbone knows the held-out ones), so it cannot say the head helps.
+    saturated = top >= 1 - tolerance
     selection = {"rule": "best mean per-class H on pseudo-unseen seen classes; ties within "
                          f"{tolerance} go to the highest pseudo-unseen true-class probability",
                  "folds": folds, "pseudo_unseen_fraction": pseudo_unseen_fraction,
                  "held_out_fraction": held_out_fraction, "unseen_pictures_used": 0,
-                 "unlabelled_items": 0 if unlabelled is None else int(len(unlabelled)), "candidates": table}
+                 "unlabelled_items": 0 if unlabelled is None else int(len(unlabelled)), "candidates": table,
+                 "saturated": bool(saturated)}
+    if saturated:
+        selection["warning"] = (f"validation saturated (H {top:.3f} on held-out seen classes): it cannot tell whether "
+                                "this head beats plain cosine on truly unseen pictures; compare them on labelled "
+                                "pictures of unseen classes (indexer eval --compare) before relying on it")
     return Fitted(layer, float(best["calibration"]), selection, round(time.perf_counter() - started, 3))

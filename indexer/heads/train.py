@@ -117,6 +117,29 @@ def unlabelled_items(ctx: "IndexContext", unlabelled: str, labelled_uris: Sequen
     return (embeddings if len(ids) else None), (prefix or "all"), len(contents)
 
 
+def _safe_layer(fitted: Any, pool: np.ndarray, descriptions: np.ndarray, seen: np.ndarray, logit_scale: float
+                ) -> tuple[np.ndarray, np.ndarray, float, Optional[str]]:
+    """(weight, bias, calibration, why it fell back or None): the trained layer, or plain cosine's when
+    the head is more biased towards the seen classes than plain zero-shot on the collection itself.
+
+    Validation on held-out seen classes cannot see that bias (they are easy for a backbone trained on
+    them); the unlabelled items can, without a label: a head that gives a smaller share of them to the
+    unseen classes than plain zero-shot does has taken unseen pictures for seen classes, which is the
+    failure a head must never add."""
+    from ..query.head import normalise as unit
+
+    u = unit(np.asarray(pool, dtype=np.float32))
+    plain = float(np.mean(~seen[(u @ descriptions.T).argmax(axis=1)]))
+    scores = fitted.layer.logits(u) - np.float32(fitted.calibration) * seen.astype(np.float32)
+    head = float(np.mean(~seen[scores.argmax(axis=1)]))
+    if head >= plain:
+        return fitted.layer.weight, fitted.layer.bias, fitted.calibration, None
+    why = (f"plain cosine: the trained head gave {head:.1%} of the {len(u)} unlabelled items to unseen classes, "
+           f"plain zero-shot {plain:.1%}; a head more biased towards the seen classes than plain zero-shot is not "
+           "kept")
+    return (np.float32(logit_scale) * descriptions.astype(np.float32), np.zeros(len(seen), np.float32), 0.0, why)
+
+
 def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], classes: Sequence[str],
                method: str = "generative", attributes: Optional[Union[str, Path]] = None,
                templates: str = "default", seed: int = 0, generator: str = "gaussian", replace: bool = False,
@@ -159,9 +182,26 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
         from ..query.scoring import label_embeddings
 
         descriptions = label_embeddings(ctx.texts, classes, templates)
+    found, start = None, "none"
+    if pool is not None and attributes is None:
+        # Label-free transduction of the unlabelled items over the head's classes: where each class's
+        # cluster is, the start of EM for the unseen classes (transductive.start_means).
+        from ..query.scoring import LabelScores
+        from .fit import check_unlabelled
+
+        transduced = LabelScores(classes, descriptions, ctx.texts.logit_scale).transduced(
+            check_unlabelled(pool, descriptions.shape[1]))
+        found = transduced.found_means()
+        start = "transduced" if found is not None else f"regressed (transduction fell back: {transduced.guard['reason']})"
+    elif pool is not None:
+        start = "regressed (attribute descriptions: no text classifier to transduce with)"
     fitted = fit_head(features, labels, descriptions, seen, method, seed=seed, grid=grid, generator=generator,
-                      unlabelled=pool)
-    hparams = {**fitted.layer.hparams, "calibration": round(fitted.calibration, 6), "seed": seed, "unlabelled": choice,
+                      unlabelled=pool, found_means=found)
+    weight, bias, calibration, fallback = fitted.layer.weight, fitted.layer.bias, fitted.calibration, None
+    if pool is not None and attributes is None:
+        weight, bias, calibration, fallback = _safe_layer(fitted, pool, descriptions, seen, ctx.texts.logit_scale)
+    hparams = {**fitted.layer.hparams, "calibration": round(calibration, 6), "seed": seed, "unlabelled": choice,
+               "em_start": start, "fallback": fallback,
                "descriptions": "attributes" if attributes is not None else "text",
                "templates": None if attributes is not None else templates}
     figures = {"items": int(len(labels)), "unreadable_items_left_out": unreadable, "seen_classes": int(seen.sum()),
@@ -170,8 +210,8 @@ def train_head(ctx: "IndexContext", name: str, labels_csv: Union[str, Path], cla
                # Contents stored by then (ids only grow): what an evaluation checks its pictures against.
                "unlabelled_upto_embedding_id": 0 if pool is None else int(ctx.catalog.embeddings.id_range()[1]),
                "validation": fitted.selection}
-    head = Head(name=name, method=method, classes=classes, weight=fitted.layer.weight, bias=fitted.layer.bias,
-                seen_mask=seen, model_key=ctx.model.key, calibration=fitted.calibration, hparams=hparams,
+    head = Head(name=name, method=method, classes=classes, weight=weight, bias=bias,
+                seen_mask=seen, model_key=ctx.model.key, calibration=calibration, hparams=hparams,
                 figures=figures)
     ctx.catalog.heads.save(name, method, classes, hparams, head.model_key, figures, head.weights_blob(),
                             replace=replace)

@@ -8,8 +8,8 @@ mixture fitted to them has, over the seen classes' pooled within-class covarianc
 
 - one Gaussian per seen class, ``N(mean, s_seen S)``: ``s_seen`` is the labelled items' own spread, their
   means are anchored by the labelled items (counted in full in every M step);
-- one Gaussian per unseen class, ``N(mean, s_unseen S)``, starting at the predicted mean, pulled back
-  towards it by ``prior`` pseudo-items (a class no unlabelled item belongs to keeps its predicted mean);
+- one Gaussian per unseen class, ``N(mean, s_unseen S)``, starting at the mean label-free transduction
+  found for it (``start_means``; else the predicted mean), pulled back towards it by ``prior`` pseudo-items (a class no unlabelled item belongs to keeps its predicted mean);
   the unseen classes share one spread ``s_unseen``, learnt, never below ``s_seen``, and started
   ``start_spread`` times wider: their places are only predicted, so at first they must reach far;
 - one *background* Gaussian, the spread of the whole collection (labelled and unlabelled, shrunk as
@@ -17,6 +17,7 @@ mixture fitted to them has, over the seen classes' pooled within-class covarianc
   off every cluster), which would otherwise drag an unseen class's mean to them;
 - mixing weights learnt from the posteriors (one pseudo-item each).
 
+The EM itself is ``query.mixture.fit_mixture``, the one transductive classification uses too.
 EM runs a fixed number of iterations (no tolerance to tune, the same result on every machine).
 ``Refined.means`` replaces the predicted means; the classifier is then fitted as without refinement.
 Why these choices (docs/guides/heads.md, "Unlabelled items"; docs/research.md): without the background, a
@@ -30,13 +31,13 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Optional
 
 import numpy as np
 
 from ..errors import HeadError
+from ..query.mixture import blocks, fit_mixture, quadratic
 
-_CHUNK = 8192  # unlabelled items per block: memory grows with this x classes, not with the collection
 _CACHE: "OrderedDict[bytes, Refined]" = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -77,6 +78,21 @@ def regress_means(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray,
     return means
 
 
+def start_means(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, ridge: float,
+                found: Optional[np.ndarray] = None) -> np.ndarray:
+    """EM's starting means: ``regress_means``, each unseen class's replaced by the mean label-free
+    transduction found for it in the collection (``found``: a row per class, NaN where it found none;
+    ``query.transduce.Transduced.found_means``). The regression places an unseen class where the seen
+    classes' text-to-image map predicts; the backbone embeds truly unseen pictures elsewhere, often
+    nearer a seen class of the same colour or shape, whose tight component then takes them. Transduction
+    found the class's cluster from its name and the collection itself."""
+    means = regress_means(x, y, a, seen, ridge)
+    if found is not None:
+        use = ~seen & ~np.isnan(found).any(axis=1)
+        means[use] = found[use]
+    return means
+
+
 def pooled_covariance(x: np.ndarray, y: np.ndarray, means: np.ndarray, seen: np.ndarray, shrink: float) -> np.ndarray:
     """The seen classes' within-class covariance (classes weighted equally), shrunk towards its average
     variance by ``shrink``: with few items per class the raw estimate is rank deficient and over-confident."""
@@ -90,8 +106,7 @@ def pooled_covariance(x: np.ndarray, y: np.ndarray, means: np.ndarray, seen: np.
 
 
 def _quadratic(v: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Row-wise ``v P v``."""
-    return np.einsum("nd,nd->n", v @ precision, v)
+    return quadratic(v, precision)
 
 
 def _background(x: np.ndarray, unlabelled: np.ndarray, shrink: float) -> np.ndarray:
@@ -99,34 +114,13 @@ def _background(x: np.ndarray, unlabelled: np.ndarray, shrink: float) -> np.ndar
     of the whole collection's mean and shrunk covariance."""
     n, d = len(x) + len(unlabelled), x.shape[1]
     total, outer = x.sum(axis=0).astype(np.float64), x.T.astype(np.float64) @ x
-    for i in range(0, len(unlabelled), _CHUNK):
-        u = unlabelled[i:i + _CHUNK].astype(np.float64)
+    for _, u in blocks(unlabelled):
         total += u.sum(axis=0)
         outer += u.T @ u
     mean = total / n
     covariance = shrunk(outer / n - np.outer(mean, mean), shrink) + 1e-9 * np.eye(d)
     precision, log_det = np.linalg.inv(covariance), float(np.linalg.slogdet(covariance)[1])
-    return np.concatenate([-0.5 * (_quadratic(unlabelled[i:i + _CHUNK].astype(np.float64) - mean, precision) + log_det)
-                           for i in range(0, len(unlabelled), _CHUNK)])
-
-
-def _e_step(unlabelled: np.ndarray, means: np.ndarray, precision: np.ndarray, spread: np.ndarray, log_det: float,
-            log_weights: np.ndarray, background: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(items, their ``u P u``, posteriors over the classes and the background, last column) per block."""
-    k, d = means.shape
-    precision_means = means @ precision
-    offsets = np.einsum("kd,kd->k", precision_means, means)
-    for i in range(0, len(unlabelled), _CHUNK):
-        u = unlabelled[i:i + _CHUNK].astype(np.float64)
-        uu = _quadratic(u, precision)
-        distance = uu[:, None] - 2 * u @ precision_means.T + offsets  # Mahalanobis under S
-        log_p = np.empty((len(u), k + 1))
-        log_p[:, :k] = -0.5 * (distance / spread + d * np.log(spread) + log_det)
-        log_p[:, k] = background[i:i + _CHUNK]
-        log_p += log_weights
-        log_p -= log_p.max(axis=1, keepdims=True)
-        posterior = np.exp(log_p)
-        yield u, uu, posterior / posterior.sum(axis=1, keepdims=True)
+    return np.concatenate([-0.5 * (_quadratic(u - mean, precision) + log_det) for _, u in blocks(unlabelled)])
 
 
 def refine_means(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndarray, seen: np.ndarray,
@@ -160,9 +154,8 @@ def _refine(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndar
             unlabelled: np.ndarray, iterations: int, prior: float, start_spread: float, shrink: float) -> Refined:
     k, d = means.shape
     start = means.astype(np.float64)
-    means = start.copy()
     if len(unlabelled) == 0 or iterations == 0:
-        return Refined(means, np.full(k, -np.log(k)), np.zeros(k), 0.0, 1.0, np.full(len(unlabelled), -1),
+        return Refined(start.copy(), np.full(k, -np.log(k)), np.zeros(k), 0.0, 1.0, np.full(len(unlabelled), -1),
                        np.zeros(len(unlabelled)))
     covariance = covariance + 1e-9 * np.eye(d)
     precision, log_det = np.linalg.inv(covariance), float(np.linalg.slogdet(covariance)[1])
@@ -171,46 +164,24 @@ def _refine(x: np.ndarray, y: np.ndarray, means: np.ndarray, covariance: np.ndar
     sums = np.zeros((k, d))
     np.add.at(sums, y, x)
     s_seen = float(_quadratic(x - start[y], precision).mean()) / d
-    s_unseen = start_spread * s_seen
-    anchor = prior * (~seen).astype(np.float64)
-    background = _background(x, unlabelled, shrink)
-    log_weights = np.full(k + 1, -np.log(k + 1))  # the last: the background
-    for _ in range(iterations):
-        spread = np.where(seen, s_seen, s_unseen)
-        taken, weighted, squares = np.zeros(k + 1), np.zeros((k, d)), np.zeros(k)
-        for u, uu, posterior in _e_step(unlabelled, means, precision, spread, log_det, log_weights, background):
-            taken += posterior.sum(axis=0)
-            weighted += posterior[:, :k].T @ u
-            squares += posterior[:, :k].T @ uu
-        mass = counts + taken[:k] + anchor
-        means = (sums + weighted + anchor[:, None] * start) / np.maximum(mass, 1e-12)[:, None]
-        log_weights = np.log((taken + 1.0) / (taken.sum() + k + 1))
-        # The unseen classes' shared spread, from their posteriors around the new means (exact: expanded).
-        unseen = ~seen
-        mine = taken[:k][unseen]
-        if mine.sum() > 1e-9:
-            pm = means[unseen] @ precision
-            scatter = squares[unseen] - 2 * np.einsum("kd,kd->k", pm, weighted[unseen]) \
-                + mine * np.einsum("kd,kd->k", pm, means[unseen])
-            s_unseen = max(s_seen, float(scatter.sum()) / (d * float(mine.sum())))
-    # A last E step: each unlabelled item's most probable component (-1: the background) and its posterior.
-    labels, confidence = np.empty(len(unlabelled), np.int64), np.empty(len(unlabelled))
-    spread, at = np.where(seen, s_seen, s_unseen), 0
-    for u, _, posterior in _e_step(unlabelled, means, precision, spread, log_det, log_weights, background):
-        best = posterior.argmax(axis=1)
-        labels[at:at + len(u)] = np.where(best == k, -1, best)
-        confidence[at:at + len(u)] = posterior.max(axis=1)
-        at += len(u)
-    return Refined(means, log_weights[:k], taken[:k], float(taken[k] / len(unlabelled)), s_unseen / s_seen, labels,
-                   confidence)
+    # Seen classes: group 0, their labelled items' spread, kept; unseen: group 1, one learnt spread.
+    mixture = fit_mixture(unlabelled, start, precision, log_det=log_det,
+                          spreads=np.where(seen, s_seen, start_spread * s_seen), groups=(~seen).astype(np.int64),
+                          learn=(False, True), floors=(s_seen, s_seen), iterations=iterations,
+                          anchor=prior * (~seen).astype(np.float64), fixed_sums=sums, fixed_counts=counts,
+                          background=_background(x, unlabelled, shrink))
+    unseen_spread = float(mixture.spreads[~seen][0]) if (~seen).any() else s_seen
+    return Refined(mixture.means, mixture.log_weights, mixture.taken, mixture.background_share,
+                   unseen_spread / s_seen, mixture.labels, mixture.confidence)
 
 
 def pseudo_labelled(x: np.ndarray, y: np.ndarray, a: np.ndarray, seen: np.ndarray, unlabelled: np.ndarray, *,
                     ridge: float = 0.1, shrink: float = 0.2, iterations: int = 10, prior: float = 1.0,
-                    threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray, Refined]:
+                    threshold: float = 0.9, found: Optional[np.ndarray] = None
+                    ) -> tuple[np.ndarray, np.ndarray, Refined]:
     """(items, unseen classes) of the unlabelled items EM gives to an unseen class with a posterior of at
     least ``threshold``, and the refinement itself: self-training data for the projection head."""
-    means = regress_means(x, y, a, seen, ridge)
+    means = start_means(x, y, a, seen, ridge, found)
     refined = refine_means(x, y, means, pooled_covariance(x, y, means, seen, shrink), seen, unlabelled,
                            iterations=iterations, prior=prior, shrink=shrink)
     pick = (refined.labels >= 0) & (refined.confidence >= threshold)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class ClassifyResult:
     counts: dict[str, int] = field(default_factory=dict)  # items per top-1 label
     seconds: float = 0.0
     head: Optional[str] = None  # the stored head that scored, if any
+    transductive: Optional[dict] = None  # with transductive=True: the guard's record (used or fell back, why)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,16 +68,24 @@ def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
 def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
              on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
              progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None,
-             scorer: Optional[LabelScores] = None) -> ClassifyResult:
+             scorer: Optional[LabelScores] = None, transductive: bool = False) -> ClassifyResult:
     """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
     chunk and, when ``store``, into the catalog as a classification run.
 
     With ``head`` (a stored head's name) the scores are the head's calibrated scores and the
     probabilities their softmax, over ``labels`` (default: all the head's classes); otherwise cosine
     scores and the softmax of the model's logit scale times them. A ``scorer`` built beforehand over
-    ``labels`` (the service encodes the labels piecemeal, beside its searches) is used as it is."""
+    ``labels`` (the service encodes the labels piecemeal, beside its searches) is used as it is.
+
+    With ``transductive`` the whole collection is classified at once (``query.transduce``): every stored
+    embedding is read first (4 bytes x dimension per item), the mixture fitted to them, then the
+    predictions are made as without; the scores are log posteriors, and the guard's decision is in
+    ``ClassifyResult.transductive`` (plain zero-shot's cosines when it fell back)."""
     if top_k < 1:
         raise QueryError("the number of labels per item must be at least 1", param="top_k")
+    if transductive and head is not None:
+        raise QueryError("transductive classification scores by the labels' text embeddings; it does not take "
+                         "a head", param="transductive")
     started = time.time()
     ctx.require_embedded()
     trained = load_head(ctx.catalog, ctx.model, head, ctx.path) if head is not None else None
@@ -91,9 +100,22 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
                             counts={label: 0 for label in labels}, head=head)
     if store:
         result.run_id = ctx.catalog.runs.start_classification(labels, templates, k)
-    for item_ids, paths, embeddings in ctx.catalog.items.iter_embedded(CHUNK):
-        scores = scorer.scores(embeddings)
-        probabilities = softmax(scores * scorer.scale)
+    chunks: Iterable[tuple[list[int], list[str], np.ndarray]] = ctx.catalog.items.iter_embedded(CHUNK)
+    transduced = None
+    if transductive:  # the whole collection first, then its predictions chunk by chunk
+        chunks = list(chunks)
+        dim = chunks[0][2].shape[1] if chunks else 1
+        transduced = scorer.transduced(np.concatenate([e for _, _, e in chunks]) if chunks else np.zeros((0, dim)))
+        result.transductive = transduced.guard
+    at = 0
+    for item_ids, paths, embeddings in chunks:
+        if transduced is not None:
+            scores = transduced.scores[at:at + len(embeddings)]
+            probabilities = softmax(scores * transduced.scale)
+        else:
+            scores = scorer.scores(embeddings)
+            probabilities = softmax(scores * scorer.scale)
+        at += len(embeddings)
         best = top_labels(scores, k)
         predictions = []
         for row, (item_id, path) in enumerate(zip(item_ids, paths)):

@@ -173,14 +173,21 @@ def compute_report(scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]
 
 def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", unseen: Optional[Sequence[str]] = None,
              calibration: Union[float, str, None] = None, mapping: Optional[dict[str, str]] = None,
-             head: Optional[str] = None, compare: bool = False) -> EvalReport:
+             head: Optional[str] = None, compare: bool = False, transductive: bool = False) -> EvalReport:
     """Evaluates the index's model on ``dataset``, whose pictures the index must hold (ingest it first).
     Pictures that could not be read are counted as ``unreadable`` and left out.
 
     With ``head`` the scores are the stored head's over the dataset's classes (every one must be among
     the head's), and ``unseen`` defaults to the head's unseen classes. With ``compare`` the report gets
     a ``comparison``: plain cosine, calibrated stacking and every stored head of this model, on the
-    same pictures and the same unseen classes."""
+    same pictures and the same unseen classes.
+
+    With ``transductive`` the dataset's pictures are classified as one collection, without any label
+    (``query.transduce``; labels are read only to score the answers): ``transductive`` in the report says
+    whether the guard let transduction answer or fell back to plain zero-shot, and why."""
+    if transductive and head is not None:
+        raise QueryError("transductive evaluation scores by the labels' text embeddings; it does not take a head",
+                         param="transductive")
     pairs = load_dataset(dataset, mapping)
     found, embeddings = ctx.catalog.embeddings.for_uris([p for p, _ in pairs])
     if not found.any():
@@ -193,9 +200,14 @@ def evaluate(ctx: "IndexContext", dataset: Path, templates: str = "default", uns
                          "first (`indexer eval` does)")
     classes = sorted({label for _, label in pairs})
     truth = np.array([classes.index(label) for (_, label), ok in zip(pairs, found) if ok], dtype=np.int64)
-    plain = LabelScores.build(ctx.texts, classes, templates).scores(embeddings)
+    scorer = LabelScores.build(ctx.texts, classes, templates)
+    plain = scorer.scores(embeddings)
     scores = plain
     extra: dict[str, Any] = {}
+    if transductive:
+        transduced = scorer.transduced(embeddings)
+        scores = transduced.scores
+        extra["transductive"] = transduced.guard
     # The measured pictures' items, read once for every head's check of its unlabelled training items.
     stored = ctx.catalog.items.by_uris([p for (p, _), ok in zip(pairs, found) if ok]) \
         if head is not None or compare else {}
@@ -250,8 +262,8 @@ def comparison(ctx: "IndexContext", embeddings: np.ndarray, truth: np.ndarray, c
                unseen_mask: np.ndarray, stored: Optional[Mapping[str, tuple[int, int]]] = None
                ) -> list[dict[str, Any]]:
     """One row per scorer on the same pictures: plain cosine, calibrated stacking (two-fold
-    cross-validated on these pictures: a per-set calibration), and each stored head that covers the
-    classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
+    cross-validated on these pictures: a per-set calibration), transductive zero-shot (these pictures
+    as one collection, label-free), and each stored head that covers the classes. A head of another model, or one missing a class, gets a row saying why it was skipped."""
     cross_validated = cross_validated_calibration(plain, truth, unseen_mask)
     constants = cross_validated.pop("constants")
     rows: list[dict[str, Any]] = [
@@ -260,6 +272,10 @@ def comparison(ctx: "IndexContext", embeddings: np.ndarray, truth: np.ndarray, c
          **cross_validated, **dict(zip(("zsl_unseen_accuracy", "zsl_unseen_accuracy_per_picture"),
                                        zsl_accuracy(plain, truth, unseen_mask)))},
     ]
+    transduced = LabelScores.build(ctx.texts, classes).transduced(embeddings)
+    rows.append({"method": "transductive", "head": None, "calibration": 0.0,
+                 **comparison_figures(transduced.scores, truth, unseen_mask),
+                 **({} if transduced.used else {"warning": "fell back to plain zero-shot: " + transduced.guard["reason"]})})
     unseen = {c for c, u in zip(classes, unseen_mask) if u}
     for listed in list_heads(ctx.catalog, ctx.model):
         name = listed["name"]

@@ -81,13 +81,17 @@ def zsl_accuracy(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray)
     return round(per_class, 4), round(float(np.mean(predicted == truth[on_unseen])), 4)
 
 
-def tune_calibration(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray, points: int = 151) -> float:
+def tune_calibration(scores: np.ndarray, truth: np.ndarray, unseen_mask: np.ndarray, points: int = 151,
+                     non_negative: bool = False) -> float:
     """The constant, on a grid over the score range (0 included), that maximises per-class H on these
-    pictures; among equal ones, the smallest in size, so that a balanced scorer keeps 0."""
+    pictures; among equal ones, the smallest in size, so that a balanced scorer keeps 0. With
+    ``non_negative`` no constant below 0 is tried: one that adds to the seen classes' scores only ever
+    adds bias towards them."""
     seen = (~np.asarray(unseen_mask, dtype=bool)).astype(np.float64)
     spread = float(np.ptp(scores)) or 1.0
     best, best_h = 0.0, -1.0
-    for gamma in np.unique(np.append(np.linspace(-0.25 * spread, 0.5 * spread, points), 0.0)):
+    grid = np.unique(np.append(np.linspace(-0.25 * spread, 0.5 * spread, points), 0.0))
+    for gamma in grid[grid >= 0] if non_negative else grid:
         predicted = (scores - gamma * seen).argmax(axis=1)
         h = per_class_h(predicted, truth, unseen_mask)
         if h > best_h + 1e-12 or (abs(h - best_h) <= 1e-12 and abs(gamma) < abs(best)):

@@ -16,6 +16,7 @@ from ..models.templates import prompts_for
 if TYPE_CHECKING:
     from ..context import TextEncoder
     from .head import Head
+    from .transduce import Transduced
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,3 +64,14 @@ class LabelScores:
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         return softmax(self.logits(embeddings))
+
+    def transduced(self, embeddings: np.ndarray, guard: bool = True) -> "Transduced":
+        """Transductive scores of a whole collection over the labels (``query.transduce``): cosines only,
+        never a head (a head is a classifier of its own, refined on unlabelled items when trained)."""
+        from ..errors import QueryError
+        from .transduce import transduce
+
+        if self.head is not None or self.text is None:
+            raise QueryError("transductive classification scores by the labels' text embeddings; it does not "
+                             "take a head", param="transductive")
+        return transduce(embeddings, self.text, self.scale, guard=guard)

@@ -105,6 +105,8 @@ class ClassifyRequest(BaseModel):
     labels: list[str] = Field(..., min_length=1, max_length=MAX_RESULTS)
     templates: Literal["none", "default", "ensemble"] = "default"
     index: Optional[str] = None
+    transductive: bool = Field(False, description="Classify the whole collection at once, label-free (guarded: it "
+                                                  "falls back to plain zero-shot where it has little to work with).")
 
 
 class ClassifyRun(BaseModel):
@@ -118,6 +120,8 @@ class ClassifyRun(BaseModel):
     counts: dict[str, int] = Field(description="Items per best label so far.")
     seconds: float
     error: Optional[str] = None
+    transductive: Optional[dict[str, Any]] = Field(None, description="With transductive: whether it was used or "
+                                                                     "fell back to plain zero-shot, and why.")
 
 
 class LabelItem(BaseModel):

@@ -125,6 +125,8 @@ class ClassifyJob:
     error: Optional[str] = None
     started: float = field(default_factory=time.time)
     seconds: float = 0.0
+    transductive: bool = False
+    guard: Optional[dict] = None  # with transductive: the guard's record
     _item_ids: list[np.ndarray] = field(default_factory=list, repr=False)
     _labels: list[np.ndarray] = field(default_factory=list, repr=False)
     _scores: list[np.ndarray] = field(default_factory=list, repr=False)
@@ -228,9 +230,11 @@ class ServedIndex:
 
     # -- classification jobs ----------------------------------------------------------------------
 
-    def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor) -> ClassifyJob:
+    def start_classify(self, labels: list[str], templates: str, pool: ThreadPoolExecutor,
+                       transductive: bool = False) -> ClassifyJob:
         job = ClassifyJob(id=uuid.uuid4().hex[:12], labels=labels, templates=templates,
-                          total=self.index.count_embedded(), counts={label: 0 for label in labels})
+                          total=self.index.count_embedded(), counts={label: 0 for label in labels},
+                          transductive=transductive)
         with self._jobs_lock:
             self.jobs[job.id] = job
             finished = [key for key, old in self.jobs.items() if old.state != "running"]
@@ -259,8 +263,8 @@ class ServedIndex:
         try:
             scorer = self._label_scores(job.labels, job.templates)
             result = self.index.classify(job.labels, job.templates, 1, on_predictions=job.add, store=False,
-                                         scorer=scorer)
-            job.total = result.items
+                                         scorer=scorer, transductive=job.transductive)
+            job.total, job.guard = result.items, result.transductive
             job.state = "done"
         except Exception as exc:  # reported to the client through the job's state, never lost
             job.state, job.error = "failed", str(exc)

@@ -16,7 +16,8 @@ RunId = Path(..., max_length=64, pattern=r"^[0-9a-f]+$")
 
 def _run(served: ServedIndex, job: ClassifyJob) -> ClassifyRun:
     return ClassifyRun(id=job.id, index=served.name, labels=job.labels, templates=job.templates, state=job.state,
-                       done=job.done, total=job.total, counts=dict(job.counts), seconds=job.seconds, error=job.error)
+                       done=job.done, total=job.total, counts=dict(job.counts), seconds=job.seconds, error=job.error,
+                       transductive=job.guard)
 
 
 @router.post("", response_model=ClassifyRun, status_code=202, responses={**BAD_REQUEST, **NOT_FOUND})
@@ -28,7 +29,8 @@ def start(body: ClassifyRequest, request: Request) -> ClassifyRun:
     if any(len(label) > 300 for label in labels):
         raise QueryError("a label is over 300 characters")
     served = registry(request).get(body.index)
-    return _run(served, served.start_classify(labels, body.templates, registry(request).pool))
+    return _run(served, served.start_classify(labels, body.templates, registry(request).pool,
+                                                         body.transductive))
 
 
 @router.get("/{run_id}", response_model=ClassifyRun, responses=NOT_FOUND)

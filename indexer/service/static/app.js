@@ -234,7 +234,8 @@ async function classify(e) {
   try {
     let run = await api(param("/api/classify", {}), {
       method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ labels, templates: $("templates").value, index: state.index }),
+      body: JSON.stringify({ labels, templates: $("templates").value, index: state.index,
+                             transductive: $("transductive").checked }),
     });
     state.run = run.id;
     while (true) {
@@ -256,7 +257,9 @@ async function classify(e) {
 function showRun(run) {
   const share = run.total ? run.done / run.total : 1;
   $("progress-bar").style.width = `${Math.round(share * 100)}%`;
-  $("progress-text").textContent = `${run.done} of ${run.total} items` + (run.state === "done" ? ` in ${run.seconds.toFixed(2)} s` : "");
+  const guard = run.transductive ? (run.transductive.used ? "; transductive: used"
+    : `; transductive fell back to plain zero-shot: ${run.transductive.reason}`) : "";
+  $("progress-text").textContent = `${run.done} of ${run.total} items` + (run.state === "done" ? ` in ${run.seconds.toFixed(2)} s${guard}` : "");
   const max = Math.max(1, ...Object.values(run.counts));
   const rows = Object.entries(run.counts).sort((a, b) => b[1] - a[1]).map(([label, n]) => {
     const tr = document.createElement("tr");
