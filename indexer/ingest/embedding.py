@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Protocol
 
@@ -96,10 +95,6 @@ class LocalEmbedding:
 
         embedder = self.load_model()
         settings = self.settings
-        if embedder.asked_precision != "int8":
-            # The image tower compiles while the decode workers start and read their first batch (it
-            # releases the GIL): neither waits for the other. An int8 run may switch towers first.
-            threading.Thread(target=embedder.warm_up_images, name="compile-image-tower", daemon=True).start()
         with tempfile.TemporaryDirectory(prefix="indexer-decode-") as notes:
             options = read_options(embedder, settings, watchdog_dir=notes)
             workers = settings.resolved_workers(embedder.device)

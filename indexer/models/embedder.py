@@ -82,10 +82,6 @@ class ClipEmbedder(ABC):
 
     asked_precision: str = "auto"  # the precision asked for (``precision`` says what runs)
 
-    def warm_up_images(self) -> None:
-        """Prepares the image tower for ingestion's batches now rather than at the first one (a runtime
-        that compiles does it here; safe to call from another thread, errors surface at the first batch)."""
-
     def int8_unavailable(self) -> Optional[str]:
         """Why this runtime cannot run an int8 image tower here (None: it can; see ``calibrate``)."""
         return f"int8 runs on OpenVINO only, not on {self.runtime}"

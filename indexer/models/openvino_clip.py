@@ -237,12 +237,6 @@ class OpenVinoClipEmbedder(ClipEmbedder):
                               threads=self.threads, int8_image=self._int8_folder is not None,
                               normalisation=self._normalisation, int8_folder=self._int8_folder)
 
-    def warm_up_images(self) -> None:
-        try:
-            self.towers.warm_up(image=True, text=False)
-        except Exception as exc:  # noqa: BLE001 - the first batch compiles again and says what is wrong
-            log.debug("the image tower did not compile ahead: %s", exc)
-
     def _compile_text(self) -> None:
         try:
             self.towers.warm_up(image=False, text=True)
