@@ -116,7 +116,7 @@ model_options = options(
                       "cached; no torch afterwards), torch on a GPU."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]),
                  help="OpenVINO precision. auto (default): bf16 where the CPU has the units, else fp32, and int8 "
-                      "on a new index of 10,000+ items when, calibrated on the collection, its neighbour lists "
+                      "on a new index of 50,000+ items when, calibrated on the collection, its neighbour lists "
                       "agree with full precision (recall@10 >= 0.9; needs indexer[int8]); int8: always, with "
                       "the agreement told. `indexer status` shows the decision and its figures."),
 )

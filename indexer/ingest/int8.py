@@ -12,10 +12,12 @@ never mixes the towers of two decisions.
 ``auto`` chooses int8 only when all of these hold, and records why not otherwise:
 - OpenVINO runs the model, NNCF is installed and the CPU has int8 units;
 - the index holds no embedding yet (a float index stays float);
-- at least ``AUTO_MIN_ITEMS`` items are to be embedded: calibrating ViT-B-32 on 128 pictures costs
-  ~35 s on two cores (in a process of its own, ~2 GB), and int8 saves ~3.7 ms a picture over bf16 there
-  (~100 → ~160 img/s with AMX), so it pays back from ~9,000 pictures on; a smaller collection is
-  embedded sooner in bf16 (``scripts/bench_int8.py`` measures all three on a machine);
+- at least ``AUTO_MIN_ITEMS`` items are to be embedded: calibrating ViT-B-32-256 on 128 pictures and
+  measuring it on 128 more cost 52 s on two Xeon cores with AMX (in a process of its own, peak 2.2 GB),
+  and the int8 tower ran at 114 img/s against bf16's 94, 1.9 ms a picture saved, so the calibration pays
+  back after ~27,000 pictures of tower time alone and later still end to end, where decoding takes a
+  third of the cores (``scripts/bench_int8.py``, ``scripts/bench_ingest.py``); a smaller collection is
+  embedded sooner in bf16;
 - the measured agreement clears ``MIN_RECALL_AT_10`` and ``MIN_COSINE_MEAN``. At recall 0.9 a search's
   top 10 differs from full precision's by one picture on average, about what an approximate FAISS
   layout costs already; below it, int8 changes what people see. The cosine floor catches a tower that
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from ..store.catalog import Catalog
 
 INT8_FOLDER = "int8"  # in the index folder: the int8 image tower calibrated on this collection
-AUTO_MIN_ITEMS = 10_000
+AUTO_MIN_ITEMS = 50_000
 MIN_RECALL_AT_10 = 0.90
 MIN_COSINE_MEAN = 0.98
 CALIBRATION_PICTURES = 128  # NNCF's peak memory grows with them (scripts/bench_int8.py)
