@@ -16,5 +16,5 @@ class ItemState(str, enum.Enum):
 
 
 # The newest revision under migrations/versions; a test checks it against Alembic's own view.
-SCHEMA_HEAD = "0005_ingest_leases"
+SCHEMA_HEAD = "0007_metadata"
 PURGES_KEY = "embeddings.purges"  # meta: how many times embeddings were deleted (vectors must follow)
