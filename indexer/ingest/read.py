@@ -26,6 +26,7 @@ from ..errors import DecodeError
 from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents
 from ..media.decode import decode_image, limit_aspect, time_limit
 from ..media.guard import DecodeWatchdog, hard_limit
+from ..media.metadata import PictureFacts, read_facts
 from ..media.sources import read_bytes
 from ..store.worklist import PendingReader
 
@@ -48,6 +49,7 @@ class ItemRecord:
     format: Optional[str] = None
     reason: Optional[str] = None
     detail: Optional[str] = None
+    facts: Optional[PictureFacts] = None  # EXIF date, camera, GPS; set for "ok" and "known" records
 
 
 @dataclass
@@ -119,12 +121,12 @@ def load_item(item_id: int, uri: str, data: Union[bytes, DecodeError], known_con
         return ItemRecord(item_id, uri, "failed", reason=data.reason, detail=data.detail)
     sha = hashlib.sha256(data).hexdigest()
     embedding_id = known_content(sha)
-    if embedding_id is not None:
-        return ItemRecord(item_id, uri, "known", sha256=sha, embedding_id=embedding_id)
+    if embedding_id is not None:  # nothing decoded: the header alone gives the EXIF facts
+        return ItemRecord(item_id, uri, "known", sha256=sha, embedding_id=embedding_id, facts=read_facts(data))
     try:
         with time_limit(options.decode_seconds):
             _faults.hang(uri)
-            decoded = decode_image(data, options.target_size, options.max_pixels)
+            decoded = decode_image(data, options.target_size, options.max_pixels, facts=True)
             image = limit_aspect(decoded.image) if options.crop_long_sides else decoded.image
             pixels = options.preprocess(image)
     except DecodeError as exc:
@@ -133,7 +135,7 @@ def load_item(item_id: int, uri: str, data: Union[bytes, DecodeError], known_con
         return ItemRecord(item_id, uri, "failed", sha256=sha, reason="preprocess_error",
                           detail=f"{type(exc).__name__}: {exc}"[:200])
     return ItemRecord(item_id, uri, "ok", sha256=sha, pixels=pixels, width=decoded.width, height=decoded.height,
-                      format=decoded.format)
+                      format=decoded.format, facts=decoded.facts)
 
 
 def _read_file(uri: str, raw_path: Optional[bytes], max_bytes: Optional[int]) -> Union[bytes, DecodeError]:

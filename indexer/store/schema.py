@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, \
-    MetaData, String, Table, Text, UniqueConstraint
+    MetaData, String, Table, Text, UniqueConstraint, text
 
 from .states import ItemState  # noqa: F401 - the items' states, also read from here
 
@@ -100,6 +100,9 @@ Item = _table(
     Column("caption_stamp", Int64),
     SqlIndex("ix_items_state", "state"),
     SqlIndex("ix_items_taken", "taken"),
+    # The embedded items whose metadata is still to be read (after an upgrade): found without a scan.
+    SqlIndex("ix_items_meta_missing", "id", sqlite_where=text("meta_at IS NULL"),
+             postgresql_where=text("meta_at IS NULL")),
     SqlIndex("ix_items_sha256", "sha256"),
     SqlIndex("ix_items_embedding_id", "embedding_id"),
     SqlIndex("ix_items_container", "container"),

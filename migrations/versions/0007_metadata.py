@@ -34,12 +34,15 @@ def upgrade() -> None:
     for name, type_ in COLUMNS:
         op.add_column('items', sa.Column(name, type_, nullable=True))
     op.create_index('ix_items_taken', 'items', ['taken'])
+    op.create_index('ix_items_meta_missing', 'items', ['id'], sqlite_where=sa.text('meta_at IS NULL'),
+                    postgresql_where=sa.text('meta_at IS NULL'))
     op.execute(sa.text('UPDATE archives SET complete = :no').bindparams(no=False))
     fulltext.create(op.get_bind().dialect.name, _execute)
 
 
 def downgrade() -> None:
     fulltext.drop(op.get_bind().dialect.name, _execute)
+    op.drop_index('ix_items_meta_missing', table_name='items')
     op.drop_index('ix_items_taken', table_name='items')
     with op.batch_alter_table('items') as batch:
         for name, _ in reversed(COLUMNS):

@@ -1,0 +1,190 @@
+"""What a picture says about itself, and what lies beside it: EXIF date taken, camera, GPS position
+(read from an image Pillow has already opened: no extra decode), and captions from sidecar files
+(``photo.txt`` or ``photo.json`` beside ``photo.jpg``, or a WebDataset sample's ``key.txt``/``key.json``).
+
+A value that cannot be read or is implausible (a date in 1900 or 2100, a GPS block of garbage, a
+caption that is not UTF-8 or larger than ``MAX_CAPTION_BYTES``) is left out and named in a note; it
+never fails the item.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Optional
+
+MAX_CAPTION_BYTES = 64 * 1024  # a caption file larger than this is not read
+MAX_CAPTION_CHARS = 4000  # a caption is kept up to this many characters
+CAPTION_SUFFIXES = (".txt", ".json")
+EARLIEST_YEAR = 1901  # "taken" before it is a camera's unset clock or a lie, not a date
+
+_DATE_TIME_ORIGINAL, _DATE_TIME, _MAKE, _MODEL = 0x9003, 0x0132, 0x010F, 0x0110
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+
+
+@dataclass
+class PictureFacts:
+    """The metadata of one picture; None where absent or unreadable (``notes`` says which and why)."""
+
+    taken: Optional[str] = None  # "YYYY-MM-DD HH:MM:SS"
+    camera: Optional[str] = None
+    lat: Optional[float] = None
+    lon: Optional[float] = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _text(value: Any) -> Optional[str]:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+def parse_taken(value: Any, now: Optional[float] = None) -> tuple[Optional[str], Optional[str]]:
+    """(the EXIF date as "YYYY-MM-DD HH:MM:SS", None) or (None, why it is not kept)."""
+    text = _text(value)
+    if text is None:
+        return None, None
+    try:
+        parsed = datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None, f"taken: unreadable date {text[:40]!r}"
+    latest = datetime.fromtimestamp((now or time.time()) + 2 * 86400)
+    if parsed.year < EARLIEST_YEAR or parsed > latest:
+        return None, f"taken: implausible date {text[:19]!r}"
+    return parsed.strftime("%Y-%m-%d %H:%M:%S"), None
+
+
+def _degrees(value: Any) -> float:
+    parts = [float(v) for v in value]
+    if len(parts) != 3:
+        raise ValueError("not degrees, minutes, seconds")
+    return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+def parse_gps(gps: Any) -> tuple[Optional[float], Optional[float], Optional[str]]:
+    """(latitude, longitude, None) from an EXIF GPS block, or (None, None, why) when it is garbage."""
+    if not gps:
+        return None, None, None
+    try:
+        lat, lon = _degrees(gps[2]), _degrees(gps[4])
+        lat_ref, lon_ref = _text(gps.get(1)) or "N", _text(gps.get(3)) or "E"
+        if lat_ref.upper() not in ("N", "S") or lon_ref.upper() not in ("E", "W"):
+            raise ValueError("bad hemisphere")
+        lat = -lat if lat_ref.upper() == "S" else lat
+        lon = -lon if lon_ref.upper() == "W" else lon
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, OverflowError):
+        return None, None, "gps: unreadable position"
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        return None, None, "gps: position out of range"
+    return round(lat, 7), round(lon, 7), None
+
+
+def picture_facts(image: Any) -> PictureFacts:
+    """The EXIF facts of an opened Pillow image (its header is parsed already; no pixel is decoded)."""
+    facts = PictureFacts()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = image.getexif()
+            if not exif:
+                return facts
+            sub = exif.get_ifd(_EXIF_IFD) or {}
+            raw_date = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
+            gps = exif.get_ifd(_GPS_IFD)
+    except Exception as exc:  # a broken EXIF block: the picture itself may still be fine
+        facts.notes.append(f"exif: unreadable ({type(exc).__name__})")
+        return facts
+    facts.taken, note = parse_taken(raw_date)
+    if note:
+        facts.notes.append(note)
+    make, model = _text(exif.get(_MAKE)), _text(exif.get(_MODEL))
+    if model and make and model.lower().startswith(make.lower().split()[0]):
+        make = None  # "Canon" + "Canon EOS 5D": the model names the make already
+    camera = " ".join(p for p in (make, model) if p)
+    facts.camera = camera[:128] or None
+    facts.lat, facts.lon, note = parse_gps(gps)
+    if note:
+        facts.notes.append(note)
+    return facts
+
+
+def read_facts(data: bytes) -> PictureFacts:
+    """``picture_facts`` of encoded bytes, opening only the header (for content whose embedding exists)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return picture_facts(image)
+    except Exception as exc:
+        return PictureFacts(notes=[f"exif: unreadable ({type(exc).__name__})"])
+
+
+# -- captions -----------------------------------------------------------------------------------------
+
+def caption_from_bytes(data: bytes, suffix: str) -> tuple[Optional[str], Optional[str]]:
+    """(caption, None) from a sidecar's bytes (``.txt``: its text; ``.json``: its ``caption`` or
+    ``text`` key), or (None, why not)."""
+    if len(data) > MAX_CAPTION_BYTES:
+        return None, f"caption: the {suffix} file is larger than {MAX_CAPTION_BYTES // 1024} kB"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None, f"caption: the {suffix} file is not UTF-8"
+    if suffix == ".json":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None, "caption: the .json file is not JSON"
+        if not isinstance(value, dict):
+            return None, "caption: the .json file holds no object"
+        text = next((v for v in (value.get("caption"), value.get("text")) if isinstance(v, str)), "")
+        if not text:
+            return None, None
+    text = " ".join(text.replace("\x00", " ").split())
+    return (text[:MAX_CAPTION_CHARS] or None), None
+
+
+def read_sidecar(path: str) -> tuple[Optional[str], Optional[str]]:
+    """``caption_from_bytes`` of the sidecar at ``path``, reading at most one byte past the limit."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CAPTION_BYTES + 1)
+    except OSError as exc:
+        return None, f"caption: cannot read {os.path.basename(path)} ({exc.strerror or exc})"
+    return caption_from_bytes(data, os.path.splitext(path)[1].lower())
+
+
+def member_stamp(data: bytes) -> int:
+    """What tells a changed caption member in an archive: its length and checksum in one number."""
+    return (len(data) << 32) | zlib.crc32(data)
+
+
+def sample_key(name: str) -> tuple[str, str]:
+    """(WebDataset sample key, suffix) of an archive member: ``dir/0001.jpg`` -> (``dir/0001``, ``.jpg``).
+    The key is the name up to the first dot of its last part."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, rest = base.partition(".")
+    key = f"{folder}/{stem}" if folder else stem
+    return key, (dot + rest).lower()
+
+
+def sidecar_for(names: "set[str] | frozenset[str]", image_name: str) -> Optional[str]:
+    """The sidecar name of ``image_name`` among ``names`` (one folder's file names): ``stem.txt`` first,
+    then ``stem.json``."""
+    stem = os.path.splitext(image_name)[0]
+    for suffix in CAPTION_SUFFIXES:
+        if stem + suffix in names:
+            return stem + suffix
+    return None
