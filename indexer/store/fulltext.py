@@ -14,7 +14,7 @@ FTS5 string or through ``plainto_tsquery``, as a bound parameter.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 FTS_TABLE = "items_fts"
 PG_INDEX = "ix_items_fulltext"
@@ -70,19 +70,26 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)[:MAX_WORDS]
 
 
-def match_condition(dialect: str, text: str, name: str, any_word: bool = False) -> tuple[str, dict[str, Any]]:
-    """SQL true for the items whose caption or path holds every word of ``text`` (any word with
-    ``any_word``), and its parameters (named ``name``…). No words: matches nothing."""
+def match_condition(dialect: str, text: str, name: str, any_word: bool = False,
+                    column: Optional[str] = None) -> tuple[str, dict[str, Any]]:
+    """SQL true for the items whose caption or path (only ``column`` when given: "caption" or "uri")
+    holds every word of ``text`` (any word with ``any_word``), and its parameters (named ``name``…).
+    No words: matches nothing."""
     found = words(text)
     if not found:
         return "1 = 0", {}
     if dialect == "sqlite":
-        joiner = " OR " if any_word else " "
+        joiner = " OR " if any_word else " AND "
         query = joiner.join('"' + w.replace('"', '""') + '"' for w in found)
+        if column is not None:
+            query = f"{column} : ({query})"
         return (f"items.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :{name})", {name: query})
     params = {f"{name}_{i}": w for i, w in enumerate(found)}
     query = (" || " if any_word else " && ").join(f"plainto_tsquery('simple', :{key})" for key in params)
-    return f"{PG_DOCUMENT} @@ ({query})", params
+    sql = f"{PG_DOCUMENT} @@ ({query})"
+    if column is not None:  # the index finds the candidates; the column's own words decide
+        sql += f" AND to_tsvector('simple', coalesce(items.{column}, '')) @@ ({query})"
+    return sql, params
 
 
 def ranked_sql(dialect: str, text: str, name: str, extra: str = "") -> tuple[str, dict[str, Any]]:
