@@ -111,12 +111,15 @@ class Index:
         return run_ingest(self.context, (Path(s) for s in sources), **options)
 
     def search(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (), k: int = 10,
-               path_filter: Optional[str] = None, min_score: Optional[float] = None) -> list["SearchHit"]:
-        """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax)."""
+               path_filter: Optional[str] = None, min_score: Optional[float] = None, where: Optional[str] = None,
+               hybrid: bool = False) -> list["SearchHit"]:
+        """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax);
+        ``where``: a filter expression (``indexer.store.where`` has the grammar); ``hybrid``: keyword
+        ranking over captions and paths fused with the cosine ranking."""
         from .query.search import search
 
         self.context.require_embedded()
-        return search(self.context, query, [Path(i) for i in images], k, path_filter, min_score)
+        return search(self.context, query, [Path(i) for i in images], k, path_filter, min_score, where, hybrid)
 
     def query_vector(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (),
                      vectors: Sequence[tuple[float, np.ndarray]] = (), read_paths: bool = True) -> np.ndarray:
@@ -130,14 +133,16 @@ class Index:
         return query_vector(self.context, terms, vectors)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
-                      min_score: Optional[float] = None, offset: int = 0) -> list["SearchHit"]:
-        """Top-``k`` hits for a query vector, after the ``offset`` best."""
+                      min_score: Optional[float] = None, offset: int = 0,
+                      where: Optional[str] = None) -> list["SearchHit"]:
+        """Top-``k`` hits for a query vector, after the ``offset`` best, among the items ``where`` keeps."""
         from .query.search import search_vector
 
         # The loaded vectors say whether there is anything to search (counting items costs a scan).
         if self.context.vectors.get().ntotal == 0:
             raise empty_index(self.path)
-        return search_vector(self.context, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset)
+        return search_vector(self.context, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset,
+                             where)
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts`` (cached by model and text)."""

@@ -14,7 +14,8 @@ a member that holds the catalog, with a short API of its own:
 - ``catalog.embeddings``: stored embeddings, paged and by ids (``embeddings.py``);
 - ``catalog.texts``: the text-embedding cache (``texts.py``);
 - ``catalog.runs``: ingest and classification runs (``runs.py``);
-- ``catalog.heads``: trained heads (``heads.py``); ``catalog.leases``: ingest leases (``leases.py``).
+- ``catalog.heads``: trained heads (``heads.py``); ``catalog.leases``: ingest leases (``leases.py``);
+- ``catalog.filters``: ``--where`` expressions, full-text ranking, the facts shown with hits (``filters.py``).
 
 On SQLite the reads a search makes run on the standard library's ``sqlite3``: SQLAlchemy (about 0.1 s to
 import, a quarter of a new question's whole process) is imported only when a member that needs it is
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
 
     from .embeddings import CatalogEmbeddings
+    from .filters import CatalogFilters
     from .heads import CatalogHeads
     from .items import CatalogItems
     from .leases import CatalogLeases
@@ -295,6 +297,12 @@ class Catalog:
         from .heads import CatalogHeads
 
         return CatalogHeads(self)
+
+    @cached_property
+    def filters(self) -> "CatalogFilters":
+        from .filters import CatalogFilters
+
+        return CatalogFilters(self)
 
     @cached_property
     def leases(self) -> "CatalogLeases":
