@@ -134,15 +134,18 @@ class Index:
 
     def search_vector(self, vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
                       min_score: Optional[float] = None, offset: int = 0,
-                      where: Optional[str] = None) -> list["SearchHit"]:
-        """Top-``k`` hits for a query vector, after the ``offset`` best, among the items ``where`` keeps."""
-        from .query.search import search_vector
+                      where: Optional[str] = None, keywords: Optional[str] = None) -> list["SearchHit"]:
+        """Top-``k`` hits for a query vector, after the ``offset`` best, among the items ``where`` keeps;
+        with ``keywords``, the cosine ranking fused with their full-text ranking (hybrid)."""
+        from .query.search import hybrid_search, search_vector
 
         # The loaded vectors say whether there is anything to search (counting items costs a scan).
         if self.context.vectors.get().ntotal == 0:
             raise empty_index(self.path)
-        return search_vector(self.context, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset,
-                             where)
+        vector = np.asarray(vector, dtype=np.float32)
+        if keywords:
+            return hybrid_search(self.context, vector, keywords, k + offset, path_filter, min_score, where)[offset:]
+        return search_vector(self.context, vector, k, path_filter, min_score, offset, where)
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts`` (cached by model and text)."""

@@ -11,7 +11,7 @@ from ..audit.core import AuditOptions
 from ..errors import IndexerError
 from ..models.templates import TEMPLATE_SETS
 from .common import CONTEXT, echo_json, err, index_option, json_option, model_options, open_from_cli, \
-    progress_bars, progress_enabled, progress_option, safe
+    progress_bars, progress_enabled, progress_option, safe, where_option
 
 _DEFAULTS = AuditOptions()
 
@@ -48,13 +48,14 @@ _DEFAULTS = AuditOptions()
 @click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out of the HTML report (faster, smaller).")
 @click.option("--head", help="Take the zero-shot probabilities from this stored head (indexer heads list) instead "
                              "of plain cosine; it must know every label.")
+@where_option
 @model_options
 @progress_option
 @json_option
 def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str], root: Optional[Path],
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: float, neighbours: int,
           neighbour_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
-          no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
+          no_thumbnails: bool, head: Optional[str], where: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
 
     The dataset must be ingested first. Labels come from class folder names (ImageFolder layout,
@@ -82,7 +83,7 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
              not no_thumbnails, AuditOptions(neighbours=neighbours, neighbour_weight=neighbour_weight,
                                              near_threshold=near_threshold, outlier_z=outlier_z,
                                              confusable_threshold=confusable_threshold, min_class_size=min_class_size,
-                                             head=head),
+                                             head=head, where=where),
              model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group
