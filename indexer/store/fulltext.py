@@ -20,7 +20,7 @@ FTS_TABLE = "items_fts"
 PG_INDEX = "ix_items_fulltext"
 PG_DOCUMENT = "to_tsvector('simple', coalesce(items.caption, '') || ' ' || items.uri)"
 _TRIGGERS = ("items_fts_insert", "items_fts_delete", "items_fts_update")
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # as the unicode61 tokenizer splits: letters and digits
 MAX_WORDS = 32  # words of one full-text query; more add nothing a ranking can use
 
 
