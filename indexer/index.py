@@ -251,6 +251,10 @@ class Index:
         """item id -> path."""
         return self.catalog.items.uris(item_ids)
 
+    def item_facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """item id -> its caption, date taken, camera, width, height, lat, lon (None where unknown)."""
+        return self.catalog.filters.facts(item_ids)
+
     def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
         """The stored embedding of an embedded item, or None."""
         from .query.items import item_embedding

@@ -87,7 +87,10 @@ def audit(index_dir: Path, labels_file: Optional[Path], from_run: Optional[str],
              model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group
-        raise click.ClickException(safe(str(exc))) from None
+        from . import flag_of
+
+        message = f"{flag_of(audit, exc.param)}: {exc.message}" if exc.param else str(exc)
+        raise click.ClickException(safe(message)) from None
 
 
 def _run(index_dir: Path, labels_file: Optional[Path], use_run: bool, run_id: Optional[int], root: Optional[Path],

@@ -37,7 +37,7 @@ class KnnRequest(BaseModel):
 
 
 class KnnResult(BaseModel):
-    """One result: the first ``num_images`` carry the picture's path, caption (none) and a base64 JPEG
+    """One result: the first ``num_images`` carry the picture's path, caption (None when it has none) and a base64 JPEG
     thumbnail; the others only id and similarity."""
 
     id: int
