@@ -27,6 +27,8 @@ from .models import ModelSpec
 if TYPE_CHECKING:
     from .audit import AuditOptions, AuditResult, DatasetLabels
     from .ingest import IngestSummary
+    from .ingest.imported import ImportSummary
+    from .query.export import ExportSummary
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
     from .query.head import Head
@@ -146,6 +148,22 @@ class Index:
         if keywords:
             return hybrid_search(self.context, vector, keywords, k + offset, path_filter, min_score, where)[offset:]
         return search_vector(self.context, vector, k, path_filter, min_score, offset, where)
+
+    def import_embeddings(self, folder: Union[str, Path], verify: int = 8,
+                          progress: Optional[Callable[[int], None]] = None) -> "ImportSummary":
+        """Registers the embeddings of a clip-retrieval output folder as embedded items (no picture decoded);
+        ``verify``: pictures readable here embedded again to check the model (``indexer.ingest.imported``)."""
+        from .ingest.imported import import_clip_retrieval
+
+        return import_clip_retrieval(self.context, Path(folder), verify, progress)
+
+    def export_embeddings(self, output: Union[str, Path], format: str = "clip-retrieval", part_size: int = 1_000_000,
+                          where: Optional[str] = None,
+                          progress: Optional[Callable[[int], None]] = None) -> "ExportSummary":
+        """Writes the index's embeddings as clip-retrieval's folder or one Parquet table (``indexer.query.export``)."""
+        from .query.export import export_embeddings
+
+        return export_embeddings(self.context, Path(output), format, part_size, where, progress)
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts`` (cached by model and text)."""

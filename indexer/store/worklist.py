@@ -250,6 +250,34 @@ class CatalogWorklist:
                     [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
                      for r in failed])
 
+    def import_embedded(self, rows: Sequence[tuple[str, Optional[str], str, bytes]]) -> int:
+        """Items made embedded at once from imported vectors, in one transaction: ``rows`` of (uri, caption,
+        content key, vector blob). A uri the catalog holds already is left as it is; equal content keys
+        share one embedding. Returns how many items were added."""
+        if not rows:
+            return 0
+        stamp = time.time()
+        with self.catalog.begin() as conn:
+            held: set[str] = set()
+            for part in chunked(sorted(uri for uri, _, _, _ in rows)):
+                held.update(r[0] for r in conn.execute(select(Item.uri).where(Item.uri.in_(part))))
+            rows = sorted(r for r in rows if r[0] not in held)
+            if not rows:
+                return 0
+            fresh = {key: blob for _, _, key, blob in rows}
+            conn.execute(insert_for(self.catalog.dialect, Embedding).on_conflict_do_nothing(
+                index_elements=[Embedding.sha256]),
+                [{"sha256": key, "vector": blob, "created_at": stamp} for key, blob in sorted(fresh.items())])
+            ids: dict[str, int] = {}
+            for part in chunked(sorted(fresh)):
+                ids.update(conn.execute(select(Embedding.sha256, Embedding.id).where(Embedding.sha256.in_(part))).all())
+            # A concurrent writer's row for the same path stands (ON CONFLICT DO NOTHING).
+            conn.execute(insert_for(self.catalog.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
+                         [{"uri": uri, "size": 0, "mtime_ns": 0, "state": EMBEDDED, "sha256": key,
+                           "embedding_id": ids[key], "caption": caption, "added_at": stamp, "updated_at": stamp,
+                           "meta_at": stamp, "meta_notes": "imported: no file read"} for uri, caption, key, _ in rows])
+            return len(rows)
+
     def facts_missing(self, after: int = 0, limit: int = 512) -> list[tuple[int, str, Optional[bytes], Optional[str]]]:
         """(id, uri, raw path, container) of embedded items whose metadata was never read (embedded before
         it was kept), in id order after ``after``."""
