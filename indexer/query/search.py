@@ -190,18 +190,22 @@ def search_vector(ctx: "IndexContext", vector: np.ndarray, k: int = 10, path_fil
 
 
 POST_FILTER_MAX = 4096  # nearest contents checked against a --where before its items are selected first
+POST_FILTER_FIRST = 256  # nearest contents checked in the first round
 
 
 def _search_where(ctx: "IndexContext", vector: np.ndarray, k: int, clause: "WhereClause",
                   min_score: Optional[float]) -> list[SearchHit]:
-    """The top ``k`` among the items ``clause`` keeps. First the nearest contents are checked against it
-    (one indexed read of at most ``POST_FILTER_MAX`` ids: enough when the filter keeps many items);
-    when too few pass, the filter is selective: its items are selected first, and scored exactly when
-    at most ``FILTERED_EXACT_MAX``, else searched in FAISS restricted to their ids."""
+    """The top ``k`` among the items ``clause`` keeps, in at most two FAISS searches and a few indexed
+    reads. The nearest ``POST_FILTER_FIRST`` contents are checked against the filter (one read of their
+    ids); when fewer than k pass, the share that passed says how far down the list k would pass, and the
+    list is read that far once more, when that is within ``POST_FILTER_MAX``. Otherwise the filter is
+    selective: its items are selected first (an index on ``taken``, the full-text index for ``caption ~``,
+    a scan otherwise) and scored exactly when at most ``FILTERED_EXACT_MAX``, else searched in FAISS
+    restricted to their contents (an ``IDSelectorBatch``)."""
     vectors = ctx.vectors.get()
     total = vectors.ntotal
-    fetch = min(total, max(4 * k, 32))
-    while True:
+    fetch = min(total, max(4 * k, POST_FILTER_FIRST))
+    for _ in range(2):
         scores, ids = vectors.search(vector[None, :], fetch)
         ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         rows = ctx.catalog.filters.for_embeddings([i for i, _ in ranked], clause) if ranked else []
@@ -209,9 +213,11 @@ def _search_where(ctx: "IndexContext", vector: np.ndarray, k: int, clause: "Wher
         below_threshold = min_score is not None and ranked and ranked[-1][1] < min_score
         if len(hits) >= k or fetch >= total or below_threshold:
             return hits
-        if fetch >= POST_FILTER_MAX:
+        passed = len({r.embedding_id for r in rows})
+        needed = int(fetch * k / max(passed, 0.5) * 1.5) + 1
+        if needed > POST_FILTER_MAX:
             break
-        fetch = min(total, fetch * 4)
+        fetch = min(total, max(needed, 2 * fetch))
     few = ctx.catalog.filters.matching(clause, FILTERED_EXACT_MAX + 1)
     if len(few) <= FILTERED_EXACT_MAX:
         return _exact_hits(ctx, vector, few, k, min_score)
