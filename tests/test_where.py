@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sqlite3
 import time
 
 import pytest
@@ -255,3 +256,24 @@ def test_compiled_sql_holds_no_value_of_the_expression():
     for value in ("Robert", "DROP", "evil", "bobby", "tables"):
         assert value not in clause.sql
     assert "robert'); drop" in clause.params.values() and "*/evil/*" in clause.params.values()
+
+
+@pytest.mark.parametrize("pattern", ["[z-a]", "[[:alpha:]]*", "[\\]*", "*[", "[!]", "[]]", "a{1,2}", "(x", "\\", "*.(jpg|png)"])
+def test_odd_globs_match_or_not_but_never_fail_on_either_database(catalog, tmp_path, pg_url, pattern):
+    expression = f"path ~ {_quoted(pattern)}"
+    server = open_catalog(tmp_path / "pg-index", url=pg_url)
+    try:
+        fill(server)
+        assert kept(server, expression) == kept(catalog, expression)
+    finally:
+        server.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=st.text("ab[]^-*?!", max_size=8), text=st.text("ab[]^-!", max_size=6))
+def test_the_postgresql_regex_of_a_glob_matches_what_sqlites_glob_matches(pattern, text):
+    from indexer.store.where import sqlite_glob_regex
+
+    sqlite_says = bool(sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (text, pattern)).fetchone()[0])
+    regex = sqlite_glob_regex(pattern)
+    assert (regex is not None and re.match(regex, text) is not None) == sqlite_says

@@ -353,9 +353,8 @@ class _Compiler:
             if not any(ch in c.value for ch in "*?["):
                 return self.contains(column, c.value, fold=False)
             if self.dialect == "postgresql":
-                from .dialect import glob_to_regex  # SQLAlchemy is loaded for a server catalog anyway
-
-                return f"{column} ~ {self.param(glob_to_regex(c.value))}"
+                regex = sqlite_glob_regex(c.value)
+                return f"{column} ~ {self.param(regex)}" if regex is not None else "1 = 0"
             return f"{column} GLOB {self.param(c.value)}"
         # caption
         if c.op == "=":
@@ -377,6 +376,53 @@ class _Compiler:
 def compile_where(node: Node, text: str, dialect: str, latest_run: Callable[[], Optional[int]]) -> WhereClause:
     compiler = _Compiler(dialect, latest_run)
     return WhereClause(compiler.node(node), compiler.params, text)
+
+
+def _char(c: str) -> str:
+    return f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+
+
+def sqlite_glob_regex(pattern: str) -> Optional[str]:
+    """The PostgreSQL regular expression (ARE) that matches what SQLite's ``GLOB pattern`` matches, or None
+    for a pattern that matches nothing (an unclosed ``[``). As SQLite reads it: ``*``, ``?``, ``[...]``
+    with ``^`` to negate, a ``]`` first in a set literal, ``a-z`` ranges (one whose ends are reversed
+    matches nothing), ``-`` first or last literal. Every character is written as a ``\\u`` escape, so
+    nothing in the pattern is regex syntax."""
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c != "[":
+            out.append(_char(c))
+        else:
+            invert = i < n and pattern[i] == "^"
+            i += invert
+            items: list[str] = []
+            if i < n and pattern[i] == "]":
+                items.append(_char("]"))
+                i += 1
+            prior: Optional[str] = None
+            while i < n and pattern[i] != "]":
+                ch = pattern[i]
+                if ch == "-" and prior is not None and i + 1 < n and pattern[i + 1] != "]":
+                    high = pattern[i + 1]
+                    if prior <= high:
+                        items.append(f"{_char(prior)}-{_char(high)}")
+                    prior = None
+                    i += 2
+                    continue
+                items.append(_char(ch))
+                prior = ch
+                i += 1
+            if i >= n:
+                return None  # "[" never closed: SQLite matches nothing
+            i += 1  # the closing "]"
+            out.append("[" + ("^" if invert else "") + "".join(items) + "]")
+    return "".join(out) + "$"
 
 
 def path_filter_node(path_filter: str) -> Comparison:
