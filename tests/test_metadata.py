@@ -113,3 +113,38 @@ def test_items_embedded_before_metadata_was_kept_are_filled_in_without_embedding
     assert all(r["meta_at"] is not None for r in items.values())
     with open_index(tmp_path / "index") as index:
         assert index.ingest([album]).metadata_filled == 0  # once only
+
+
+def test_a_catalog_at_0005_with_rows_is_upgraded_in_place_with_full_text(tmp_path, catalog_url):
+    """The columns are added in place, archives are marked for one more listing (their samples' captions),
+    and the rows already there are found by full text."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from indexer.store.catalog import open_catalog
+    from indexer.store.migrate import alembic_config
+
+    command.upgrade(alembic_config(catalog_url), "0005_ingest_leases")
+    engine = create_engine(catalog_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)"), {"v": b"\0\0"})
+        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at) "
+                          "VALUES ('/photos/lighthouse_at_dawn.jpg', 10, 20, 'embedded', 1, 0, 0)"))
+        conn.execute(text("INSERT INTO archives (uri, size, mtime_ns, members, complete, scanned_at) "
+                          "VALUES ('/shards/a.tar', 1, 2, 3, :yes, 0)"), {"yes": True})
+    engine.dispose()
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    server = None if catalog_url.startswith("sqlite") else catalog_url
+    if server is None:
+        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
+    catalog = open_catalog(index_dir, url=server)
+    try:
+        assert [i.uri for i in catalog.filters.keyword_ranked("lighthouse", 5)] == ["/photos/lighthouse_at_dawn.jpg"]
+        assert catalog.worklist.facts_missing() == [(1, "/photos/lighthouse_at_dawn.jpg", None, None)]
+        assert catalog.worklist.archive("/shards/a.tar").complete is False
+        catalog.write("UPDATE items SET caption = :c WHERE id = 1", [{"c": "a red lighthouse"}])
+        assert [i.item_id for i in catalog.filters.keyword_ranked("red", 5)] == [1]  # the trigger followed
+        assert catalog.filters.keyword_ranked("dawn", 5)[0].item_id == 1
+    finally:
+        catalog.close()

@@ -18,7 +18,10 @@ from typing import Any, Callable, Optional
 
 FTS_TABLE = "items_fts"
 PG_INDEX = "ix_items_fulltext"
-PG_DOCUMENT = "to_tsvector('simple', coalesce(items.caption, '') || ' ' || items.uri)"
+# Punctuation becomes space first: PostgreSQL's parser would keep a path ("/a/b_c.jpg") or a hyphenated word
+# as one token, where SQLite's unicode61 splits them into words; the two databases find the same words.
+_PG_SPLIT = "'[[:punct:][:space:]]+', ' ', 'g'"
+PG_DOCUMENT = f"to_tsvector('simple', regexp_replace(coalesce(items.caption, '') || ' ' || items.uri, {_PG_SPLIT}))"
 _TRIGGERS = ("items_fts_insert", "items_fts_delete", "items_fts_update")
 _WORD = re.compile(r"[^\W_]+")  # as the unicode61 tokenizer splits: letters and digits
 MAX_WORDS = 32  # words of one full-text query; more add nothing a ranking can use
@@ -88,7 +91,7 @@ def match_condition(dialect: str, text: str, name: str, any_word: bool = False,
     query = (" || " if any_word else " && ").join(f"plainto_tsquery('simple', :{key})" for key in params)
     sql = f"{PG_DOCUMENT} @@ ({query})"
     if column is not None:  # the index finds the candidates; the column's own words decide
-        sql += f" AND to_tsvector('simple', coalesce(items.{column}, '')) @@ ({query})"
+        sql += f" AND to_tsvector('simple', regexp_replace(coalesce(items.{column}, ''), {_PG_SPLIT})) @@ ({query})"
     return sql, params
 
 
