@@ -144,7 +144,7 @@ $("q").addEventListener("input", () => {
 });
 $("q").dataset.placeholder = $("q").placeholder;
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
-for (const id of ["path-filter", "min-score", "k"]) $(id).addEventListener("change", () => search());
+for (const id of ["path-filter", "where", "hybrid", "min-score", "k"]) $(id).addEventListener("change", () => search());
 $("more").addEventListener("click", () => search(true));
 
 // -- search by a picture: drop, paste, or the camera button --------------------------------------------
