@@ -46,6 +46,16 @@ class CatalogFilters:
     def _params(self, clause: WhereClause, **more: Any) -> dict[str, Any]:
         return {**clause.params, "state": EMBEDDED, **more}
 
+    def uses_index(self, clause: WhereClause) -> bool:
+        """Whether the database finds the items ``clause`` keeps through an index (the one on ``taken``,
+        the full text) rather than by reading the whole table. SQLite's plan says; on PostgreSQL, False."""
+        if self.catalog.dialect != "sqlite":
+            return False
+        plan = self.catalog.rows(f"EXPLAIN QUERY PLAN SELECT items.id FROM items WHERE {_LIVE_SCAN['sqlite']} "
+                                 f"AND ({clause.sql})", self._params(clause))
+        return not any(str(row[-1]).startswith("SCAN items") and not str(row[-1]).startswith("SCAN items_fts")
+                       for row in plan)
+
     def matching(self, clause: WhereClause, limit: int) -> list[LiveItem]:
         """Up to ``limit`` embedded items that ``clause`` keeps, in item order."""
         return [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
