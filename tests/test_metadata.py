@@ -148,3 +148,45 @@ def test_a_catalog_at_0005_with_rows_is_upgraded_in_place_with_full_text(tmp_pat
         assert catalog.filters.keyword_ranked("dawn", 5)[0].item_id == 1
     finally:
         catalog.close()
+
+
+def test_the_exif_reader_agrees_with_pillows_and_takes_garbage_calmly(tmp_path):
+    import struct
+
+    from hypothesis import given, settings, strategies as st
+    from PIL import Image
+
+    from indexer.media.metadata import ExifError, picture_facts, read_exif_block
+
+    path = exif_jpeg(tmp_path / "a.jpg", gps=GOOD_GPS)
+    with Image.open(path) as image:
+        ifd0, sub, gps = read_exif_block(image.info["exif"])
+        pillow = image.getexif()
+        assert ifd0[0x0110].rstrip(b"\0").decode() == pillow[0x0110]
+        assert sub[0x9003].rstrip(b"\0").decode() == pillow.get_ifd(0x8769)[0x9003]
+        assert gps[2] == tuple(float(v) for v in pillow.get_ifd(0x8825)[2])
+    # A PNG's eXIf chunk, and a big-endian ("MM") block written by hand.
+    png = tmp_path / "b.png"
+    with Image.open(path) as image:
+        image.save(png, exif=image.getexif())
+    with Image.open(png) as image:
+        assert picture_facts(image).camera == "Canon EOS 5D"
+    text = b"2020:02:02 10:00:00\0"
+    block = (b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 1)
+             + struct.pack(">HHII", 0x0132, 2, len(text), 26) + struct.pack(">I", 0) + text)
+    assert read_exif_block(block)[0][0x0132] == text
+
+    entry = st.tuples(st.sampled_from([0x010F, 0x0132, 0x8769, 0x8825, 1, 2, 0x9003]), st.integers(0, 12),
+                      st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(lambda e: struct.pack("<HHII", *e))
+    ifd = st.lists(entry, max_size=6).map(lambda es: struct.pack("<H", len(es)) + b"".join(es))
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=200) | st.binary(max_size=40).map(lambda b: b"II*\0\x08\0\0\0" + b)
+           | st.tuples(ifd, st.binary(max_size=60)).map(lambda t: b"II*\0\x08\0\0\0" + t[0] + t[1]))
+    def garbage(data):
+        try:
+            read_exif_block(data)
+        except (ExifError, struct.error):
+            pass
+
+    garbage()

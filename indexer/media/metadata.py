@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import struct
 import time
 import warnings
 import zlib
@@ -89,18 +90,98 @@ def parse_gps(gps: Any) -> tuple[Optional[float], Optional[float], Optional[str]
     return round(lat, 7), round(lon, 7), None
 
 
+# -- a small EXIF reader: only the tags kept, straight from the block's bytes --------------------------
+
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 9: 4, 10: 8}
+_MAX_ENTRIES = 512  # entries of one IFD; a block claiming more is garbage
+_IFD0_TAGS = frozenset({_MAKE, _MODEL, _DATE_TIME, _EXIF_IFD, _GPS_IFD})
+_EXIF_TAGS = frozenset({_DATE_TIME_ORIGINAL})
+_GPS_TAGS = frozenset({1, 2, 3, 4})
+
+
+class ExifError(ValueError):
+    """An EXIF block that does not hold what it claims."""
+
+
+def _ifd(data: bytes, offset: int, order: str, wanted: frozenset) -> dict[int, Any]:
+    """The ``wanted`` tags of the IFD at ``offset``, decoded (ASCII as bytes, numbers as tuples)."""
+    if offset < 8 or offset + 2 > len(data):
+        raise ExifError("an IFD outside the block")
+    (count,) = struct.unpack_from(order + "H", data, offset)
+    if count > _MAX_ENTRIES or offset + 2 + 12 * count > len(data):
+        raise ExifError("an IFD larger than the block")
+    found: dict[int, Any] = {}
+    for i in range(count):
+        tag, kind, n = struct.unpack_from(order + "HHI", data, offset + 2 + 12 * i)
+        if tag not in wanted or kind not in _TYPE_SIZES:
+            continue
+        size = _TYPE_SIZES[kind] * n
+        if size > 4096:
+            raise ExifError("a value larger than any of these tags holds")
+        at = offset + 2 + 12 * i + 8
+        if size > 4:
+            (at,) = struct.unpack_from(order + "I", data, at)
+        if at + size > len(data):
+            raise ExifError("a value outside the block")
+        if kind in (2, 7, 1):
+            found[tag] = data[at:at + size]
+        elif kind == 3:
+            found[tag] = struct.unpack_from(f"{order}{n}H", data, at)
+        elif kind == 4:
+            found[tag] = struct.unpack_from(f"{order}{n}I", data, at)
+        elif kind == 9:
+            found[tag] = struct.unpack_from(f"{order}{n}i", data, at)
+        else:
+            pairs = struct.unpack_from(f"{order}{2 * n}{'I' if kind == 5 else 'i'}", data, at)
+            found[tag] = tuple(pairs[j] / pairs[j + 1] if pairs[j + 1] else math.nan for j in range(0, len(pairs), 2))
+    return found
+
+
+def read_exif_block(block: bytes) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+    """(IFD0, Exif IFD, GPS IFD) tags kept, from an EXIF block (a JPEG's APP1 payload, with or without its
+    ``Exif\\0\\0`` prefix, or a PNG's eXIf chunk). Raises ``ExifError`` (or ``struct.error``) on garbage."""
+    data = block[6:] if block[:6] == b"Exif\x00\x00" else block
+    if data[:2] == b"II":
+        order = "<"
+    elif data[:2] == b"MM":
+        order = ">"
+    else:
+        raise ExifError("no TIFF byte order")
+    magic, first = struct.unpack_from(order + "HI", data, 2)
+    if magic != 42:
+        raise ExifError("no TIFF header")
+    ifd0 = _ifd(data, first, order, _IFD0_TAGS)
+    pointers = {tag: value[0] for tag in (_EXIF_IFD, _GPS_IFD)
+                if isinstance(value := ifd0.get(tag), tuple) and value and isinstance(value[0], int)}
+    sub = _ifd(data, pointers[_EXIF_IFD], order, _EXIF_TAGS) if _EXIF_IFD in pointers else {}
+    gps = _ifd(data, pointers[_GPS_IFD], order, _GPS_TAGS) if _GPS_IFD in pointers else {}
+    return ifd0, sub, gps
+
+
+def _tags(image: Any) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+    """The kept tags of an opened image: from its raw EXIF block when Pillow found one (JPEG, PNG, WebP:
+    a few microseconds), else through Pillow's own reader (TIFF, whose tags are the file's own)."""
+    block = image.info.get("exif")
+    if isinstance(block, (bytes, bytearray)) and block:
+        return read_exif_block(bytes(block))
+    if image.format not in ("TIFF", "MPO"):
+        return {}, {}, {}
+    exif = image.getexif()
+    if not exif:
+        return {}, {}, {}
+    return dict(exif), dict(exif.get_ifd(_EXIF_IFD) or {}), dict(exif.get_ifd(_GPS_IFD) or {})
+
+
 def picture_facts(image: Any) -> PictureFacts:
     """The EXIF facts of an opened Pillow image (its header is parsed already; no pixel is decoded)."""
     facts = PictureFacts()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exif = image.getexif()
-            if not exif:
-                return facts
-            sub = exif.get_ifd(_EXIF_IFD) or {}
-            raw_date = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
-            gps = exif.get_ifd(_GPS_IFD)
+            exif, sub, gps = _tags(image)
+        if not exif and not sub and not gps:
+            return facts
+        raw_date = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
     except Exception as exc:  # a broken EXIF block: the picture itself may still be fine
         facts.notes.append(f"exif: unreadable ({type(exc).__name__})")
         return facts
