@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -50,7 +51,8 @@ def make_corpus(folder: Path, count: int, width: int = 800, height: int = 600, s
             (folder / f"img_{i:06d}.txt").write_text(f"photo number {i} of a sunny day", encoding="utf-8")
 
 
-def one_run(tree: Path, corpus: Path, work: Path, model: str, workers: int) -> tuple[float, dict]:
+def one_run(tree: Path, corpus: Path, work: Path, model: str, workers: Optional[int],
+            pretrained: Optional[str] = None) -> tuple[float, dict]:
     index = work / f"index-{time.time_ns()}"
     env = dict(os.environ, PYTHONPATH=str(tree))
     script = Path(sys.executable).with_name("indexer")
@@ -58,6 +60,8 @@ def one_run(tree: Path, corpus: Path, work: Path, model: str, workers: int) -> t
                "ingest", str(corpus), "--index", str(index), "--model", model, "--json"]
     if workers is not None:
         command += ["--workers", str(workers)]
+    if pretrained:
+        command += ["--pretrained", pretrained]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work)
     elapsed = time.perf_counter() - started
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--make", type=int, help="first draw this many JPEGs (with EXIF and captions) into --corpus")
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH of a source tree (two of them)")
     parser.add_argument("--model", default="tiny-shapes")
+    parser.add_argument("--pretrained", help="the model's pretrained tag (e.g. random-weight files in $HF_HOME)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -89,13 +94,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-paired-"))
     times: dict[str, list[float]] = {name: [] for name, _ in trees}
     try:
-        one_run(trees[0][1], args.corpus, work, args.model, args.workers)  # warm-up: caches, converted model
-        one_run(trees[1][1], args.corpus, work, args.model, args.workers)
+        one_run(trees[0][1], args.corpus, work, args.model, args.workers, args.pretrained)  # warm-up: caches, converted model
+        one_run(trees[1][1], args.corpus, work, args.model, args.workers, args.pretrained)
         for round_ in range(args.rounds):
             order = trees if round_ % 2 == 0 else trees[::-1]
             line = []
             for name, tree in order:
-                elapsed, summary = one_run(tree, args.corpus, work, args.model, args.workers)
+                elapsed, summary = one_run(tree, args.corpus, work, args.model, args.workers, args.pretrained)
                 times[name].append(elapsed)
                 line.append(f"{name} {elapsed:6.2f} s ({summary['embedded']} embedded)")
             print(f"round {round_ + 1}: " + ", ".join(line), flush=True)

@@ -55,8 +55,15 @@ def parse_taken(value: Any, now: Optional[float] = None) -> tuple[Optional[str],
     text = _text(value)
     if text is None:
         return None, None
-    try:
-        parsed = datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+    t = text[:19]
+    if not any(ch.isdigit() and ch != "0" for ch in t):
+        return None, None  # "    :  :     :  :  " or zeros: EXIF's way of saying the date is unknown
+    digits = (t[0:4], t[5:7], t[8:10], t[11:13], t[14:16], t[17:19])
+    try:  # "YYYY:MM:DD HH:MM:SS" (some cameras write "-" in the date)
+        if len(t) != 19 or t[4] not in ":-" or t[7] != t[4] or t[10] not in " T" or t[13] != ":" or t[16] != ":" \
+                or not all(d.isdigit() for d in digits):
+            raise ValueError(t)
+        parsed = datetime(*(int(d) for d in digits))
     except ValueError:
         return None, f"taken: unreadable date {text[:40]!r}"
     latest = datetime.fromtimestamp((now or time.time()) + 2 * 86400)
