@@ -183,9 +183,7 @@ def picture_facts(image: Any) -> PictureFacts:
     """The EXIF facts of an opened Pillow image (its header is parsed already; no pixel is decoded)."""
     facts = PictureFacts()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exif, sub, gps = _tags(image)
+        exif, sub, gps = _tags(image)  # the callers hold Pillow's warnings (decode_image, read_facts)
         if not exif and not sub and not gps:
             return facts
         raw_date = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
