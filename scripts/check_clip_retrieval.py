@@ -5,7 +5,8 @@
         --model ViT-B-32-256 --pretrained datacomp_s34b_b86k      # with HF_HOME holding those weights
 
 1. ``clip-retrieval inference`` (PyPI's clip-retrieval, in the venv given) embeds the pictures of
-   ``--images`` (and their .txt captions) into clip-retrieval's output layout;
+   ``--images`` (and their .txt captions: every picture needs one then, as clip-retrieval's reader
+   requires) into clip-retrieval's output layout;
 2. ``indexer import`` reads that folder into a fresh index with the same model: every row must become an
    item, the model check must re-embed pictures and agree, and a caption must be searchable;
 3. ``indexer export --format clip-retrieval`` writes the index back out, and clip-retrieval's own
@@ -51,7 +52,8 @@ def main() -> None:
         out = work / "cr-output"
         run([str(args.venv / "bin" / "clip-retrieval"), "inference", "--input_dataset", str(args.images),
              "--output_folder", str(out), "--input_format", "files", "--clip_model",
-             f"open_clip:{args.model}/{args.pretrained}", "--enable_text", "False", "--enable_metadata", "True",
+             f"open_clip:{args.model}/{args.pretrained}", "--enable_text", str(bool(list(args.images.glob("*.txt")))),
+             "--enable_metadata", "True",
              "--batch_size", "8", "--num_prepro_workers", "1", "--enable_wandb", "False"])
         parts = sorted((out / "img_emb").glob("*.npy"))
         rows = sum(len(np.load(p)) for p in parts)
