@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .audit.decisions import ExportSummary
     from .store.audits import Decision
     from .ingest import IngestSummary
+    from .ingest.imported import ImportSummary
+    from .query.export import ExportSummary
     from .query.classify import ClassifyResult
     from .query.evaluate import EvalReport
     from .query.head import Head
@@ -113,12 +115,15 @@ class Index:
         return run_ingest(self.context, (Path(s) for s in sources), **options)
 
     def search(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (), k: int = 10,
-               path_filter: Optional[str] = None, min_score: Optional[float] = None) -> list["SearchHit"]:
-        """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax)."""
+               path_filter: Optional[str] = None, min_score: Optional[float] = None, where: Optional[str] = None,
+               hybrid: bool = False) -> list["SearchHit"]:
+        """Top-``k`` hits for a text / image / combined query (``indexer.query.search`` has the syntax);
+        ``where``: a filter expression (``indexer.store.where`` has the grammar); ``hybrid``: keyword
+        ranking over captions and paths fused with the cosine ranking."""
         from .query.search import search
 
         self.context.require_embedded()
-        return search(self.context, query, [Path(i) for i in images], k, path_filter, min_score)
+        return search(self.context, query, [Path(i) for i in images], k, path_filter, min_score, where, hybrid)
 
     def query_vector(self, query: Optional[str] = None, images: Sequence[Union[str, Path]] = (),
                      vectors: Sequence[tuple[float, np.ndarray]] = (), read_paths: bool = True) -> np.ndarray:
@@ -132,14 +137,35 @@ class Index:
         return query_vector(self.context, terms, vectors)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, path_filter: Optional[str] = None,
-                      min_score: Optional[float] = None, offset: int = 0) -> list["SearchHit"]:
-        """Top-``k`` hits for a query vector, after the ``offset`` best."""
-        from .query.search import search_vector
+                      min_score: Optional[float] = None, offset: int = 0,
+                      where: Optional[str] = None, keywords: Optional[str] = None) -> list["SearchHit"]:
+        """Top-``k`` hits for a query vector, after the ``offset`` best, among the items ``where`` keeps;
+        with ``keywords``, the cosine ranking fused with their full-text ranking (hybrid)."""
+        from .query.search import hybrid_search, search_vector
 
         # The loaded vectors say whether there is anything to search (counting items costs a scan).
         if self.context.vectors.get().ntotal == 0:
             raise empty_index(self.path)
-        return search_vector(self.context, np.asarray(vector, dtype=np.float32), k, path_filter, min_score, offset)
+        vector = np.asarray(vector, dtype=np.float32)
+        if keywords:
+            return hybrid_search(self.context, vector, keywords, k + offset, path_filter, min_score, where)[offset:]
+        return search_vector(self.context, vector, k, path_filter, min_score, offset, where)
+
+    def import_embeddings(self, folder: Union[str, Path], verify: int = 8,
+                          progress: Optional[Callable[[int], None]] = None) -> "ImportSummary":
+        """Registers the embeddings of a clip-retrieval output folder as embedded items (no picture decoded);
+        ``verify``: pictures readable here embedded again to check the model (``indexer.ingest.imported``)."""
+        from .ingest.imported import import_clip_retrieval
+
+        return import_clip_retrieval(self.context, Path(folder), verify, progress)
+
+    def export_embeddings(self, output: Union[str, Path], format: str = "clip-retrieval", part_size: int = 1_000_000,
+                          where: Optional[str] = None,
+                          progress: Optional[Callable[[int], None]] = None) -> "ExportSummary":
+        """Writes the index's embeddings as clip-retrieval's folder or one Parquet table (``indexer.query.export``)."""
+        from .query.export import export_embeddings
+
+        return export_embeddings(self.context, Path(output), format, part_size, where, progress)
 
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised embeddings of ``texts`` (cached by model and text)."""
@@ -273,6 +299,10 @@ class Index:
     def item_paths(self, item_ids: Sequence[int]) -> dict[int, str]:
         """item id -> path."""
         return self.catalog.items.uris(item_ids)
+
+    def item_facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """item id -> its caption, date taken, camera, width, height, lat, lon (None where unknown)."""
+        return self.catalog.filters.facts(item_ids)
 
     def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
         """The stored embedding of an embedded item, or None."""

@@ -153,6 +153,7 @@ def test_a_0005_catalog_upgrades_and_its_audit_fills_the_hashes(copies, tmp_path
     from alembic import command
 
     from indexer.store.migrate import alembic_config
+    from indexer.store.states import SCHEMA_HEAD
 
     index = tmp_path / "index"
     shutil.copytree(copies["index"], index)
@@ -165,7 +166,7 @@ def test_a_0005_catalog_upgrades_and_its_audit_fills_the_hashes(copies, tmp_path
     found, _ = planted_found(result, copies["pairs"])
     assert found == len(copies["pairs"]) and result.near["hashes_made"] > 0
     with sqlite3.connect(index / "catalog.sqlite") as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0006_audit"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == SCHEMA_HEAD
         assert conn.execute("SELECT id, vector FROM embeddings ORDER BY id").fetchall() == before
 
 

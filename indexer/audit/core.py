@@ -95,6 +95,7 @@ class AuditOptions:
     min_class_size: int = 5  # classes with fewer items are flagged
     chunk: int = 4096  # items per pass chunk
     head: Optional[str] = None  # a stored head (indexer heads) giving the zero-shot probabilities
+    where: Optional[str] = None  # only the items this filter expression keeps (indexer.store.where)
 
     def check(self) -> None:
         if self.neighbours < 1:
@@ -350,8 +351,11 @@ def audit(ctx: "IndexContext", dataset: Optional[DatasetLabels] = None, options:
     options = options or AuditOptions()
     options.check()
     ctx.require_embedded()
+    clause = ctx.catalog.filters.compile(options.where) if options.where is not None else None
     if dataset is None:
         dataset = folder_labels(ctx)
+    if clause is not None:
+        dataset = dataset.subset(ctx.catalog.filters.matching_item_ids(clause))
     if dataset.size == 0:
         raise QueryError(f"no embedded item has a label ({dataset.source}); give the folder the labels are read below (--root), or a labels file (--labels FILE)")
     if len(dataset.labels) < 2:

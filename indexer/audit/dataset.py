@@ -16,7 +16,7 @@ the dataset, or a single class folder); an item directly in the root has no labe
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -61,6 +61,12 @@ class DatasetLabels:
         found = pos < len(self.item_ids)
         found[found] = self.item_ids[pos[found]] == ids[found]
         return found, np.where(found, pos, 0)
+
+    def subset(self, item_ids: Sequence[int]) -> "DatasetLabels":
+        """The same labels for only the items among ``item_ids`` (an audit narrowed by ``--where``)."""
+        keep = np.isin(self.item_ids, np.asarray(item_ids, dtype=np.int64))
+        return replace(self, item_ids=self.item_ids[keep], content_ids=self.content_ids[keep],
+                       label_index=self.label_index[keep], split_index=self.split_index[keep])
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.label_index, minlength=len(self.labels))

@@ -29,6 +29,8 @@ COMMANDS = {
     "models": ("info", "models"),
     "demo": ("info", "demo"),
     "serve": ("serve", "serve"),
+    "import": ("exchange", "import_command"),
+    "export": ("exchange", "export_command"),
 }
 
 

@@ -11,7 +11,7 @@ from ..audit.core import AuditOptions
 from ..errors import IndexerError
 from ..models.templates import TEMPLATE_SETS
 from .common import CONTEXT, _remember_catalog, echo_json, err, index_option, json_option, model_options, \
-    open_from_cli, progress_bars, progress_enabled, progress_option, safe
+    open_from_cli, progress_bars, progress_enabled, progress_option, safe, where_option
 
 _DEFAULTS = AuditOptions()
 
@@ -66,6 +66,7 @@ _index_for_group = click.option("--index", "index_dir", envvar="INDEXER_INDEX",
 @click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out of the HTML report (faster, smaller).")
 @click.option("--head", help="Take the zero-shot probabilities from this stored head (indexer heads list) instead "
                              "of plain cosine; it must know every label.")
+@where_option
 @model_options
 @progress_option
 @json_option
@@ -74,7 +75,8 @@ def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Opti
           templates: Optional[str], output: Optional[Path], no_report: bool, near_threshold: str, near_ratio: float,
           phash_distance: str, neighbours: int,
           neighbour_weight: float, probe_weight: float, outlier_z: float, confusable_threshold: float, min_class_size: int, max_rows: int,
-          no_thumbnails: bool, head: Optional[str], progress: Optional[bool], as_json: bool, **model: Any) -> None:
+          no_thumbnails: bool, head: Optional[str], where: Optional[str], progress: Optional[bool], as_json: bool,
+          **model: Any) -> None:
     """Find likely mislabels, duplicates, outliers and label-set problems in a labelled dataset.
 
     The dataset must be ingested first. Labels come from class folder names (ImageFolder layout,
@@ -117,11 +119,14 @@ def audit(click_ctx: click.Context, index_dir: Optional[Path], labels_file: Opti
                                              near_threshold=threshold, near_ratio=near_ratio,
                                              phash_distance=bits, outlier_z=outlier_z,
                                              confusable_threshold=confusable_threshold, min_class_size=min_class_size,
-                                             head=head),
+                                             head=head, where=where),
              model, progress_enabled(progress),
              as_json)
     except IndexerError as exc:  # also when the command is used outside the `indexer` group
-        raise click.ClickException(safe(str(exc))) from None
+        from . import flag_of
+
+        message = f"{flag_of(audit, exc.param)}: {exc.message}" if exc.param else str(exc)
+        raise click.ClickException(safe(message)) from None
 
 
 def _near_threshold(text: str) -> Optional[float]:

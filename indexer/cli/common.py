@@ -96,6 +96,11 @@ def results() -> Any:
     """Where results go: the real stdout (under ``--json``, while libraries' output is sent to stderr)."""
     ctx = click.get_current_context(silent=True)
     return ctx.meta.get(RESULTS, sys.stdout) if ctx is not None else sys.stdout
+where_option = click.option(
+    "--where", metavar="EXPR",
+    help="Only items this filter keeps, e.g. \"taken >= 2024-06-01 and camera ~ canon\" (fields: taken, camera, "
+         "caption, path, label, width, height, size, lat, lon; operators = != < <= > >= ~; and, or, not, brackets). "
+         "See the search guide.")
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Progress bar on stderr (default: when a terminal).")
 templates_option = click.option(

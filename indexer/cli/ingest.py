@@ -59,7 +59,10 @@ def summary_line(summary: IngestSummary) -> str:
             f"{summary.reused} reused (moved or duplicate), {summary.failed} failed"
             + (f" ({reasons})" if reasons else "")
             + (f", {summary.deleted} gone since the last run" if summary.deleted else "")
-            + (f", {summary.purged} purged" if summary.purged else "") + f" in {summary.seconds:.1f} s")
+            + (f", {summary.purged} purged" if summary.purged else "")
+            + (f", metadata read for {summary.metadata_filled} embedded before" if summary.metadata_filled else "")
+            + (f", {summary.metadata_skipped} captions skipped" if summary.metadata_skipped else "")
+            + f" in {summary.seconds:.1f} s")
 
 
 def _warner(show_progress: bool) -> Callable[[str], None]:

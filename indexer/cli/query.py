@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from .common import CONTEXT, echo_json, err, results, index_option, json_option, model_options, open_from_cli, \
-    progress_bars, progress_enabled, progress_option, safe, templates_option
+    progress_bars, progress_enabled, progress_option, safe, templates_option, where_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -19,11 +19,15 @@ from .common import CONTEXT, echo_json, err, results, index_option, json_option,
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1), help="Number of results.")
 @click.option("--path-filter", help="Only paths containing this text, or matching this glob (*, ?, [..]).")
 @click.option("--min-score", type=float, help="Only results with a cosine score at least this.")
+@where_option
+@click.option("--hybrid", is_flag=True, help="Also rank the query's words over captions and file names (full "
+                                             "text) and fuse both rankings (reciprocal rank fusion).")
 @index_option
 @model_options
 @json_option
 def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: Optional[str],
-           min_score: Optional[float], index_dir: Path, as_json: bool, **model: Any) -> None:
+           min_score: Optional[float], where: Optional[str], hybrid: bool, index_dir: Path, as_json: bool,
+           **model: Any) -> None:
     """Find the images that best match a text and/or an image.
 
     QUERY is text; join terms with ' + ' and ' - ' to add or subtract them, and weight a term with
@@ -35,11 +39,14 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
       indexer search "dog + beach - people" --index ./photos-index
       indexer search "2:red fox + snow" --index ./photos-index --min-score 0.2
       indexer search --image query.jpg --index ./photos-index --path-filter "*/2024/*"
+      indexer search "a dog" --index ./photos-index --where "taken >= 2024-06 and camera ~ canon"
+      indexer search "red fox" --index ./photos-index --hybrid --json
     """
     if not query and not images:
         raise click.UsageError("give a QUERY text, an --image, or both")
     with open_from_cli(index_dir, **model) as index:
-        hits = index.search(query, images, k=k, path_filter=path_filter, min_score=min_score)
+        hits = index.search(query, images, k=k, path_filter=path_filter, min_score=min_score, where=where,
+                            hybrid=hybrid)
     if as_json:
         echo_json([hit.to_dict() for hit in hits])
         return
@@ -47,7 +54,8 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
         err("no results")
     for hit in hits:
         extra = f"  (+{len(hit.duplicates)} duplicate{'s' if len(hit.duplicates) > 1 else ''})" if hit.duplicates else ""
-        click.echo(f"{hit.score:.4f}  {safe(hit.path)}{extra}")
+        caption = f"  {safe(hit.caption[:80])!r}" if hit.caption else ""
+        click.echo(f"{hit.score:.4f}  {safe(hit.path)}{extra}{caption}")
 
 
 @click.command(context_settings=CONTEXT)
@@ -64,12 +72,14 @@ def search(query: Optional[str], images: tuple[Path, ...], k: int, path_filter: 
 @click.option("--transductive", is_flag=True, help="Classify the whole collection at once, label-free: a mixture "
               "fitted to its stored embeddings refines plain zero-shot; guarded, it falls back to plain zero-shot "
               "where it has little to work with (few items, few labels present).")
+@where_option
 @index_option
 @model_options
 @progress_option
 @json_option
 def classify(labels: Optional[str], labels_file: Optional[Path], templates: str, top_k: int, output: Optional[Path],
-             no_store: bool, head: Optional[str], transductive: bool, index_dir: Path, progress: Optional[bool],
+             no_store: bool, head: Optional[str], transductive: bool, where: Optional[str], index_dir: Path,
+             progress: Optional[bool],
              as_json: bool, **model: Any) -> None:
     """Classify every image of the index into one of a set of labels (zero-shot).
 
@@ -108,7 +118,7 @@ def classify(labels: Optional[str], labels_file: Optional[Path], templates: str,
         total = index.count_embedded()
         result = index.classify(label_list, templates, top_k, on_predictions=Fanout(sinks), store=not no_store,
                                 progress=lambda n: bars("classifying", n, total), head=head,
-                                transductive=transductive)
+                                transductive=transductive, where=where)
         if stream is not None:
             stream.close()
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.counts.items(), key=lambda kv: -kv[1]))

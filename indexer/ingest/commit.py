@@ -30,7 +30,8 @@ def commit_batch(catalog: "Catalog", batch: Batch, embedder: Any, summary: Inges
     vectors = embedder.embed_images(batch.images[list(fresh.values())]) if fresh else []
     _faults.trace(len(fresh))
     embedded = [EmbeddedRecord(r.item_id, r.sha256, r.width, r.height, r.format,
-                               embedding_id=r.embedding_id if r.kind == "known" else existing.get(r.sha256))
+                               embedding_id=r.embedding_id if r.kind == "known" else existing.get(r.sha256),
+                               facts=r.facts)
                 for r in records if r.kind != "failed"]
     failed = [r for r in records if r.kind == "failed"]
     catalog.worklist.commit_batch({sha: vector_to_blob(v) for sha, v in zip(fresh, vectors)}, embedded,

@@ -27,6 +27,7 @@ from ..media.archives import MEMBER_SEPARATOR, iter_archive_contents
 from ..media.decode import decode_image, limit_aspect, time_limit
 from ..media.guard import DecodeWatchdog, hard_limit
 from ..media.phash import perceptual_hash
+from ..media.metadata import PictureFacts, read_facts
 from ..media.sources import read_bytes
 from ..store.worklist import PendingReader
 
@@ -50,6 +51,7 @@ class ItemRecord:
     reason: Optional[str] = None
     detail: Optional[str] = None
     phash: Optional[int] = None  # perceptual hash of the decoded picture (``media.phash``)
+    facts: Optional[PictureFacts] = None  # EXIF date, camera, GPS; set for "ok" and "known" records
 
 
 @dataclass
@@ -121,12 +123,12 @@ def load_item(item_id: int, uri: str, data: Union[bytes, DecodeError], known_con
         return ItemRecord(item_id, uri, "failed", reason=data.reason, detail=data.detail)
     sha = hashlib.sha256(data).hexdigest()
     embedding_id = known_content(sha)
-    if embedding_id is not None:
-        return ItemRecord(item_id, uri, "known", sha256=sha, embedding_id=embedding_id)
+    if embedding_id is not None:  # nothing decoded: the header alone gives the EXIF facts
+        return ItemRecord(item_id, uri, "known", sha256=sha, embedding_id=embedding_id, facts=read_facts(data))
     try:
         with time_limit(options.decode_seconds):
             _faults.hang(uri)
-            decoded = decode_image(data, options.target_size, options.max_pixels)
+            decoded = decode_image(data, options.target_size, options.max_pixels, facts=True)
             image = limit_aspect(decoded.image) if options.crop_long_sides else decoded.image
             pixels = options.preprocess(image)
             phash = perceptual_hash(decoded.image)  # from the picture in hand: no second decode
@@ -136,7 +138,7 @@ def load_item(item_id: int, uri: str, data: Union[bytes, DecodeError], known_con
         return ItemRecord(item_id, uri, "failed", sha256=sha, reason="preprocess_error",
                           detail=f"{type(exc).__name__}: {exc}"[:200])
     return ItemRecord(item_id, uri, "ok", sha256=sha, pixels=pixels, width=decoded.width, height=decoded.height,
-                      format=decoded.format, phash=phash)
+                      format=decoded.format, phash=phash, facts=decoded.facts)
 
 
 def _read_file(uri: str, raw_path: Optional[bytes], max_bytes: Optional[int]) -> Union[bytes, DecodeError]:

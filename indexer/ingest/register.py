@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from ..errors import DecodeError
 from ..media.archives import iter_archive_members
 from ..media.entries import ArchiveSource, SourceEntry, storable_path
+from ..media.metadata import read_sidecar
 from ..store.catalog import Catalog
 from ..store.worklist import ArchiveRecord
 from ..store.schema import ItemState
@@ -82,18 +83,23 @@ def register(catalog: Catalog, entries: Iterable[Union[SourceEntry, ArchiveSourc
         finished = [e.record() for e in chunk if isinstance(e, ArchiveDone)]
         summary.scanned += len(files)
         known = catalog.worklist.known_items([e.uri for e in files]) if files else {}
-        seen, new, changed = [], [], []
+        seen, new, changed, captions = [], [], [], []
         for entry in files:
             state = FAILED if entry.problem else PENDING
             row = known.get(entry.uri)
             if row is None:
+                caption = _caption(entry, summary, warn)
                 new.append({"uri": entry.uri, "size": entry.size, "mtime_ns": entry.mtime_ns, "state": state,
                             "container": entry.container, "raw_path": entry.raw_path,
-                            "failure_reason": entry.problem})
+                            "failure_reason": entry.problem, "caption": caption,
+                            "caption_stamp": entry.caption_stamp})
                 if entry.problem:
                     summary.count_failure(entry.problem)
                 continue
             seen.append(row.id)
+            if entry.caption_stamp != row.caption_stamp:  # a sidecar added, changed or removed
+                captions.append({"id": row.id, "caption": _caption(entry, summary, warn),
+                                 "caption_stamp": entry.caption_stamp})
             same_file = row.size == entry.size and row.mtime_ns == entry.mtime_ns
             settled = row.state == EMBEDDED or (row.state == FAILED and not retry_failed)
             if same_file and settled:
@@ -103,7 +109,19 @@ def register(catalog: Catalog, entries: Iterable[Union[SourceEntry, ArchiveSourc
                                 "failure_reason": entry.problem})
                 if entry.problem:
                     summary.count_failure(entry.problem)
-        summary.deleted += catalog.worklist.apply_scan(run_id, new, changed, seen, finished)
+        summary.deleted += catalog.worklist.apply_scan(run_id, new, changed, seen, finished, captions)
+
+
+def _caption(entry: SourceEntry, summary: IngestSummary, warn: Warn) -> Optional[str]:
+    """The caption of an entry: its sidecar file read now, or what its archive sample held. A caption
+    that cannot be kept is skipped with a warning and counted; the item itself goes on."""
+    if entry.caption_stamp is None:
+        return None
+    caption, note = read_sidecar(entry.sidecar) if entry.sidecar else (entry.caption, entry.caption_note)
+    if note:
+        summary.metadata_skipped += 1
+        warn(f"{entry.uri}: {note}; kept without it")
+    return caption
 
 
 def mark_missing(catalog: Catalog, sources: Iterable[Path], run_id: int) -> int:

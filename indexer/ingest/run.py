@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from ..media.sources import recorded_source, scan
+from .facts import fill_facts
 from .embedding import Embedding, LocalEmbedding, Progress, Report
 from .int8 import INT8_FOLDER
 from .lock import ingest_lock
@@ -67,6 +68,7 @@ def run_ingest(ctx: "IndexContext", sources: Iterable[Path], *, retry_failed: bo
                 report = Report(warn, progress, lock.check)
                 embedding.embed_pending(catalog, todo, summary, report)
                 report.finish(summary)
+            fill_facts(catalog, summary, ctx.settings.max_file_size, lock.check)
             if purge:
                 summary.purged = purge_deleted(ctx)
             if ctx.model.recorded is not None and (summary.embedded or summary.reused

@@ -18,6 +18,8 @@ class IngestSummary:
     scanned: int = 0
     deleted: int = 0  # items whose file is gone from a scanned folder or archive (kept as history)
     purged: int = 0  # deleted items removed for good (``purge=True``)
+    metadata_filled: int = 0  # items embedded earlier whose metadata was read now (no embedding made)
+    metadata_skipped: int = 0  # captions not kept (too large, not UTF-8, bad JSON); each one warned
     seconds: float = 0.0
     run_id: int = 0
 

@@ -12,10 +12,12 @@ import tarfile
 import time
 import zipfile
 import zlib
+from dataclasses import replace
 from typing import IO, Iterator, Optional
 
 from ..errors import DecodeError
 from .entries import ArchiveSource, SourceEntry, is_image_name
+from .metadata import CAPTION_SUFFIXES, MAX_CAPTION_BYTES, caption_from_bytes, member_stamp, sample_key
 
 # The one list of archive names indexer reads (tar with any compression Python reads, and zip).
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -72,25 +74,75 @@ def _hidden_member(name: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
 
 
+def _with_caption(entry: SourceEntry, caption: Optional[tuple[Optional[str], Optional[str], int]]) -> SourceEntry:
+    if caption is None:
+        return entry
+    text, note, stamp = caption
+    return replace(entry, caption=text, caption_note=note, caption_stamp=stamp)
+
+
+def _caption_member(data: bytes, suffix: str) -> tuple[Optional[str], Optional[str], int]:
+    text, note = caption_from_bytes(data, suffix)
+    return text, note, member_stamp(data)
+
+
+def _oversized_caption(size: int, suffix: str) -> tuple[Optional[str], Optional[str], int]:
+    return None, f"caption: the {suffix} member is larger than {MAX_CAPTION_BYTES // 1024} kB", size << 32
+
+
 def iter_archive_members(archive: ArchiveSource) -> Iterator[SourceEntry]:
-    """The image members of an archive, from its headers (a compressed tar is read through once).
+    """The image members of an archive, from its headers (a compressed tar is read through once), each
+    with the caption of its WebDataset sample (``key.txt`` or ``key.json`` beside ``key.jpg``; in a tar,
+    the sample's files must be next to each other, as WebDataset writes them).
     Raises ``DecodeError`` when the archive is unreadable or breaks off."""
     kind = archive_kind(archive.uri)
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive.uri) as zf:
-                for info in zf.infolist():
+                captions: dict[str, tuple[Optional[str], Optional[str], int]] = {}
+                infos = zf.infolist()
+                for info in infos:
+                    key, suffix = sample_key(info.filename)
+                    if suffix in CAPTION_SUFFIXES and not info.is_dir() and not _hidden_member(info.filename) \
+                            and (key not in captions or suffix == ".txt"):  # .txt first, as beside a file
+                        if info.file_size > MAX_CAPTION_BYTES:
+                            captions[key] = _oversized_caption(info.file_size, suffix)
+                        elif not info.flag_bits & 0x1 and info.compress_type in _ZIP_METHODS:
+                            with zf.open(info) as handle:
+                                captions[key] = _caption_member(read_bounded(handle, MAX_CAPTION_BYTES), suffix)
+                for info in infos:
                     if info.is_dir() or not is_image_name(info.filename) or _hidden_member(info.filename):
                         continue
                     mtime = int(time.mktime(info.date_time + (0, 0, -1)) * 1e9)
-                    yield SourceEntry(member_uri(archive.uri, info.filename), info.file_size, mtime, archive.uri)
+                    entry = SourceEntry(member_uri(archive.uri, info.filename), info.file_size, mtime, archive.uri)
+                    yield _with_caption(entry, captions.get(sample_key(info.filename)[0]))
         else:
             with tarfile.open(archive.uri, "r:*") as tf:
+                # The images of the sample being read wait for its caption member, which may follow them.
+                key: Optional[str] = None
+                waiting: list[SourceEntry] = []
+                caption: Optional[tuple[Optional[str], Optional[str], int]] = None
                 for member in tf:
-                    if not member.isfile() or not is_image_name(member.name) or _hidden_member(member.name):
+                    if not member.isfile() or _hidden_member(member.name):
                         continue
-                    yield SourceEntry(member_uri(archive.uri, member.name), member.size, int(member.mtime * 1e9),
-                                      archive.uri)
+                    member_key, suffix = sample_key(member.name)
+                    image = is_image_name(member.name)
+                    if not image and suffix not in CAPTION_SUFFIXES:
+                        continue
+                    if member_key != key:
+                        yield from (_with_caption(e, caption) for e in waiting)
+                        key, waiting, caption = member_key, [], None
+                    if image:
+                        waiting.append(SourceEntry(member_uri(archive.uri, member.name), member.size,
+                                                   int(member.mtime * 1e9), archive.uri))
+                    elif caption is None or suffix == ".txt":  # .txt first, as beside a file
+                        if member.size > MAX_CAPTION_BYTES:
+                            caption = _oversized_caption(member.size, suffix)
+                        else:
+                            handle = tf.extractfile(member)
+                            if handle is not None:
+                                caption = _caption_member(read_bounded(handle, MAX_CAPTION_BYTES), suffix)
+                yield from (_with_caption(e, caption) for e in waiting)
     except _ARCHIVE_ERRORS as exc:
         raise DecodeError("bad_archive", f"{type(exc).__name__}: {exc}"[:200]) from None
 

@@ -24,6 +24,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from ..config import DEFAULT_DECODE_SECONDS, DEFAULT_MAX_PIXELS  # noqa: F401 - the limits, also read from here
 from ..errors import DecodeError
+from .metadata import PictureFacts, picture_facts
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey-filled picture
 # Pillow's own bomb guard (Image.MAX_IMAGE_PIXELS) is left as it is, for this process and any other code
 # in it: our limit is checked from the header as well (``check_pixels``), and a limit above Pillow's
@@ -84,6 +85,7 @@ class DecodedImage:
     width: int  # upright (EXIF orientation applied), before any reduction
     height: int
     format: str
+    facts: Optional[PictureFacts] = None  # EXIF date, camera, GPS (read with ``facts=True``)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -124,9 +126,11 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
                                              f"{_pixel_count(max_pixels)} limit")
 
 
-def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 facts: bool = False) -> DecodedImage:
     """Decodes ``data`` into an RGB image at least ``target_size`` pixels on its short side (when the
-    original is), with EXIF orientation applied. Raises ``DecodeError`` with a short reason."""
+    original is), with EXIF orientation applied. With ``facts``, the EXIF facts are read from the same
+    opened image (no second open or decode). Raises ``DecodeError`` with a short reason."""
     if not data:
         raise DecodeError("empty_file", "zero bytes")
     _register_optional_plugins()
@@ -143,6 +147,7 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             image.load()
+            found = picture_facts(image) if facts else None
             stored = image.size
             image = ImageOps.exif_transpose(image) or image
             if image.size != stored and image.size == stored[::-1]:
@@ -165,7 +170,7 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
         raise DecodeError(reason, message[:200]) from None
     except MemoryError:
         raise DecodeError("out_of_memory", "the decoder ran out of memory") from None
-    return DecodedImage(rgb, width, height, fmt)
+    return DecodedImage(rgb, width, height, fmt, found)
 
 
 

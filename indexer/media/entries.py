@@ -23,6 +23,13 @@ class SourceEntry:
     container: Optional[str] = None
     raw_path: Optional[bytes] = None
     problem: Optional[str] = None
+    # Its caption's source: a sidecar file beside it (read when ``caption_stamp`` differs from the
+    # catalog's), or, for an archive member, the caption already read from its sample (``caption``,
+    # or ``caption_note`` saying why it was not kept). ``caption_stamp`` None: no caption source.
+    sidecar: Optional[str] = None
+    caption_stamp: Optional[int] = None
+    caption: Optional[str] = None
+    caption_note: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,25 @@ from ..errors import DecodeError, SourceError
 from .archives import archive_kind, iter_archive_contents, read_bounded, reads_as_member, \
     split_member_uri, too_large
 from .entries import ArchiveSource, SourceEntry, is_image_name, storable_path
+from .metadata import CAPTION_SUFFIXES, sidecar_for
 
-def _entry(path: str, st: os.stat_result) -> SourceEntry:
+def _entry(path: str, st: os.stat_result, sidecar: Optional[str] = None) -> SourceEntry:
+    """The entry of an image file, with its sidecar caption file (a path beside it) when it has one."""
     uri, raw = storable_path(path)
-    return SourceEntry(uri, st.st_size, st.st_mtime_ns, raw_path=raw)
+    stamp = None
+    if sidecar is not None:
+        try:
+            side = os.stat(sidecar)
+            stamp = side.st_mtime_ns ^ (side.st_size << 1)
+        except OSError:
+            sidecar = None
+    return SourceEntry(uri, st.st_size, st.st_mtime_ns, raw_path=raw, sidecar=sidecar, caption_stamp=stamp)
+
+
+def _sidecar_beside(path: str) -> Optional[str]:
+    """The caption file beside a single image file named as a source, if there is one."""
+    stem = os.path.splitext(path)[0]
+    return next((stem + s for s in CAPTION_SUFFIXES if os.path.isfile(stem + s)), None)
 
 
 def scan_folder(root: Path, warn: Optional[Callable[[str], None]] = None) -> Iterator[SourceEntry | ArchiveSource]:
@@ -51,6 +66,7 @@ def scan_folder(root: Path, warn: Optional[Callable[[str], None]] = None) -> Ite
                 warn(f"skipping folder {folder}: {exc.strerror or exc}")
             continue
         subfolders = []
+        captions = {e.name for e in entries if e.name.lower().endswith(CAPTION_SUFFIXES)}
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -76,7 +92,11 @@ def scan_folder(root: Path, warn: Optional[Callable[[str], None]] = None) -> Ite
             if reads_as_member(path):
                 _refuse_member_like(path, warn)
                 continue
-            yield ArchiveSource(storable_path(path)[0], st.st_size, st.st_mtime_ns) if kind else _entry(path, st)
+            if kind:
+                yield ArchiveSource(storable_path(path)[0], st.st_size, st.st_mtime_ns)
+            else:
+                sidecar = sidecar_for(captions, entry.name) if captions else None
+                yield _entry(path, st, os.path.join(os.path.dirname(path), sidecar) if sidecar else None)
         stack.extend(reversed(subfolders))
 
 
@@ -133,7 +153,7 @@ def _source_entries(path: Path, folders: Optional[list[Path]],
         st = path.stat()
         yield ArchiveSource(storable_path(resolved)[0], st.st_size, st.st_mtime_ns)
     else:
-        yield _entry(resolved, path.stat())
+        yield _entry(resolved, path.stat(), _sidecar_beside(resolved))
 
 
 def _refuse_member_like(path: str, warn: Optional[Callable[[str], None]]) -> None:

@@ -68,13 +68,15 @@ def top_labels(scores: np.ndarray, k: int) -> np.ndarray:
 def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: str = "default", top_k: int = 1,
              on_predictions: Optional[Callable[[list[Prediction]], None]] = None, store: bool = True,
              progress: Optional[Callable[[int], None]] = None, head: Optional[str] = None,
-             scorer: Optional[LabelScores] = None, transductive: bool = False) -> ClassifyResult:
+             scorer: Optional[LabelScores] = None, transductive: bool = False,
+             where: Optional[str] = None) -> ClassifyResult:
     """Classifies every embedded item over ``labels``; predictions go to ``on_predictions`` chunk by
     chunk and, when ``store``, into the catalog as a classification run.
 
     With ``head`` (a stored head's name) the scores are the head's calibrated scores and the
     probabilities their softmax, over ``labels`` (default: all the head's classes); otherwise cosine
-    scores and the softmax of the model's logit scale times them. A ``scorer`` built beforehand over
+    scores and the softmax of the model's logit scale times them. ``where``: only the items that filter
+    expression keeps (``indexer.store.where``). A ``scorer`` built beforehand over
     ``labels`` (the service encodes the labels piecemeal, beside its searches) is used as it is.
 
     With ``transductive`` the whole collection is classified at once (``query.transduce``): every stored
@@ -94,13 +96,14 @@ def classify(ctx: "IndexContext", labels: Optional[Sequence[str]], templates: st
     elif not labels:
         raise QueryError("give labels to classify into (or a head, whose classes are used)", param="labels")
     labels = list(labels)
+    clause = ctx.catalog.filters.compile(where) if where is not None else None  # refused before any work
     scorer = scorer or LabelScores.build(ctx.texts, labels, templates, trained)
     k = min(top_k, len(labels))
     result = ClassifyResult(run_id=0, labels=labels, templates=templates, items=0,
                             counts={label: 0 for label in labels}, head=head)
     if store:
         result.run_id = ctx.catalog.runs.start_classification(labels, templates, k)
-    chunks: Iterable[tuple[list[int], list[str], np.ndarray]] = ctx.catalog.items.iter_embedded(CHUNK)
+    chunks: Iterable[tuple[list[int], list[str], np.ndarray]] = ctx.catalog.items.iter_embedded(CHUNK, clause)
     transduced = None
     if transductive:  # the whole collection first, then its predictions chunk by chunk
         chunks = list(chunks)

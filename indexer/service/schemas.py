@@ -37,7 +37,7 @@ class KnnRequest(BaseModel):
 
 
 class KnnResult(BaseModel):
-    """One result: the first ``num_images`` carry the picture's path, caption (none) and a base64 JPEG
+    """One result: the first ``num_images`` carry the picture's path, caption (None when it has none) and a base64 JPEG
     thumbnail; the others only id and similarity."""
 
     id: int
@@ -65,8 +65,13 @@ class MetadataEntry(BaseModel):
 class Hit(BaseModel):
     id: int = Field(description="The item's catalog id.")
     path: str
-    score: float = Field(description="Cosine similarity with the query.")
+    score: float = Field(description="Cosine similarity with the query (with hybrid: the fused rank score).")
     duplicates: list[str] = Field(default_factory=list, description="Other paths with the same content.")
+    caption: Optional[str] = Field(None, description="From a sidecar .txt/.json or the WebDataset sample.")
+    taken: Optional[str] = Field(None, description="EXIF date taken, YYYY-MM-DD HH:MM:SS (camera's local time).")
+    camera: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
 
 
 class SearchResponse(BaseModel):
@@ -95,6 +100,13 @@ class Item(BaseModel):
     container: Optional[str] = None
     failure_reason: Optional[str] = None
     failure_detail: Optional[str] = None
+    caption: Optional[str] = None
+    taken: Optional[str] = None
+    camera: Optional[str] = None
+    lat: Optional[float] = None
+    lon: Optional[float] = None
+    mtime_ns: Optional[int] = None
+    meta_notes: Optional[str] = Field(None, description="Metadata values that were unreadable and left out.")
     added_at: Optional[float] = None
     updated_at: Optional[float] = None
     duplicates: list[ItemRef] = Field(default_factory=list, description="Other items with the same content.")

@@ -201,9 +201,11 @@ class ServedIndex:
             return self.index.query_vector(text, vectors=vectors, read_paths=False)
 
     def search(self, vector: np.ndarray, k: int, offset: int = 0, path_filter: Optional[str] = None,
-               min_score: Optional[float] = None) -> list:
+               min_score: Optional[float] = None, where: Optional[str] = None,
+               keywords: Optional[str] = None) -> list:
+        """Hits for ``vector``; with ``keywords``, fused with their full-text ranking (hybrid)."""
         with self.lock:
-            return self.index.search_vector(vector, k, path_filter, min_score, offset)
+            return self.index.search_vector(vector, k, path_filter, min_score, offset, where, keywords)
 
     def image_vector(self, data: bytes, name: str = "the uploaded image") -> np.ndarray:
         """An uploaded picture's embedding, decoded under the index's pixel and time limits."""

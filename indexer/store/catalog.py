@@ -16,6 +16,7 @@ a member that holds the catalog, with a short API of its own:
 - ``catalog.runs``: ingest and classification runs (``runs.py``);
 - ``catalog.heads``: trained heads (``heads.py``); ``catalog.leases``: ingest leases (``leases.py``);
 - ``catalog.audits``: the latest audit's findings, decisions on them, perceptual hashes (``audits.py``).
+- ``catalog.filters``: ``--where`` expressions, full-text ranking, the facts shown with hits (``filters.py``).
 
 On SQLite the reads a search makes run on the standard library's ``sqlite3``: SQLAlchemy (about 0.1 s to
 import, a quarter of a new question's whole process) is imported only when a member that needs it is
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from .audits import CatalogAudits
     from .embeddings import CatalogEmbeddings
+    from .filters import CatalogFilters
     from .heads import CatalogHeads
     from .items import CatalogItems
     from .leases import CatalogLeases
@@ -297,6 +299,12 @@ class Catalog:
         from .heads import CatalogHeads
 
         return CatalogHeads(self)
+
+    @cached_property
+    def filters(self) -> "CatalogFilters":
+        from .filters import CatalogFilters
+
+        return CatalogFilters(self)
 
     @cached_property
     def leases(self) -> "CatalogLeases":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from .catalog import EMBEDDED, PAGE, chunked, pages
 from .codec import FeatureMatrix, blobs_to_matrix
@@ -16,6 +16,7 @@ from .schema import Embedding, Item, ItemState
 
 if TYPE_CHECKING:
     from .catalog import Catalog
+    from .where import WhereClause
 
 
 class CatalogItems:
@@ -43,11 +44,15 @@ class CatalogItems:
         with self.catalog.read() as conn:
             return [{"path": uri, "reason": reason, "detail": detail} for uri, reason, detail in conn.execute(query)]
 
-    def iter_embedded(self, page: int = PAGE) -> Iterator[tuple[list[int], list[str], FeatureMatrix]]:
-        """(item ids, paths, embeddings) of every embedded item, page by page, in item order."""
+    def iter_embedded(self, page: int = PAGE, where: Optional["WhereClause"] = None
+                      ) -> Iterator[tuple[list[int], list[str], FeatureMatrix]]:
+        """(item ids, paths, embeddings) of every embedded item (that ``where`` keeps), page by page, in
+        item order."""
         dim = self.catalog.dim()
         statement = (select(Item.id, Item.uri, Embedding.vector).join(Embedding, Item.embedding_id == Embedding.id)
                      .where(Item.state == EMBEDDED))
+        if where is not None:
+            statement = statement.where(text(where.sql).bindparams(**where.params))
         for rows in pages(self.catalog, statement, Item.id, page):
             yield [r[0] for r in rows], [r[1] for r in rows], blobs_to_matrix([r[2] for r in rows], dim)
 
@@ -96,7 +101,9 @@ class CatalogItems:
         return {"id": item.id, "path": item.uri, "state": item.state, "size": item.size, "sha256": item.sha256,
                 "embedding_id": item.embedding_id, "width": item.width, "height": item.height, "format": item.format,
                 "container": item.container, "failure_reason": item.failure_reason,
-                "failure_detail": item.failure_detail, "added_at": item.added_at, "updated_at": item.updated_at}
+                "failure_detail": item.failure_detail, "added_at": item.added_at, "updated_at": item.updated_at,
+                "caption": item.caption, "taken": item.taken, "camera": item.camera, "lat": item.lat, "lon": item.lon,
+                "mtime_ns": item.mtime_ns, "meta_notes": item.meta_notes}
 
     def _filter_condition(self, path_filter: str) -> Any:
         dialect: str = self.catalog.dialect

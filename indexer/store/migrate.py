@@ -96,10 +96,12 @@ def _create_or_upgrade(catalog: "Catalog", conn: Optional["Connection"], tables:
 
 
 def _create_at_head(catalog: "Catalog", conn: Optional["Connection"] = None) -> None:
+    from . import fulltext
     from .schema import metadata
 
     with _transaction(catalog, conn) as conn:
         metadata.create_all(conn)
+        fulltext.create(conn.dialect.name, conn.exec_driver_sql)
         conn.exec_driver_sql(
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, \
-    MetaData, String, Table, Text, UniqueConstraint
+    MetaData, String, Table, Text, UniqueConstraint, text
 
 from .states import ItemState  # noqa: F401 - the items' states, also read from here
 
@@ -86,7 +86,26 @@ Item = _table(
     Column("container", Text),
     # The file name's bytes when they are not UTF-8 (``uri`` then shows them escaped).
     Column("raw_path", LargeBinary),
+    # What the file says about itself (``media/metadata.py``), read at ingest with no extra decode:
+    # the EXIF date taken as "YYYY-MM-DD HH:MM:SS" (local time, as the camera wrote it), the camera's
+    # make and model, its GPS position in degrees; values that were unreadable or implausible are left
+    # out and named in ``meta_notes``. ``meta_at``: when they were read (None: not yet, e.g. an item
+    # embedded before they were kept; the next ingest fills them in without embedding anything).
+    Column("taken", String(19)),
+    Column("camera", String(128)),
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("meta_at", Float),
+    Column("meta_notes", Text),
+    # A caption from a same-name .txt/.json beside the file, or from the WebDataset sample in its archive;
+    # ``caption_stamp`` tells a changed sidecar (its modification time, or a checksum of a member's text).
+    Column("caption", Text),
+    Column("caption_stamp", Int64),
     SqlIndex("ix_items_state", "state"),
+    SqlIndex("ix_items_taken", "taken"),
+    # The embedded items whose metadata is still to be read (after an upgrade): found without a scan.
+    SqlIndex("ix_items_meta_missing", "id", sqlite_where=text("meta_at IS NULL"),
+             postgresql_where=text("meta_at IS NULL")),
     SqlIndex("ix_items_sha256", "sha256"),
     SqlIndex("ix_items_embedding_id", "embedding_id"),
     SqlIndex("ix_items_container", "container"),

@@ -350,16 +350,33 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal) if self.index is not None else 0
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, ids) per query row, best first; ids of -1 pad when fewer are found."""
+    def _parameters(self, ids: Optional[np.ndarray]) -> Optional[faiss.SearchParameters]:
+        """Search parameters restricting a search to ``ids`` (an ``IDSelectorBatch``: a hash set of
+        them), with the index's own probe count on IVF layouts; None for no restriction."""
+        if ids is None:
+            return None
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+        if self.layout.kind == "flat":
+            params = faiss.SearchParameters(sel=selector)
+        else:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(faiss.extract_index_ivf(self.index).nprobe))
+        params._selector = selector  # the Python side keeps the selector alive while FAISS uses it
+        return params
+
+    def search(self, queries: np.ndarray, k: int, ids: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, ids) per query row, best first; ids of -1 pad when fewer are found.
+        ``ids``: only among these embedding ids."""
         if self.index is None or self.index.ntotal == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, int(self.index.ntotal))
+        params = self._parameters(ids)
         if self.layout.kind != "ivfpq":
-            return self.index.search(queries, k)
+            return self.index.search(queries, k, params=params) if params is not None else self.index.search(queries, k)
         depth = self.layout.rerank or PQ_RERANK  # files from before the depth was tuned: the old fixed one
-        _, candidates = self.index.search(queries, min(k * depth, int(self.index.ntotal)))
+        shortlist = min(k * depth, int(self.index.ntotal))
+        _, candidates = (self.index.search(queries, shortlist, params=params) if params is not None
+                         else self.index.search(queries, shortlist))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         # The candidates of a block of queries are read from the catalog in one go (bounded memory).

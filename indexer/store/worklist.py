@@ -46,6 +46,7 @@ class KnownItem:
     size: int
     mtime_ns: int
     state: str
+    caption_stamp: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class EmbeddedRecord:
     height: Optional[int] = None
     format: Optional[str] = None
     embedding_id: Optional[int] = None  # set when the content was already in the catalog
+    facts: Any = None  # media.metadata.PictureFacts: EXIF date, camera, GPS, notes (None: not read)
 
 
 @dataclass
@@ -75,6 +77,18 @@ class FailedRecord:
     reason: str
     detail: Optional[str] = None
     sha256: Optional[str] = None
+
+
+FACT_VALUES = {"taken": bindparam("b_taken"), "camera": bindparam("b_camera"), "lat": bindparam("b_lat"),
+               "lon": bindparam("b_lon"), "meta_notes": bindparam("b_notes"), "meta_at": bindparam("b_meta_at")}
+
+
+def fact_params(facts: Any, stamp: float) -> dict[str, Any]:
+    """The bound values of ``FACT_VALUES`` for one item's facts (None: not read, left to fill in)."""
+    if facts is None:
+        return {"b_taken": None, "b_camera": None, "b_lat": None, "b_lon": None, "b_notes": None, "b_meta_at": None}
+    return {"b_taken": facts.taken, "b_camera": facts.camera, "b_lat": facts.lat, "b_lon": facts.lon,
+            "b_notes": "; ".join(facts.notes) or None, "b_meta_at": stamp}
 
 
 class CatalogWorklist:
@@ -88,9 +102,9 @@ class CatalogWorklist:
         known: dict[str, KnownItem] = {}
         with self.catalog.read() as conn:
             for part in chunked(list(uris)):
-                for r in conn.execute(select(Item.id, Item.uri, Item.size, Item.mtime_ns, Item.state)
-                                      .where(Item.uri.in_(part))):
-                    known[r.uri] = KnownItem(r.id, r.size, r.mtime_ns, r.state)
+                for r in conn.execute(select(Item.id, Item.uri, Item.size, Item.mtime_ns, Item.state,
+                                             Item.caption_stamp).where(Item.uri.in_(part))):
+                    known[r.uri] = KnownItem(r.id, r.size, r.mtime_ns, r.state, r.caption_stamp)
         return known
 
     def archive(self, uri: str) -> Optional[ArchiveRecord]:
@@ -122,10 +136,11 @@ class CatalogWorklist:
             own.execute(statement)
 
     def apply_scan(self, run_id: int, new: list[dict[str, Any]], changed: list[dict[str, Any]], seen: list[int],
-                   finished_archives: Sequence[ArchiveRecord] = ()) -> int:
+                   finished_archives: Sequence[ArchiveRecord] = (), captions: Sequence[dict[str, Any]] = ()) -> int:
         """Records one chunk of a scan in one transaction: ``new`` item rows (uri, size, mtime_ns, state,
-        container, raw_path, failure_reason), ``changed`` items (id, size, mtime_ns, state, failure_reason:
-        their content is forgotten), ``seen`` item ids; members of ``finished_archives`` (read to the end)
+        container, raw_path, failure_reason, caption, caption_stamp), ``changed`` items (id, size, mtime_ns,
+        state, failure_reason: their content is forgotten), ``seen`` item ids, new ``captions`` (id, caption,
+        caption_stamp: a sidecar changed); members of ``finished_archives`` (read to the end)
         that this run did not see are marked deleted. Returns that number."""
         stamp = time.time()
         deleted = 0
@@ -146,6 +161,10 @@ class CatalogWorklist:
                       "b_reason": r.get("failure_reason")} for r in changed])
             for part in chunked(seen):
                 conn.execute(update(Item).where(Item.id.in_(part)).values(scan_id=run_id))
+            if captions:
+                conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
+                    caption=bindparam("b_caption"), caption_stamp=bindparam("b_stamp")),
+                    [{"b_id": r["id"], "b_caption": r["caption"], "b_stamp": r["caption_stamp"]} for r in captions])
             for archive in finished_archives:
                 result = conn.execute(update(Item).where(
                     Item.container == archive.uri, Item.state != DELETED,
@@ -222,15 +241,59 @@ class CatalogWorklist:
                 conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
                     state=EMBEDDED, sha256=bindparam("b_sha"), embedding_id=bindparam("b_emb"),
                     width=bindparam("b_w"), height=bindparam("b_h"), format=bindparam("b_fmt"),
-                    failure_reason=None, failure_detail=None, updated_at=stamp),
+                    failure_reason=None, failure_detail=None, updated_at=stamp, **FACT_VALUES),
                     [{"b_id": r.item_id, "b_sha": r.sha256, "b_w": r.width, "b_h": r.height, "b_fmt": r.format,
-                      "b_emb": r.embedding_id if r.embedding_id is not None else ids[r.sha256]} for r in embedded])
+                      "b_emb": r.embedding_id if r.embedding_id is not None else ids[r.sha256],
+                      **fact_params(r.facts, stamp)} for r in embedded])
             if failed:
                 conn.execute(update(Item).where(Item.id == bindparam("b_id")).values(
                     state=FAILED, sha256=bindparam("b_sha"), failure_reason=bindparam("b_reason"),
                     failure_detail=bindparam("b_detail"), updated_at=stamp),
                     [{"b_id": r.item_id, "b_sha": r.sha256, "b_reason": r.reason, "b_detail": r.detail}
                      for r in failed])
+
+    def import_embedded(self, rows: Sequence[tuple[str, Optional[str], str, bytes]]) -> int:
+        """Items made embedded at once from imported vectors, in one transaction: ``rows`` of (uri, caption,
+        content key, vector blob). A uri the catalog holds already is left as it is; equal content keys
+        share one embedding. Returns how many items were added."""
+        if not rows:
+            return 0
+        stamp = time.time()
+        with self.catalog.begin() as conn:
+            held: set[str] = set()
+            for part in chunked(sorted(uri for uri, _, _, _ in rows)):
+                held.update(r[0] for r in conn.execute(select(Item.uri).where(Item.uri.in_(part))))
+            rows = sorted(r for r in rows if r[0] not in held)
+            if not rows:
+                return 0
+            fresh = {key: blob for _, _, key, blob in rows}
+            conn.execute(insert_for(self.catalog.dialect, Embedding).on_conflict_do_nothing(
+                index_elements=[Embedding.sha256]),
+                [{"sha256": key, "vector": blob, "created_at": stamp} for key, blob in sorted(fresh.items())])
+            ids: dict[str, int] = {}
+            for part in chunked(sorted(fresh)):
+                ids.update(conn.execute(select(Embedding.sha256, Embedding.id).where(Embedding.sha256.in_(part))).all())
+            # A concurrent writer's row for the same path stands (ON CONFLICT DO NOTHING).
+            conn.execute(insert_for(self.catalog.dialect, Item).on_conflict_do_nothing(index_elements=[Item.uri]),
+                         [{"uri": uri, "size": 0, "mtime_ns": 0, "state": EMBEDDED, "sha256": key,
+                           "embedding_id": ids[key], "caption": caption, "added_at": stamp, "updated_at": stamp,
+                           "meta_at": stamp, "meta_notes": "imported: no file read"} for uri, caption, key, _ in rows])
+            return len(rows)
+
+    def facts_missing(self, after: int = 0, limit: int = 512) -> list[tuple[int, str, Optional[bytes], Optional[str]]]:
+        """(id, uri, raw path, container) of embedded items whose metadata was never read (embedded before
+        it was kept), in id order after ``after``."""
+        return [tuple(r) for r in self.catalog.rows(
+            "SELECT id, uri, raw_path, container FROM items WHERE meta_at IS NULL AND id > :after "
+            "AND state = :state ORDER BY id LIMIT :limit", {"after": after, "state": EMBEDDED, "limit": limit})]
+
+    def record_facts(self, facts: Sequence[tuple[int, Any]]) -> None:
+        """Stores the metadata read for items already embedded (``facts``: (item id, PictureFacts))."""
+        stamp = time.time()
+        self.catalog.write(
+            "UPDATE items SET taken = :b_taken, camera = :b_camera, lat = :b_lat, lon = :b_lon, "
+            "meta_notes = :b_notes, meta_at = :b_meta_at WHERE id = :b_id",
+            [dict(fact_params(f, stamp), b_id=item_id) for item_id, f in facts])
 
     def purge_deleted(self) -> tuple[int, list[int]]:
         """Removes deleted items for good, and the embeddings no item uses any more.

@@ -99,7 +99,7 @@ def _knn(body: KnnRequest, request: Request) -> list[KnnResult]:
     results = []
     for rank, hit in enumerate(hits):
         if rank < body.num_images:
-            results.append(KnnResult(id=hit.item_id, similarity=hit.score, image_path=hit.path, caption=None,
+            results.append(KnnResult(id=hit.item_id, similarity=hit.score, image_path=hit.path, caption=hit.caption,
                                      image=_thumbnail_b64(served, hit.item_id)))
         else:
             results.append(KnnResult(id=hit.item_id, similarity=hit.score))
@@ -109,13 +109,15 @@ def _knn(body: KnnRequest, request: Request) -> list[KnnResult]:
 @router.post("/metadata", response_model=list[MetadataEntry], responses={**NOT_FOUND, **INVALID},
              openapi_extra=_documented(MetadataRequest))
 async def metadata(request: Request) -> list[MetadataEntry]:
-    """Path, caption (none) and a base64 JPEG thumbnail of each id; an unknown id gets empty metadata."""
+    """Path, caption (None when it has none) and a base64 JPEG thumbnail of each id; an unknown id gets empty
+    metadata."""
     return await run_in_threadpool(_metadata, await _body(request, MetadataRequest), request)
 
 
 def _metadata(body: MetadataRequest, request: Request) -> list[MetadataEntry]:
     served = registry(request).get(body.indice_name)
     paths = served.index.item_paths(body.ids)
-    return [MetadataEntry(id=i, metadata={"image_path": paths[i], "caption": None,
+    facts = served.index.item_facts(list(paths))
+    return [MetadataEntry(id=i, metadata={"image_path": paths[i], "caption": facts.get(i, {}).get("caption"),
                                           "image": _thumbnail_b64(served, i)} if i in paths else {})
             for i in body.ids]

@@ -38,7 +38,8 @@ def timed(request: Request, stage: str) -> Iterator[None]:
 
 
 def as_hits(hits: list) -> list[Hit]:
-    return [Hit(id=h.item_id, path=h.path, score=h.score, duplicates=h.duplicates) for h in hits]
+    return [Hit(id=h.item_id, path=h.path, score=h.score, duplicates=h.duplicates, caption=h.caption, taken=h.taken,
+                camera=h.camera, width=h.width, height=h.height) for h in hits]
 
 
 def decode_base64(text: str, what: str) -> bytes:

@@ -46,7 +46,8 @@ function card(hit, index, onOpen) {
   const img = document.createElement("img");
   img.loading = "lazy";
   img.src = thumb(hit.id);
-  img.alt = baseName(hit.path);
+  img.alt = hit.caption || baseName(hit.path);
+  el.title = [hit.caption, hit.taken, hit.camera].filter(Boolean).join(" · ");
   el.appendChild(img);
   const caption = document.createElement("div");
   caption.className = "caption";
@@ -83,7 +84,8 @@ async function search(append = false) {
     state.hits = []; render(); say(""); $("more").hidden = true; return;
   }
   const offset = append ? state.offset + k : 0;
-  const filters = { k, offset, path_filter: $("path-filter").value.trim(), min_score: $("min-score").value };
+  const filters = { k, offset, path_filter: $("path-filter").value.trim(), min_score: $("min-score").value,
+                    where: $("where").value.trim(), hybrid: $("hybrid").checked && text ? "true" : "" };
   let body;
   try {
     if (state.image) {
@@ -143,7 +145,7 @@ $("q").addEventListener("input", () => {
 });
 $("q").dataset.placeholder = $("q").placeholder;
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
-for (const id of ["path-filter", "min-score", "k"]) $(id).addEventListener("change", () => search());
+for (const id of ["path-filter", "where", "hybrid", "min-score", "k"]) $(id).addEventListener("change", () => search());
 $("more").addEventListener("click", () => search(true));
 
 // -- search by a picture: drop, paste, or the camera button --------------------------------------------
@@ -207,6 +209,12 @@ async function openItem(id) {
   fact(facts, "id", item.id);
   fact(facts, "size", item.width ? `${item.width} × ${item.height} px, ${item.format || ""}` : null);
   fact(facts, "bytes", item.size);
+  fact(facts, "caption", item.caption);
+  fact(facts, "taken", item.taken);
+  fact(facts, "camera", item.camera);
+  fact(facts, "position", item.lat != null && item.lon != null ? `${item.lat.toFixed(5)}, ${item.lon.toFixed(5)}` : null);
+  fact(facts, "modified", item.mtime_ns ? new Date(item.mtime_ns / 1e6).toISOString().slice(0, 19).replace("T", " ") : null);
+  fact(facts, "skipped metadata", item.meta_notes);
   fact(facts, "state", item.state);
   fact(facts, "sha256", item.sha256);
   const dups = $("item-duplicates");

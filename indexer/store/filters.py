@@ -1,0 +1,123 @@
+"""The reads behind ``--where``, full-text ranking and the facts shown with a hit (``catalog.filters``).
+
+Plain SQL through ``Catalog.rows``: on SQLite at head they run on the standard library's ``sqlite3``,
+like the other reads a search makes, so a filtered search imports no SQLAlchemy either.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+from . import fulltext
+from .catalog import EMBEDDED, chunked, in_list
+from .rows import LiveItem
+from .where import BoolOp, WhereClause, compile_where, parse, path_filter_node
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+FACT_COLUMNS = ("caption", "taken", "camera", "width", "height", "lat", "lon")
+_LIVE = "items.state = :state AND items.embedding_id IS NOT NULL"
+# The same, with SQLite told not to walk the state index for it (nearly every item is embedded): the
+# filter's own index (``taken``, the full text) or one pass over the table, in id order, is faster.
+_LIVE_SCAN = {"sqlite": "+items.state = :state AND items.embedding_id IS NOT NULL", "postgresql": _LIVE}
+
+
+class CatalogFilters:
+    def __init__(self, catalog: "Catalog") -> None:
+        self.catalog = catalog
+
+    def compile(self, where: Optional[str], path_filter: Optional[str] = None) -> Optional[WhereClause]:
+        """``where`` (and ``path_filter``, as ``path ~ TEXT``) compiled for this catalog; None for neither."""
+        nodes = []
+        if path_filter:
+            nodes.append(path_filter_node(path_filter))
+        if where is not None:
+            nodes.append(parse(where))
+        if not nodes:
+            return None
+        node = nodes[0] if len(nodes) == 1 else BoolOp("and", tuple(nodes))
+        return compile_where(node, where or "", self.catalog.dialect, self.latest_classification_run)
+
+    def latest_classification_run(self) -> Optional[int]:
+        row = self.catalog.rows("SELECT max(id) FROM classification_runs WHERE completed_at IS NOT NULL")
+        return int(row[0][0]) if row and row[0][0] is not None else None
+
+    def _params(self, clause: WhereClause, **more: Any) -> dict[str, Any]:
+        return {**clause.params, "state": EMBEDDED, **more}
+
+    def uses_index(self, clause: WhereClause) -> bool:
+        """Whether the database finds the items ``clause`` keeps through an index (the one on ``taken``,
+        the full text) rather than by reading the whole table. SQLite's plan says; on PostgreSQL, False."""
+        if self.catalog.dialect != "sqlite":
+            return False
+        plan = self.catalog.rows(f"EXPLAIN QUERY PLAN SELECT items.id FROM items WHERE {_LIVE_SCAN['sqlite']} "
+                                 f"AND ({clause.sql})", self._params(clause))
+        return not any(str(row[-1]).startswith("SCAN items") and not str(row[-1]).startswith("SCAN items_fts")
+                       for row in plan)
+
+    def matching(self, clause: WhereClause, limit: int) -> list[LiveItem]:
+        """Up to ``limit`` embedded items that ``clause`` keeps, in item order."""
+        return [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
+            f"SELECT items.id, items.uri, items.embedding_id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} "
+            f"AND ({clause.sql}) ORDER BY items.id LIMIT :limit", self._params(clause, limit=int(limit)))]
+
+    def matching_item_ids(self, clause: WhereClause) -> list[int]:
+        return [int(r[0]) for r in self.catalog.rows(
+            f"SELECT items.id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} AND ({clause.sql}) ORDER BY items.id",
+            self._params(clause))]
+
+    def iter_matching_embedding_ids(self, clause: WhereClause, page: int = 65536) -> Iterator[list[int]]:
+        """The embedding ids of the items ``clause`` keeps, page by page (keyset on the item id)."""
+        last = 0
+        while True:
+            rows = self.catalog.rows(
+                f"SELECT items.id, items.embedding_id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} AND items.id > :after "
+                f"AND ({clause.sql}) ORDER BY items.id LIMIT :limit", self._params(clause, after=last, limit=page))
+            if not rows:
+                return
+            yield [int(r[1]) for r in rows]
+            last = int(rows[-1][0])
+
+    def for_embeddings(self, embedding_ids: Sequence[int], clause: WhereClause) -> list[LiveItem]:
+        """The embedded items holding these contents that ``clause`` keeps, in item order."""
+        found: list[LiveItem] = []
+        for part in chunked([int(i) for i in embedding_ids]):
+            ids, params = in_list("e", part)
+            found += [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
+                f"SELECT items.id, items.uri, items.embedding_id FROM items WHERE items.embedding_id IN {ids} "
+                f"AND {_LIVE_SCAN[self.catalog.dialect]} AND ({clause.sql})", {**self._params(clause), **params})]
+        return sorted(found)
+
+    def keyword_ranked(self, text: str, limit: int, clause: Optional[WhereClause] = None) -> list[LiveItem]:
+        """Embedded items whose caption or path holds words of ``text``, best keyword match first."""
+        extra = f" AND {_LIVE_SCAN[self.catalog.dialect]}" + (f" AND ({clause.sql})" if clause is not None else "")
+        sql, params = fulltext.ranked_sql(self.catalog.dialect, text, "fts", extra)
+        if not params:
+            return []
+        ranked = [int(r[0]) for r in self.catalog.rows(sql, {**(clause.params if clause else {}), **params,
+                                                                 "state": EMBEDDED, "limit": int(limit)})]
+        rows = {}
+        for part in chunked(ranked):
+            ids, id_params = in_list("i", part)
+            rows.update({int(r[0]): LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
+                f"SELECT id, uri, embedding_id FROM items WHERE id IN {ids}", id_params)})
+        return [rows[i] for i in ranked if i in rows]
+
+    def facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """item id -> its caption, date taken, camera, size in pixels and position (None where unknown)."""
+        found: dict[int, dict[str, Any]] = {}
+        for part in chunked([int(i) for i in item_ids]):
+            ids, params = in_list("i", part)
+            for row in self.catalog.rows(f"SELECT id, {', '.join(FACT_COLUMNS)} FROM items WHERE id IN {ids}", params):
+                found[int(row[0])] = dict(zip(FACT_COLUMNS, row[1:]))
+        return found
+
+    def blobs(self, embedding_ids: Sequence[int]) -> dict[int, bytes]:
+        """embedding id -> its stored vector blob."""
+        found: dict[int, bytes] = {}
+        for part in chunked(sorted({int(i) for i in embedding_ids})):
+            ids, params = in_list("e", part)
+            found.update({int(r[0]): r[1] for r in self.catalog.rows(
+                f"SELECT id, vector FROM embeddings WHERE id IN {ids}", params)})
+        return found
