@@ -60,11 +60,13 @@ class CatalogFilters:
         """Up to ``limit`` embedded items that ``clause`` keeps, in item order."""
         return [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
             f"SELECT items.id, items.uri, items.embedding_id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} "
-            f"AND ({clause.sql}) ORDER BY items.id LIMIT :limit", self._params(clause, limit=int(limit)))]
+            # "+items.id": the order is not taken from the table's own order (which would make SQLite read the
+            # whole table in id order to skip a sort); the filter's index finds the few items, then they are sorted.
+            f"AND ({clause.sql}) ORDER BY +items.id LIMIT :limit", self._params(clause, limit=int(limit)))]
 
     def matching_item_ids(self, clause: WhereClause) -> list[int]:
         return [int(r[0]) for r in self.catalog.rows(
-            f"SELECT items.id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} AND ({clause.sql}) ORDER BY items.id",
+            f"SELECT items.id FROM items WHERE {_LIVE_SCAN[self.catalog.dialect]} AND ({clause.sql}) ORDER BY +items.id",
             self._params(clause))]
 
     def iter_matching_embedding_ids(self, clause: WhereClause, page: int = 65536) -> Iterator[list[int]]:

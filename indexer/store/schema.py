@@ -103,6 +103,10 @@ Item = _table(
     Column("caption_stamp", Int64),
     SqlIndex("ix_items_state", "state"),
     SqlIndex("ix_items_taken", "taken"),
+    # What a selective --where compares with < and > finds without reading the table (migration 0007).
+    SqlIndex("ix_items_size", "size"),
+    SqlIndex("ix_items_lat", "lat"),
+    SqlIndex("ix_items_lon", "lon"),
     # The embedded items whose metadata is still to be read (after an upgrade): found without a scan.
     SqlIndex("ix_items_meta_missing", "id", sqlite_where=text("meta_at IS NULL"),
              postgresql_where=text("meta_at IS NULL")),

@@ -26,6 +26,10 @@ COLUMNS = [('taken', sa.String(length=19)), ('camera', sa.String(length=128)), (
            ('caption_stamp', Int64)]
 
 
+# Columns a --where compares with < and > often enough to deserve an index (taken has its own above).
+INDEXED = ('size', 'lat', 'lon')
+
+
 def _execute(statement: str) -> None:
     op.execute(sa.text(statement))
 
@@ -34,6 +38,8 @@ def upgrade() -> None:
     for name, type_ in COLUMNS:
         op.add_column('items', sa.Column(name, type_, nullable=True))
     op.create_index('ix_items_taken', 'items', ['taken'])
+    for column in INDEXED:  # a selective --where on them finds its items without reading the table
+        op.create_index(f'ix_items_{column}', 'items', [column])
     op.create_index('ix_items_meta_missing', 'items', ['id'], sqlite_where=sa.text('meta_at IS NULL'),
                     postgresql_where=sa.text('meta_at IS NULL'))
     op.execute(sa.text('UPDATE archives SET complete = :no').bindparams(no=False))
@@ -44,6 +50,8 @@ def downgrade() -> None:
     fulltext.drop(op.get_bind().dialect.name, _execute)
     op.drop_index('ix_items_meta_missing', table_name='items')
     op.drop_index('ix_items_taken', table_name='items')
+    for column in INDEXED:
+        op.drop_index(f'ix_items_{column}', table_name='items')
     with op.batch_alter_table('items') as batch:
         for name, _ in reversed(COLUMNS):
             batch.drop_column(name)
