@@ -26,7 +26,7 @@ from .models import ModelSpec
 
 if TYPE_CHECKING:
     from .audit import AuditOptions, AuditResult, DatasetLabels
-    from .audit.decisions import ExportSummary
+    from .audit.decisions import ExportSummary as LabelsExportSummary
     from .store.audits import Decision
     from .ingest import IngestSummary
     from .ingest.imported import ImportSummary
@@ -243,7 +243,7 @@ class Index:
         return self.context.catalog.audits.decisions()
 
     def audit_export(self, output: Union[str, Path], dataset: Optional["DatasetLabels"] = None,
-                     drop_duplicates: bool = False) -> "ExportSummary":
+                     drop_duplicates: bool = False) -> "LabelsExportSummary":
         """Writes the corrected labels (decisions applied) to ``output``; see ``indexer.audit.decisions``."""
         from .audit.decisions import export
 
@@ -302,7 +302,7 @@ class Index:
 
     def item_facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """item id -> its caption, date taken, camera, width, height, lat, lon (None where unknown)."""
-        return self.catalog.filters.facts(item_ids)
+        return self.catalog.facts(item_ids)
 
     def item_embedding(self, item_id: int) -> Optional[np.ndarray]:
         """The stored embedding of an embedded item, or None."""

@@ -40,7 +40,7 @@ def _pages(ctx: "IndexContext", where: Optional[str]) -> Iterator[tuple[dict[str
     """(columns, vectors) of the embedded items, page by page."""
     clause = ctx.catalog.filters.compile(where) if where is not None else None
     for item_ids, paths, vectors in ctx.catalog.items.iter_embedded(PAGE, clause):
-        facts = ctx.catalog.filters.facts(item_ids)
+        facts = ctx.catalog.facts(item_ids)
         columns: dict[str, list[Any]] = {"image_path": list(paths), "item_id": list(item_ids)}
         for name in FACTS:
             columns[name] = [facts.get(i, {}).get(name) for i in item_ids]

@@ -257,7 +257,7 @@ def with_facts(ctx: "IndexContext", hits: list[SearchHit]) -> list[SearchHit]:
     """``hits`` with what the catalog knows of each item (one read of at most k rows)."""
     if not hits:
         return hits
-    facts = ctx.catalog.filters.facts([h.item_id for h in hits])
+    facts = ctx.catalog.facts([h.item_id for h in hits])
     for hit in hits:
         for name, value in facts.get(hit.item_id, {}).items():
             if hasattr(hit, name):

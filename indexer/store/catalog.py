@@ -60,6 +60,7 @@ T = TypeVar("T")
 IN_CHUNK = 900  # values per IN (...) list: under SQLite's oldest limit of 999 bound parameters
 PAGE = 8192  # rows per keyset page
 EMBEDDED = ItemState.EMBEDDED.value
+FACT_COLUMNS = ("caption", "taken", "camera", "width", "height", "lat", "lon")  # what a hit shows of its item
 
 
 def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -384,6 +385,16 @@ class Catalog:
         """(number of embeddings, largest embedding id): what the vectors must hold to be in step."""
         count, max_id = self.rows("SELECT count(id), max(id) FROM embeddings")[0]
         return int(count or 0), int(max_id or 0)
+
+    def facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """item id -> its caption, date taken, camera, size in pixels and position (None where unknown):
+        what a hit shows, read with the search's own reads (no filter machinery imported for it)."""
+        found: dict[int, dict[str, Any]] = {}
+        for part in chunked([int(i) for i in item_ids]):
+            ids, params = in_list("i", part)
+            for row in self.rows(f"SELECT id, {', '.join(FACT_COLUMNS)} FROM items WHERE id IN {ids}", params):
+                found[int(row[0])] = dict(zip(FACT_COLUMNS, row[1:]))
+        return found
 
     def items_for_embeddings(self, embedding_ids: Sequence[int]) -> list[LiveItem]:
         """The embedded items holding these contents, in item order."""

@@ -16,7 +16,6 @@ from .where import BoolOp, WhereClause, compile_where, parse, path_filter_node
 if TYPE_CHECKING:
     from .catalog import Catalog
 
-FACT_COLUMNS = ("caption", "taken", "camera", "width", "height", "lat", "lon")
 _LIVE = "items.state = :state AND items.embedding_id IS NOT NULL"
 # The same, with SQLite told not to walk the state index for it (nearly every item is embedded): the
 # filter's own index (``taken``, the full text) or one pass over the table, in id order, is faster.
@@ -105,15 +104,6 @@ class CatalogFilters:
             rows.update({int(r[0]): LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
                 f"SELECT id, uri, embedding_id FROM items WHERE id IN {ids}", id_params)})
         return [rows[i] for i in ranked if i in rows]
-
-    def facts(self, item_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """item id -> its caption, date taken, camera, size in pixels and position (None where unknown)."""
-        found: dict[int, dict[str, Any]] = {}
-        for part in chunked([int(i) for i in item_ids]):
-            ids, params = in_list("i", part)
-            for row in self.catalog.rows(f"SELECT id, {', '.join(FACT_COLUMNS)} FROM items WHERE id IN {ids}", params):
-                found[int(row[0])] = dict(zip(FACT_COLUMNS, row[1:]))
-        return found
 
     def blobs(self, embedding_ids: Sequence[int]) -> dict[int, bytes]:
         """embedding id -> its stored vector blob."""
