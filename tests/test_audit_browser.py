@@ -5,10 +5,11 @@ Real HTTP, real catalog; screenshots go to $INDEXER_SCREENSHOTS when set."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -18,10 +19,9 @@ from indexer.cli import main
 
 from .live_server import live_server
 from .test_audit_decisions import dataset  # noqa: F401 - the module's fixture
+from .test_service_browser import CHROMIUM, page_at
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's)")
 
 
 @pytest.fixture
@@ -33,16 +33,13 @@ def audited(dataset, tmp_path) -> Path:  # noqa: F811
     return index
 
 
-def open_page(p, url: str):
-    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url + "/")
-    page.click("#tab-audit")
-    page.wait_for_selector(".finding")
-    return browser, page, errors
+@contextmanager
+def audit_page(url: str) -> Iterator:
+    """The page's audit view, its findings shown."""
+    with page_at(url, height=900) as page:
+        page.click("#tab-audit")
+        page.wait_for_selector(".finding")
+        yield page
 
 
 def images_loaded(page) -> None:
@@ -53,8 +50,7 @@ def images_loaded(page) -> None:
 def test_review_with_the_keyboard_and_export(audited, dataset, tmp_path):  # noqa: F811
     shots = Path(os.environ.get("INDEXER_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
-    with live_server({"shapes": audited}, allow_decisions=True) as url, playwright_api.sync_playwright() as p:
-        browser, page, errors = open_page(p, url)
+    with live_server({"shapes": audited}, allow_decisions=True) as url, audit_page(url) as page:
         total = int(page.locator("#audit-types button.active").text_content().split("(")[1].rstrip(")"))
         assert page.locator("#audit-types button.active").get_attribute("data-type") == "mislabel"
         assert page.locator("#audit-progress-text").text_content() == f"0 of {total} reviewed"
@@ -103,17 +99,12 @@ def test_review_with_the_keyboard_and_export(audited, dataset, tmp_path):  # noq
         page.wait_for_function("() => { const i = [...document.querySelectorAll('#audit-plot-images img')];"
                                " return i.length >= 3 && i.every(x => x.complete && x.naturalWidth > 0); }")
         page.locator("#audit-plots").screenshot(path=str(shots / "audit-plots.png"))
-        browser.close()
-        assert errors == [], errors
 
 
 def test_read_only_service_records_nothing(audited):
-    with live_server({"shapes": audited}) as url, playwright_api.sync_playwright() as p:
-        browser, page, errors = open_page(p, url)
+    with live_server({"shapes": audited}) as url, audit_page(url) as page:
         assert "--allow-decisions" in page.locator("#audit-message").text_content()
         page.keyboard.press("a")
         page.wait_for_timeout(300)
         assert page.locator(".decision").count() == 0
         assert httpx.get(url + "/api/audit/decisions").json() == []
-        browser.close()
-        assert errors == [], errors

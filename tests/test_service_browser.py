@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -30,20 +32,29 @@ DROP = """async ([b64, name, kind]) => {
 }"""
 
 
+@contextmanager
+def page_at(url: str, height: int = 850) -> Iterator:
+    """The service's page at ``url`` in headless Chromium; the test fails on any script error in it."""
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1200, "height": height})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url + "/")
+        try:
+            yield page
+        finally:
+            browser.close()
+        assert errors == [], errors
+
+
 @pytest.fixture
 def page_and_shots(index_copy, tmp_path):
     shots = Path(os.environ.get("INDEXER_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
-    with live_server({"shapes": index_copy}) as url, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1200, "height": 850})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url + "/")
+    with live_server({"shapes": index_copy}) as url, page_at(url) as page:
         yield page, shots
-        browser.close()
-        assert errors == [], errors
 
 
 def all_loaded(page, grid: str = "#results") -> None:

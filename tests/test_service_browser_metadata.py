@@ -10,7 +10,7 @@ from indexer import open_index
 from .conftest import render_folder
 from .live_server import live_server
 from .metadata_pictures import exif_jpeg
-from .test_service_browser import CHROMIUM, all_loaded, names, playwright_api
+from .test_service_browser import CHROMIUM, all_loaded, names, page_at
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's)")]
@@ -28,16 +28,8 @@ def page(tmp_path):
     (root / "blue_star" / "blue_star_0001.txt").write_text("zebrafish in the aquarium", encoding="utf-8")
     with open_index(tmp_path / "index", model="tiny-shapes") as index:
         index.ingest([root])
-    with live_server({"shapes": tmp_path / "index"}) as url, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1200, "height": 850})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url + "/")
+    with live_server({"shapes": tmp_path / "index"}) as url, page_at(url) as page:
         yield page
-        browser.close()
-        assert errors == [], errors
 
 
 def test_where_keywords_and_the_item_view(page, tmp_path):
