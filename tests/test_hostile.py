@@ -245,3 +245,23 @@ def test_the_decode_time_limit_applies_during_ingestion(tmp_path, strategy):
     with open_index(tmp_path / "index", model="tiny-shapes", settings=settings) as index:
         summary = index.ingest([folder], warn=lambda message: None, **strategy)
     assert summary.failed_by_reason == {"timeout": 1}
+
+
+def test_time_limit_leaves_the_process_timer_alone_and_aims_at_the_main_thread():
+    # The limit's alarm is sent to the main thread by a thread of its own: a process-wide timer's SIGALRM
+    # may land on a thread Python did not start (a Ray client's gRPC threads stay after ray.shutdown()),
+    # and a caller's own interval timer would be cancelled by it.
+    fired = []
+    before = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        with pytest.raises(DecodeError):
+            with time_limit(0.1):
+                while True:
+                    pass
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < left <= 30  # the caller's timer still runs
+        assert fired == []  # and the limit's alarm went to the limit's handler only
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)

@@ -10,10 +10,12 @@ at a reduced scale in the DCT domain (``Image.draft``) when the model needs far 
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import struct
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -175,10 +177,52 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
 
 
 
+class _Alarm:
+    """The decode time limit's clock: one daemon thread per process that sends SIGALRM to the main thread
+    when the armed deadline passes. The signal is aimed at the main thread (``pthread_kill``): a
+    process-wide timer's signal may land on any thread, and a process that holds threads Python did not
+    start (a Ray client's gRPC and event threads stay after ``ray.shutdown()``) has crashed on one."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._cond = threading.Condition()
+        self._deadline: Optional[float] = None
+
+    def arm(self, seconds: float) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+            self._pid, self._cond, self._deadline = os.getpid(), threading.Condition(), None
+            threading.Thread(target=self._run, args=(self._cond, threading.main_thread().ident),
+                             name="indexer-decode-alarm", daemon=True).start()
+        with self._cond:
+            self._deadline = time.monotonic() + seconds
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:  # once this returns, no signal is sent for the block that armed it
+            self._deadline = None
+
+    def _run(self, cond: threading.Condition, main: int) -> None:
+        with cond:
+            while True:
+                if self._deadline is None:
+                    cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    cond.wait(left)
+                    continue
+                self._deadline = None
+                signal.pthread_kill(main, signal.SIGALRM)
+
+
+_alarm = _Alarm()
+
+
 @contextmanager
 def time_limit(seconds: Optional[float]) -> Iterator[None]:
     """Raises ``DecodeError('timeout')`` if the block runs longer than ``seconds`` (a hostile file
-    that sends a decoder into a very long loop). Uses SIGALRM: only in a process's main thread."""
+    that sends a decoder into a very long loop). Uses SIGALRM, aimed at the main thread: only in a
+    process's main thread."""
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -189,12 +233,13 @@ def time_limit(seconds: Optional[float]) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, expired)
     try:
         # Armed inside the try: however early the alarm fires, the previous handler is put back.
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        _alarm.arm(seconds)
         yield
     finally:
         try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _alarm.disarm()
         finally:
+            # signal.signal runs a signal still pending (``expired``) before it puts the previous handler back
             signal.signal(signal.SIGALRM, previous)
 
 
