@@ -277,3 +277,36 @@ def test_the_postgresql_regex_of_a_glob_matches_what_sqlites_glob_matches(patter
     sqlite_says = bool(sqlite3.connect(":memory:").execute("SELECT ? GLOB ?", (text, pattern)).fetchone()[0])
     regex = sqlite_glob_regex(pattern)
     assert (regex is not None and re.match(regex, text) is not None) == sqlite_says
+
+
+def _plan(catalog, expression: str) -> str:
+    clause = catalog.filters.compile(expression)
+    return " ".join(str(row[-1]) for row in catalog.rows(
+        f"EXPLAIN QUERY PLAN SELECT items.id FROM items WHERE ({clause.sql})", clause.params))
+
+
+def test_a_compound_filter_walks_the_index_of_its_narrowest_term(tmp_path):
+    # SQLite keeps no statistics of value ranges: left alone it walks one of the two indexes whichever keeps
+    # fewer items. Each term is counted through its index first, and the narrowest one's index is walked.
+    catalog = open_catalog(tmp_path / "index")
+    now = time.time()
+    count = 3000
+    catalog.write("INSERT INTO embeddings (sha256, vector, created_at) VALUES (:sha, :vector, :now)",
+                  [{"sha": f"{i:064x}", "vector": b"\0\0" * 4, "now": now} for i in range(count)])
+    catalog.write(  # taken: one a day from 2000 on; size: 1 kB more for each item
+        "INSERT INTO items (uri, size, mtime_ns, state, embedding_id, taken, added_at, updated_at, meta_at) "
+        "VALUES (:uri, :size, 0, 'embedded', :emb, :taken, :now, :now, :now)",
+        [{"uri": f"/p/{i}.jpg", "size": 1000 * (i + 1), "emb": i + 1, "now": now,
+          "taken": time.strftime("%Y-%m-%d 12:00:00", time.gmtime(946684800 + 86400 * i))} for i in range(count)])
+    try:
+        for expression, index in [("size < 50kB and taken < 2007", "ix_items_size"),   # 49 and 2557 items
+                                  ("taken < 2007 and size < 50kB", "ix_items_size"),
+                                  ("taken < 2000-02-01 and size < 2MB", "ix_items_taken"),  # 31 and 1999
+                                  ("size < 2MB and (taken < 2000-02-01 and lat = 0 or lat != 0)", "ix_items_size")]:
+            assert index in _plan(catalog, expression), expression
+        for expression in ["size < 50kB and taken < 2007", "taken < 2000-02-01 and size < 2MB"]:
+            clause = catalog.filters.compile(expression)
+            plain = catalog.rows(f"SELECT count(*) FROM items WHERE {clause.sql}", clause.params)
+            assert len(catalog.filters.matching_item_ids(clause)) == plain[0][0] in (49, 31)
+    finally:
+        catalog.close()

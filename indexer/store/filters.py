@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 from . import fulltext
 from .catalog import EMBEDDED, chunked, in_list
 from .rows import LiveItem
-from .where import BoolOp, WhereClause, compile_where, parse, path_filter_node
+from .where import BoolOp, Comparison, Node, WhereClause, compile_where, indexed_terms, parse, path_filter_node
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -20,6 +20,8 @@ _LIVE = "items.state = :state AND items.embedding_id IS NOT NULL"
 # The same, with SQLite told not to walk the state index for it (nearly every item is embedded): the
 # filter's own index (``taken``, the full text) or one pass over the table, in id order, is faster.
 _LIVE_SCAN = {"sqlite": "+items.state = :state AND items.embedding_id IS NOT NULL", "postgresql": _LIVE}
+# How many items of one term are counted, at most, to tell which of a filter's indexed terms is narrowest.
+PROBE_LIMIT = 20_000
 
 
 class CatalogFilters:
@@ -36,7 +38,25 @@ class CatalogFilters:
         if not nodes:
             return None
         node = nodes[0] if len(nodes) == 1 else BoolOp("and", tuple(nodes))
-        return compile_where(node, where or "", self.catalog.dialect, self.latest_classification_run)
+        return compile_where(node, where or "", self.catalog.dialect, self.latest_classification_run,
+                             self._broader_terms(node))
+
+    def _broader_terms(self, node: Node) -> frozenset[Comparison]:
+        """Of two or more indexed terms a filter requires (``size < 100kB and taken < 2005``), all but the
+        narrowest. SQLite keeps no statistics of value ranges, so it may walk the broader term's index (a
+        fifth of a catalog, where the other keeps a hundredth); each term is counted through its own index,
+        up to ``PROBE_LIMIT`` items (a few milliseconds), and the others are then checked on the rows the
+        narrowest finds. PostgreSQL's planner has the statistics: nothing is probed there."""
+        terms = list(dict.fromkeys(indexed_terms(node)))
+        if self.catalog.dialect != "sqlite" or len(terms) < 2:
+            return frozenset()
+        counts = []
+        for term in terms:
+            alone = compile_where(term, "", "sqlite", self.latest_classification_run)
+            counts.append(int(self.catalog.rows(
+                f"SELECT count(*) FROM (SELECT 1 FROM items WHERE {alone.sql} LIMIT {PROBE_LIMIT})", alone.params)[0][0]))
+        narrowest = counts.index(min(counts))
+        return frozenset(term for i, term in enumerate(terms) if i != narrowest)
 
     def latest_classification_run(self) -> Optional[int]:
         row = self.catalog.rows("SELECT max(id) FROM classification_runs WHERE completed_at IS NOT NULL")

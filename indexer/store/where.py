@@ -297,10 +297,26 @@ class WhereClause:
     text: str
 
 
+# The columns the catalog indexes for ``--where`` (migration 0007): a range on one is found through its index.
+INDEXED_COLUMNS = ("items.taken", "items.size", "items.lat", "items.lon")
+
+
+def indexed_terms(node: Node) -> list[Comparison]:
+    """The comparisons on an indexed column that ``node`` requires (reached through ``and`` alone): each
+    could be the index the database walks to find the items ``node`` keeps."""
+    if isinstance(node, BoolOp) and node.op == "and":
+        return [c for n in node.nodes for c in indexed_terms(n)]
+    if isinstance(node, Comparison) and node.op != "!=" and FIELDS[node.field][0] in INDEXED_COLUMNS:
+        return [node]
+    return []
+
+
 class _Compiler:
-    def __init__(self, dialect: str, latest_run: Callable[[], Optional[int]]) -> None:
+    def __init__(self, dialect: str, latest_run: Callable[[], Optional[int]],
+                 unindexed: frozenset[Comparison] = frozenset()) -> None:
         self.dialect = dialect
         self.latest_run = latest_run
+        self.unindexed = unindexed
         self.params: dict[str, Any] = {}
         self._run: Optional[int] = None
 
@@ -326,6 +342,8 @@ class _Compiler:
 
     def comparison(self, c: Comparison) -> str:
         column, kind = FIELDS[c.field]
+        if c in self.unindexed:
+            column = f"+{column}"  # SQLite: this term is checked on the row, never looked up in its index
         if kind == "date":
             start, end = date_span(c.value, c.value_column)
             if c.op == "=":
@@ -373,8 +391,10 @@ class _Compiler:
         return self._run
 
 
-def compile_where(node: Node, text: str, dialect: str, latest_run: Callable[[], Optional[int]]) -> WhereClause:
-    compiler = _Compiler(dialect, latest_run)
+def compile_where(node: Node, text: str, dialect: str, latest_run: Callable[[], Optional[int]],
+                  unindexed: frozenset[Comparison] = frozenset()) -> WhereClause:
+    """``node`` as SQL for ``dialect``; the comparisons in ``unindexed`` (SQLite) are kept from their index."""
+    compiler = _Compiler(dialect, latest_run, unindexed)
     return WhereClause(compiler.node(node), compiler.params, text)
 
 
