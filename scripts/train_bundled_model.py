@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import open_clip  # noqa: E402
 from open_clip.loss import ClipLoss  # noqa: E402
-from open_clip.tokenizer import SimpleTokenizer, default_bpe  # noqa: E402
+from open_clip.tokenizer import SimpleTokenizer  # noqa: E402
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # noqa: E402
 
 from indexer import synthetic  # noqa: E402

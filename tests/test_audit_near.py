@@ -3,7 +3,6 @@ indexes), and the linear probe beside the zero-shot probabilities. Real SQLite, 
 
 from __future__ import annotations
 
-import io
 import shutil
 import sqlite3
 from pathlib import Path

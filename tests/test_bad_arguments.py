@@ -5,7 +5,6 @@ on real files and catalogs."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
