@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from indexer.models import bundled
 from indexer.models.tokenizer import ClipTokenizer
@@ -68,3 +69,22 @@ def test_refuses_what_it_does_not_reproduce() -> None:
         ClipTokenizer.from_open_clip_config({"model_cfg": {"text_cfg": {"hf_tokenizer_name": "bert-base-uncased"}}})
     with pytest.raises(ValueError):
         ClipTokenizer(clean="none")
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+       | st.sampled_from(["a dog", "it's a 'cat'", "#1 <b>bold</b> \"quote\" ~`^_{|}", "a;b:c\\d"]))
+@settings(max_examples=300, deadline=None)
+def test_plain_text_is_what_ftfy_leaves_as_it_is(text: str) -> None:
+    # Queries of printable ASCII skip ftfy (and its import); that must never change what is tokenised.
+    import ftfy
+
+    from indexer.models.tokenizer import _plain
+
+    if _plain(text):
+        assert ftfy.fix_text(text) == text
+
+
+def test_text_that_ftfy_mends_still_goes_through_it() -> None:
+    tokenizer = ClipTokenizer()
+    for mended, plain in [("caf\u00c3\u00a9", "caf\u00e9"), ("&amp;lt;3", "<3"), ("\uff21\uff22", "ab")]:
+        assert (tokenizer([mended]) == tokenizer([plain])).all(), mended

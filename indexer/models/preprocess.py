@@ -19,16 +19,18 @@ Then: convert to RGB, scale to ``[0, 1]``, subtract ``mean`` and divide by ``std
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:  # Pillow is imported where a picture is resized: a text query never loads it
+    from PIL import Image
 
 # open_clip's defaults (OPENAI_DATASET_MEAN / _STD), used when a model's config names none.
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_RESAMPLE = ("bicubic", "bilinear")  # Pillow's Image.Resampling, by name
 _RESIZE_MODES = ("shortest", "longest", "squash")
 
 SizeLike = Union[int, Sequence[int]]
@@ -148,11 +150,13 @@ def _resized_size(width: int, height: int, cfg: PreprocessConfig) -> tuple[int, 
     return round(width / ratio), round(height / ratio)
 
 
-def _resample(cfg: PreprocessConfig) -> Image.Resampling:
+def _resample(cfg: PreprocessConfig) -> "Image.Resampling":
+    from PIL import Image
+
     if cfg.resize_mode == "shortest" and cfg.size[0] != cfg.size[1]:
         # open_clip builds ResizeKeepRatio without passing the interpolation here, so it is always bicubic.
         return Image.Resampling.BICUBIC
-    return _RESAMPLE[cfg.interpolation]
+    return Image.Resampling[cfg.interpolation.upper()]
 
 
 def _centre_crop_or_pad(pixels: np.ndarray, height: int, width: int, fill: int) -> np.ndarray:
