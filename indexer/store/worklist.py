@@ -11,6 +11,7 @@ list: it opens its own connection in the process that uses it.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,10 +333,12 @@ class PendingReader:
     def __init__(self, catalog_url: str, sqlite_path: Optional[str] = None) -> None:
         self.catalog_url = catalog_url
         self.sqlite_path = sqlite_path
+        self._on_sqlite = make_url(catalog_url).get_backend_name() == "sqlite"
         self._engine: Any = None
+        self._sqlite: Optional[sqlite3.Connection] = None
 
     def __getstate__(self) -> dict:
-        return {"catalog_url": self.catalog_url, "sqlite_path": self.sqlite_path, "_engine": None}
+        return {**self.__dict__, "_engine": None, "_sqlite": None}
 
     def _execute(self, statement: Any) -> list:
         if self._engine is None:
@@ -354,10 +357,24 @@ class PendingReader:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
 
     def embedding_id(self, sha256: str) -> Optional[int]:
-        rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
-        return rows[0][0] if rows else None
+        """The embedding already stored for these bytes, if any: asked once per item read, so on SQLite it is
+        one prepared statement on a connection of its own (~10 µs, where building and running a SQLAlchemy
+        select took ~0.3 ms, a tenth of a small picture's decode)."""
+        if not self._on_sqlite:
+            rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
+            return rows[0][0] if rows else None
+        try:
+            if self._sqlite is None:
+                self._sqlite = readonly_connection(Path(self.sqlite_path or make_url(self.catalog_url).database or ""))
+            row = self._sqlite.execute("SELECT id FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone()
+        except sqlite3.Error as exc:
+            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc).strip()}") from exc
+        return int(row[0]) if row else None
 
     def plain_files(self, shard: int = 0, shards: int = 1, first_id: int = 0,
                     last_id: Optional[int] = None) -> Iterator[tuple[int, str, Optional[bytes]]]:
