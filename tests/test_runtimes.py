@@ -201,8 +201,8 @@ def test_queries_and_cpu_ingestion_never_import_torch_once_converted(tmp_path, p
 
 def test_decode_workers_import_no_model_runtime():
     # A spawned decode worker imports the module of its target and what its arguments need, nothing else.
-    code = ("import sys, indexer.ingest.pipeline, indexer.ingest.read, indexer.models.preprocess, indexer.store.items;"
-            "print(sorted(m for m in ('torch', 'open_clip', 'openvino', 'faiss') if m in sys.modules))")
+    code = ("import sys, indexer.ingest.pipeline, indexer.ingest.read, indexer.models.preprocess;"
+            "print(sorted(m for m in ('torch', 'open_clip', 'openvino', 'faiss', 'sqlalchemy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _faults
 from ..ingest.embedding import Skipped
 from ..ingest.read import Batch, ReadOptions, batches, iter_pending, read_options
-from ..store.worklist import PendingReader
+from ..store.pending import PendingReader
 from .shards import Shard
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .. import _faults
-from ..store.worklist import PendingReader
+from ..store.pending import PendingReader
 from .read import Batch, ReadOptions, Selection, batches, iter_pending
 
 PREFETCH = 4  # batches per worker waiting in the queue

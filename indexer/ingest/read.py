@@ -29,7 +29,7 @@ from ..media.guard import DecodeWatchdog, hard_limit
 from ..media.phash import perceptual_hash
 from ..media.metadata import PictureFacts, read_facts
 from ..media.sources import read_bytes
-from ..store.worklist import PendingReader
+from ..store.pending import PendingReader
 
 if TYPE_CHECKING:
     from ..config import Settings

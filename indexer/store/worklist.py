@@ -4,22 +4,18 @@ Every write that changes an item's state is here, each in one transaction, so th
 two of them leaves a catalog that the next run resumes from (the design's invariant 2). The decisions
 (what is new, changed or unchanged) are made by ``indexer.ingest``; this module only records them.
 
-``PendingReader`` is the read-only view that decode workers (other processes) use to stream the work
-list: it opens its own connection in the process that uses it.
+``pending_reader`` gives the read-only view that decode workers (other processes) use to stream the work
+list (``store.pending``): it opens its own connection in the process that uses it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from sqlalchemy import bindparam, create_engine, delete, func, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, delete, func, select, update
 
 from ..errors import CatalogError
 from .dialect import insert_for
@@ -27,7 +23,7 @@ from .files import fault_point
 from .catalog import chunked
 from .states import PURGES_KEY
 from .schema import Archive, Embedding, Item, ItemState, Meta
-from .sqlite import readonly_connection
+from .pending import PendingReader
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -322,83 +318,3 @@ class CatalogWorklist:
             low, high = conn.execute(select(func.min(Item.id), func.max(Item.id)).where(
                 Item.state == PENDING, Item.container.is_(None))).one()
         return (int(low), int(high)) if low is not None else (0, -1)
-
-
-class PendingReader:
-    """The pending work list, read-only, for a decode worker in another process (or on another machine,
-    with a server catalog). Picklable: the connection is opened in the process that reads, on first use."""
-
-    PAGE = 256
-
-    def __init__(self, catalog_url: str, sqlite_path: Optional[str] = None) -> None:
-        self.catalog_url = catalog_url
-        self.sqlite_path = sqlite_path
-        self._on_sqlite = make_url(catalog_url).get_backend_name() == "sqlite"
-        self._engine: Any = None
-        self._sqlite: Optional[sqlite3.Connection] = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_engine": None, "_sqlite": None}
-
-    def _execute(self, statement: Any) -> list:
-        if self._engine is None:
-            if make_url(self.catalog_url).get_backend_name() == "sqlite":
-                path = Path(self.sqlite_path or make_url(self.catalog_url).database or "")
-                self._engine = create_engine("sqlite://", creator=lambda: readonly_connection(path))
-            else:
-                self._engine = create_engine(self.catalog_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        try:
-            with self._engine.connect() as conn:
-                return conn.execute(statement).all()
-        except DBAPIError as exc:
-            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc.orig).strip()}") from exc
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-        if self._sqlite is not None:
-            self._sqlite.close()
-            self._sqlite = None
-
-    def embedding_id(self, sha256: str) -> Optional[int]:
-        """The embedding already stored for these bytes, if any: asked once per item read, so on SQLite it is
-        one prepared statement on a connection of its own (~10 µs, where building and running a SQLAlchemy
-        select took ~0.3 ms, a tenth of a small picture's decode)."""
-        if not self._on_sqlite:
-            rows = self._execute(select(Embedding.id).where(Embedding.sha256 == sha256))
-            return rows[0][0] if rows else None
-        try:
-            if self._sqlite is None:
-                self._sqlite = readonly_connection(Path(self.sqlite_path or make_url(self.catalog_url).database or ""))
-            row = self._sqlite.execute("SELECT id FROM embeddings WHERE sha256 = ?", (sha256,)).fetchone()
-        except sqlite3.Error as exc:
-            raise CatalogError(f"cannot read the pending items of the catalog: {str(exc).strip()}") from exc
-        return int(row[0]) if row else None
-
-    def plain_files(self, shard: int = 0, shards: int = 1, first_id: int = 0,
-                    last_id: Optional[int] = None) -> Iterator[tuple[int, str, Optional[bytes]]]:
-        """(item id, uri, raw path) of the pending plain files whose id falls in ``shard`` of ``shards``
-        (and within ``first_id``..``last_id`` when given)."""
-        last = first_id - 1
-        while True:
-            statement = select(Item.id, Item.uri, Item.raw_path).where(
-                Item.state == PENDING, Item.container.is_(None), Item.id > last, Item.id % shards == shard)
-            if last_id is not None:
-                statement = statement.where(Item.id <= last_id)
-            page = self._execute(statement.order_by(Item.id).limit(self.PAGE))
-            if not page:
-                return
-            yield from (tuple(row) for row in page)
-            last = page[-1][0]
-
-    def containers(self) -> list[str]:
-        """Archives with pending members, in name order."""
-        return [row[0] for row in self._execute(
-            select(Item.container).where(Item.state == PENDING, Item.container.is_not(None))
-            .distinct().order_by(Item.container))]
-
-    def members(self, container: str) -> list[tuple[int, str]]:
-        """(item id, uri) of the pending members of one archive."""
-        return [tuple(row) for row in self._execute(
-            select(Item.id, Item.uri).where(Item.state == PENDING, Item.container == container))]
