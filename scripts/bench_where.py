@@ -9,7 +9,7 @@ Builds a real SQLite catalog of ``--count`` embedded items with synthetic metada
 vocabulary on half of them, full-text indexed by the catalog's own triggers) and synthetic, clustered
 embeddings; then times ``Index.search_vector`` (k=10) with no filter and with each filter below, as the
 median of ``--queries`` fresh queries after a warm-up, and prints the median time added by each filter,
-with the share of items it keeps. How each is answered (``query/search.py``): the nearest contents are
+with the share of items it keeps (``--only EXPR``: that filter alone). How each is answered (``query/search.py``): the nearest contents are
 checked against the filter first (one indexed read of their ids), and only when fewer than k pass (a
 selective filter) are the filter's items selected first (an index on ``taken``, the full-text index for
 ``caption ~``, a scan otherwise) and scored exactly, or searched in FAISS through an ``IDSelectorBatch``.
@@ -41,6 +41,9 @@ FILTERS = [
     "size < 100kB and taken < 2005",
     "lat > 89.9",
     "path ~ '*/2019/07/*'",
+    "camera = 'SONY ILCE-7'",
+    "width = 640 and height = 4000",
+    "camera = 'SONY ILCE-7' and width = 640 and height = 4000",
 ]
 
 
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--flat", action="store_true", help="keep the exact flat layout at any size")
     parser.add_argument("--keep", type=Path, help="build (or reuse) the catalog in this folder and keep it")
+    parser.add_argument("--only", action="append", help="time this filter only (repeatable; default: the list above)")
     args = parser.parse_args()
     from indexer import open_index
     from indexer.config import Settings
@@ -130,7 +134,7 @@ def main() -> None:
             plain, _ = timed(None)
             print(f"plain search (k=10): median {plain:.1f} ms over {args.queries} queries")
             print(f"{'filter':<36} {'keeps':>8} {'median ms':>10} {'added ms':>9} {'hits':>5}")
-            for where in FILTERS:
+            for where in args.only or FILTERS:
                 clause = index.catalog.filters.compile(where)
                 keeps = len(index.catalog.filters.matching_item_ids(clause)) / total
                 ms, hits = timed(where)

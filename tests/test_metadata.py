@@ -150,6 +150,41 @@ def test_a_catalog_at_0005_with_rows_is_upgraded_in_place_with_full_text(tmp_pat
         catalog.close()
 
 
+
+def test_a_catalog_at_0007_gets_the_filter_indexes_and_a_selective_camera_filter_uses_one(tmp_path, catalog_url):
+    from alembic import command
+    from sqlalchemy import create_engine, inspect, text
+
+    from indexer.store.catalog import open_catalog
+    from indexer.store.migrate import alembic_config
+
+    command.upgrade(alembic_config(catalog_url), "0007_metadata")
+    engine = create_engine(catalog_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)"), {"v": b"\0\0"})
+        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at, camera, "
+                          "width, height) VALUES ('/p/a.jpg', 10, 20, 'embedded', 1, 0, 0, 'NIKON D750', 640, 480)"))
+    engine.dispose()
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    server = None if catalog_url.startswith("sqlite") else catalog_url
+    if server is None:
+        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
+    catalog = open_catalog(index_dir, url=server)
+    try:
+        clause = catalog.filters.compile("camera = 'nikon d750' and width = 640 and height = 480")
+        assert catalog.filters.matching_item_ids(clause) == [1]
+        if server is None:
+            plan = " ".join(str(r[-1]) for r in catalog.rows(
+                f"EXPLAIN QUERY PLAN SELECT id FROM items WHERE {clause.sql}", clause.params))
+            assert "USING INDEX ix_items_" in plan, plan
+        else:
+            names = {i["name"] for i in inspect(create_engine(server)).get_indexes("items")}
+            assert {"ix_items_width", "ix_items_height", "ix_items_camera_lower"} <= names
+    finally:
+        catalog.close()
+
+
 def test_the_exif_reader_agrees_with_pillows_and_takes_garbage_calmly(tmp_path):
     import struct
 

@@ -103,10 +103,13 @@ class CatalogFilters:
     def for_embeddings(self, embedding_ids: Sequence[int], clause: WhereClause) -> list[LiveItem]:
         """The embedded items holding these contents that ``clause`` keeps, in item order."""
         found: list[LiveItem] = []
+        # SQLite: the items are looked up by content, never found by walking an index of the filter's
+        # (``width = 640`` keeps a sixth of a catalog: walking it cost 160 ms at 1M, the lookups 1 ms).
+        table = "items INDEXED BY ix_items_embedding_id" if self.catalog.dialect == "sqlite" else "items"
         for part in chunked([int(i) for i in embedding_ids]):
             ids, params = in_list("e", part)
             found += [LiveItem(int(r[0]), str(r[1]), int(r[2])) for r in self.catalog.rows(
-                f"SELECT items.id, items.uri, items.embedding_id FROM items WHERE items.embedding_id IN {ids} "
+                f"SELECT items.id, items.uri, items.embedding_id FROM {table} WHERE items.embedding_id IN {ids} "
                 f"AND {_LIVE_SCAN[self.catalog.dialect]} AND ({clause.sql})", {**self._params(clause), **params})]
         return sorted(found)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index as SqlIndex, Integer, LargeBinary, \
-    MetaData, String, Table, Text, UniqueConstraint, text
+    MetaData, String, Table, Text, UniqueConstraint, func, text
 
 from .states import ItemState  # noqa: F401 - the items' states, also read from here
 
@@ -107,6 +107,9 @@ Item = _table(
     SqlIndex("ix_items_size", "size"),
     SqlIndex("ix_items_lat", "lat"),
     SqlIndex("ix_items_lon", "lon"),
+    SqlIndex("ix_items_width", "width"),  # migration 0008: a selective --where on them, or on camera =
+    SqlIndex("ix_items_height", "height"),
+    SqlIndex("ix_items_camera_lower", func.lower(text("camera"))),
     # The embedded items whose metadata is still to be read (after an upgrade): found without a scan.
     SqlIndex("ix_items_meta_missing", "id", sqlite_where=text("meta_at IS NULL"),
              postgresql_where=text("meta_at IS NULL")),

@@ -16,6 +16,6 @@ class ItemState(str, enum.Enum):
 
 
 # The newest revision under migrations/versions; a test checks it against Alembic's own view.
-SCHEMA_HEAD = "0007_metadata"
+SCHEMA_HEAD = "0008_filter_indexes"
 PURGES_KEY = "embeddings.purges"  # meta: how many times embeddings were deleted (vectors must follow)
 INT8_KEY = "int8"  # meta: whether the index embeds with an int8 image tower, why, and its agreement (ingest.int8)

@@ -297,16 +297,20 @@ class WhereClause:
     text: str
 
 
-# The columns the catalog indexes for ``--where`` (migration 0007): a range on one is found through its index.
-INDEXED_COLUMNS = ("items.taken", "items.size", "items.lat", "items.lon")
+# The columns the catalog indexes for ``--where`` (migrations 0007 and 0008; ``camera`` as ``lower(camera)``),
+# with the operators whose items are found through that index.
+INDEXED_COLUMNS = {"items.taken": ("=", "<", "<=", ">", ">="), "items.size": ("=", "<", "<=", ">", ">="),
+                   "items.lat": ("=", "<", "<=", ">", ">="), "items.lon": ("=", "<", "<=", ">", ">="),
+                   "items.width": ("=", "<", "<=", ">", ">="), "items.height": ("=", "<", "<=", ">", ">="),
+                   "items.camera": ("=",)}
 
 
 def indexed_terms(node: Node) -> list[Comparison]:
-    """The comparisons on an indexed column that ``node`` requires (reached through ``and`` alone): each
+    """The comparisons found through an index that ``node`` requires (reached through ``and`` alone): each
     could be the index the database walks to find the items ``node`` keeps."""
     if isinstance(node, BoolOp) and node.op == "and":
         return [c for n in node.nodes for c in indexed_terms(n)]
-    if isinstance(node, Comparison) and node.op != "!=" and FIELDS[node.field][0] in INDEXED_COLUMNS:
+    if isinstance(node, Comparison) and node.op in INDEXED_COLUMNS.get(FIELDS[node.field][0], ()):
         return [node]
     return []
 
