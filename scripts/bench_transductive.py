@@ -4,6 +4,9 @@ classification (guarded, and unguarded for reference), and each head with and wi
     python scripts/bench_transductive.py --work /tmp/zs-bench              # draw, ingest, measure: one table
     python scripts/bench_transductive.py --work /tmp/zs-bench --no-heads   # without the (slow) head rows
     python scripts/bench_transductive.py --work /tmp/zs-bench --guard      # also the guard cases
+    python scripts/bench_transductive.py --work /tmp/zs-bench --no-heads --sets drawn,plain
+                                         # the development sets alone (drawn, ingested and measured): where
+                                         # settings are chosen, without a held-out figure on the screen
 
 Sets (48 classes, the bundled model's 12 unseen; each drawn with one fixed seed into --work and ingested
 with the bundled ``tiny-shapes`` model into one index):
@@ -73,15 +76,21 @@ def _draw(name: str, root: Path, classes: list[str], per_class: int, seed: int) 
         held_out_renderers.write_folder(name, root, classes, per_class, seed)
 
 
-def build(work: Path, heads: bool) -> Path:
-    """Draws every set (and, with ``heads``, its labelled and pool pictures) and ingests them."""
+def build(work: Path, heads: bool, sets: list[str]) -> Path:
+    """Draws each of ``sets`` (and, with ``heads``, its labelled and pool pictures) and ingests them; a
+    set already ingested (its marker file in ``work``) is left as it is."""
     index_path = work / "index"
-    done = work / ("built-heads.json" if heads else "built.json")
-    if done.exists() or (not heads and (work / "built-heads.json").exists()):
+
+    def done(name: str, with_heads: bool) -> Path:
+        return work / f"built-{name}{'-heads' if with_heads else ''}.json"
+
+    todo = [name for name in sets if not (done(name, True).exists() or (not heads and done(name, False).exists()))]
+    if not todo:
         return index_path
     started = time.perf_counter()
     sources = []
-    for name, seed in SEEDS.items():
+    for name in todo:
+        seed = SEEDS[name]
         if not (work / name / "test").exists():
             _draw(name, work / name / "test", CLASSES, PER_CLASS[name], seed)
         sources.append(work / name / "test")
@@ -96,20 +105,23 @@ def build(work: Path, heads: bool) -> Path:
             sources += [work / name / "labelled", work / name / "pool_unseen"]
     with open_index(index_path, model="tiny-shapes") as index:
         index.ingest(sources, progress=False)
-    done.write_text(json.dumps(SEEDS))
+    for name in todo:
+        done(name, heads).write_text(json.dumps({name: SEEDS[name]}))
     print(f"# drew and ingested in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return index_path
 
 
-def build_dominant(work: Path, index_path: Path) -> None:
+def build_dominant(work: Path, index_path: Path, sets: list[str]) -> None:
     """240 more pictures of each of two classes per set (seed + 300), for large one-class-at-80 % cases."""
-    if (work / "built-dominant.json").exists():
+    todo = [name for name in sets if not (work / f"built-{name}-dominant.json").exists()]
+    if not todo:
         return
-    for name, seed in SEEDS.items():
-        _draw(name, work / name / "dominant", list(DOMINANT_CLASSES), DOMINANT, seed + 300)
+    for name in todo:
+        _draw(name, work / name / "dominant", list(DOMINANT_CLASSES), DOMINANT, SEEDS[name] + 300)
     with open_index(index_path) as index:
-        index.ingest([work / name / "dominant" for name in SEEDS], progress=False)
-    (work / "built-dominant.json").write_text(json.dumps(SEEDS))
+        index.ingest([work / name / "dominant" for name in todo], progress=False)
+    for name in todo:
+        (work / f"built-{name}-dominant.json").write_text(json.dumps({name: SEEDS[name]}))
 
 
 def set_embeddings(index, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +150,11 @@ def calibrated(scores: np.ndarray, truth: np.ndarray) -> dict:
     return figures(one_hot, truth)
 
 
-def method_rows(index, work: Path, heads: bool) -> dict[str, dict[str, dict]]:
+def method_rows(index, work: Path, heads: bool, sets: list[str]) -> dict[str, dict[str, dict]]:
     """{method: {set: figures}}."""
     scorer = LabelScores.build(index.context.texts, CLASSES)
     table: dict[str, dict[str, dict]] = {}
-    for name in SEEDS:
+    for name in sets:
         x, y = set_embeddings(index, work / name / "test")
         plain = scorer.scores(x)
         table.setdefault("plain cosine", {})[name] = figures(plain, y)
@@ -167,8 +179,7 @@ def method_rows(index, work: Path, heads: bool) -> dict[str, dict[str, dict]]:
     return table
 
 
-def print_table(table: dict[str, dict[str, dict]]) -> None:
-    sets = list(SEEDS)
+def print_table(table: dict[str, dict[str, dict]], sets: list[str]) -> None:
     header = "| method | " + " | ".join(f"{s}{' (held out)' if s in HELD_OUT else ' (dev)'} top-1 / S / U / H"
                                         for s in sets) + " |"
     print(header)
@@ -185,12 +196,12 @@ def print_table(table: dict[str, dict[str, dict]]) -> None:
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 
-def guard_cases(index, work: Path) -> None:
+def guard_cases(index, work: Path, sets: list[str]) -> None:
     """Transductive (default, guarded) and plain top-1 on collections with little to work with."""
     scorer = LabelScores.build(index.context.texts, CLASSES)
     print("\n| set | case | items | plain top-1 | transductive top-1 | difference | guard off | guard |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name in SEEDS:
+    for name in sets:
         x, y = set_embeddings(index, work / name / "test")
         rng = np.random.default_rng(11)
         cases = []
@@ -229,13 +240,20 @@ def main() -> None:
     parser.add_argument("--no-heads", action="store_true")
     parser.add_argument("--guard", action="store_true")
     parser.add_argument("--guard-only", action="store_true", help="only the guard cases (implies --guard)")
+    parser.add_argument("--sets", default=",".join(SEEDS),
+                        help=f"comma-separated sets to draw, ingest and measure (default: all, {','.join(SEEDS)}; "
+                             "the development sets alone: drawn,plain)")
     parser.add_argument("--dump", type=Path, help="write each set's embeddings, truth and text matrix to this .npz")
     args = parser.parse_args()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s not in SEEDS]
+    if unknown or not sets:
+        parser.error(f"--sets: unknown set(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SEEDS)}")
     args.guard |= args.guard_only
     args.work.mkdir(parents=True, exist_ok=True)
-    index_path = build(args.work, heads=not args.no_heads)
+    index_path = build(args.work, heads=not args.no_heads, sets=sets)
     if args.guard:
-        build_dominant(args.work, index_path)
+        build_dominant(args.work, index_path, sets)
     with open_index(index_path) as index:
         if args.dump:
             from indexer.query.scoring import label_embeddings
@@ -243,16 +261,16 @@ def main() -> None:
             arrays = {"text": label_embeddings(index.context.texts, CLASSES),
                       "scale": np.array(index.context.texts.logit_scale),
                       "unseen": np.array([c in UNSEEN for c in CLASSES])}
-            for name in SEEDS:
+            for name in sets:
                 x, y = set_embeddings(index, args.work / name / "test")
                 arrays[f"{name}_x"], arrays[f"{name}_y"] = x, y
             np.savez(args.dump, **arrays)
             print(f"# wrote {args.dump}", file=sys.stderr)
             return
         if not args.guard_only:
-            print_table(method_rows(index, args.work, heads=not args.no_heads))
+            print_table(method_rows(index, args.work, heads=not args.no_heads, sets=sets), sets)
         if args.guard:
-            guard_cases(index, args.work)
+            guard_cases(index, args.work, sets)
 
 
 if __name__ == "__main__":
