@@ -8,7 +8,8 @@ import importlib.util
 import io
 import os
 import shutil
-import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -22,7 +23,7 @@ from PIL import Image
 
 from indexer import open_index
 from indexer.config import Settings
-from indexer.media.decode import DEFAULT_MAX_PIXELS, decode_image, time_limit
+from indexer.media.decode import DEFAULT_MAX_PIXELS, decode_image
 from indexer.errors import DecodeError
 from indexer.ingest import IngestSummary
 from indexer.media.entries import storable_path
@@ -221,19 +222,48 @@ def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch, strategy):
     assert (summary.embedded, summary.failed_by_reason) == (1, {"too_many_pixels": 1})
 
 
-def test_time_limit_stops_a_long_decode():
-    before = signal.getsignal(signal.SIGALRM)
-    started = time.perf_counter()
-    with pytest.raises(DecodeError) as caught:
-        with time_limit(0.2):
-            while time.perf_counter() - started < 5:
-                pass  # a decoder in a very long loop
-    assert caught.value.reason == "timeout"
-    assert time.perf_counter() - started < 2
-    assert signal.getsignal(signal.SIGALRM) is before  # the previous handler is back
+# The time limit's checks run in a fresh process of their own: the test process has been a Ray client by
+# then, and a SIGALRM in a process holding a disconnected Ray client's leftover threads has crashed it
+# (SIGSEGV, in Ray's code). A decode worker, where the limit is used, is never such a process.
+_TIME_LIMIT_CHECKS = """
+import signal, time
+import pytest
+from indexer.errors import DecodeError
+from indexer.media.decode import time_limit
+
+before = signal.getsignal(signal.SIGALRM)
+started = time.perf_counter()
+with pytest.raises(DecodeError) as caught:
     with time_limit(0.2):
-        pass  # a quick block is left alone
-    time.sleep(0.3)  # and no alarm is left behind to fire later
+        while time.perf_counter() - started < 5:
+            pass  # a decoder in a very long loop
+assert caught.value.reason == "timeout"
+assert time.perf_counter() - started < 2
+assert signal.getsignal(signal.SIGALRM) is before  # the previous handler is back
+with time_limit(0.2):
+    pass  # a quick block is left alone
+time.sleep(0.3)  # and no alarm is left behind to fire later
+
+# The limit's alarm is sent to the main thread by a thread of its own: a process-wide timer's SIGALRM may
+# land on any thread, and a caller's own interval timer would be cancelled by it.
+fired = []
+signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+signal.setitimer(signal.ITIMER_REAL, 30)
+with pytest.raises(DecodeError):
+    with time_limit(0.1):
+        while True:
+            pass
+left, _ = signal.getitimer(signal.ITIMER_REAL)
+assert 25 < left <= 30, left  # the caller's timer still runs
+assert fired == []  # and the limit's alarm went to the limit's handler only
+signal.setitimer(signal.ITIMER_REAL, 0)
+print("checked")
+"""
+
+
+def test_time_limit_stops_a_long_decode_and_leaves_the_process_timer_alone():
+    done = subprocess.run([sys.executable, "-c", _TIME_LIMIT_CHECKS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "checked", done.stdout + done.stderr
 
 
 def test_the_decode_time_limit_applies_during_ingestion(tmp_path, strategy):
@@ -245,23 +275,3 @@ def test_the_decode_time_limit_applies_during_ingestion(tmp_path, strategy):
     with open_index(tmp_path / "index", model="tiny-shapes", settings=settings) as index:
         summary = index.ingest([folder], warn=lambda message: None, **strategy)
     assert summary.failed_by_reason == {"timeout": 1}
-
-
-def test_time_limit_leaves_the_process_timer_alone_and_aims_at_the_main_thread():
-    # The limit's alarm is sent to the main thread by a thread of its own: a process-wide timer's SIGALRM
-    # may land on a thread Python did not start (a Ray client's gRPC threads stay after ray.shutdown()),
-    # and a caller's own interval timer would be cancelled by it.
-    fired = []
-    before = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 30)
-        with pytest.raises(DecodeError):
-            with time_limit(0.1):
-                while True:
-                    pass
-        left, _ = signal.getitimer(signal.ITIMER_REAL)
-        assert 25 < left <= 30  # the caller's timer still runs
-        assert fired == []  # and the limit's alarm went to the limit's handler only
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, before)
