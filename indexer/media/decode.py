@@ -179,9 +179,9 @@ def decode_image(data: bytes, target_size: int = 224, max_pixels: int = DEFAULT_
 
 class _Alarm:
     """The decode time limit's clock: one daemon thread per process that sends SIGALRM to the main thread
-    when the armed deadline passes. The signal is aimed at the main thread (``pthread_kill``): a
-    process-wide timer's signal may land on any thread, and a process that holds threads Python did not
-    start (a Ray client's gRPC and event threads stay after ``ray.shutdown()``) has crashed on one."""
+    when the armed deadline passes. The signal is aimed at the main thread (``pthread_kill``), where a
+    process-wide interval timer's may land on any thread (native libraries' threads included), and the
+    caller's own ``ITIMER_REAL``, if any, is left running."""
 
     def __init__(self) -> None:
         self._pid = 0
