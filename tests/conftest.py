@@ -234,3 +234,26 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     command = [str(script)] if script.exists() else [sys.executable, "-m", "indexer"]
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(command + list(args), capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600)
+
+
+def catalog_at_revision(tmp_path: Path, catalog_url: str, revision: str, statements: Iterable[tuple[str, dict]] = ()):
+    """A catalog written at an old schema ``revision`` (with ``statements`` run on it there), then opened by
+    indexer as an index folder under ``tmp_path``: upgraded in place on either database. Close it."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from indexer.store.catalog import open_catalog
+    from indexer.store.migrate import alembic_config
+
+    command.upgrade(alembic_config(catalog_url), revision)
+    engine = create_engine(catalog_url)
+    with engine.begin() as conn:
+        for sql, params in statements:
+            conn.execute(text(sql), params)
+    engine.dispose()
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    server = None if catalog_url.startswith("sqlite") else catalog_url
+    if server is None:
+        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
+    return open_catalog(index_dir, url=server)

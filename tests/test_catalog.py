@@ -24,7 +24,7 @@ from indexer.store.sqlite import sqlite_url
 from indexer.store import fulltext
 from indexer.store.migrate import SCHEMA_HEAD, alembic_config
 
-from .conftest import PER_CLASS, TEST_CLASSES, catalog_execute, catalog_rows
+from .conftest import PER_CLASS, TEST_CLASSES, catalog_at_revision, catalog_execute, catalog_rows
 
 
 def test_schema_head_constant_matches_the_migration_scripts():
@@ -94,20 +94,9 @@ def test_a_migrated_catalog_opens_and_works(tmp_path, photos, catalog_url):
 def test_a_catalog_at_0003_with_rows_is_upgraded_on_either_database(tmp_path, catalog_url):
     """A catalog written by the previous release (revision 0003) gains the lease table and keeps its rows;
     sizes above 2**31 and nanosecond times fit afterwards (BIGINT on PostgreSQL)."""
-    config = alembic_config(catalog_url)
-    command.upgrade(config, "0003_runs_complete")
-    engine = create_engine(catalog_url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO meta (key, value) VALUES ('catalog_id', '\"abc\"')"))
-        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, added_at, updated_at) "
-                          "VALUES ('/a.jpg', 10, 20, 'pending', 0, 0)"))
-    engine.dispose()
-    index_dir = tmp_path / "index"
-    index_dir.mkdir()
-    server = None if catalog_url.startswith("sqlite") else catalog_url
-    if server is None:
-        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
-    catalog = open_catalog(index_dir, url=server)
+    catalog = catalog_at_revision(tmp_path, catalog_url, "0003_runs_complete", [
+        ("INSERT INTO meta (key, value) VALUES ('catalog_id', '\"abc\"')", {}),
+        ("INSERT INTO items (uri, size, mtime_ns, state, added_at, updated_at) VALUES ('/a.jpg', 10, 20, 'pending', 0, 0)", {})])
     try:
         assert catalog.catalog_id() == "abc" and catalog.worklist.pending_count() == 1
         with catalog.begin() as conn:

@@ -11,7 +11,7 @@ import pytest
 
 from indexer import open_index
 
-from .conftest import catalog_dicts, catalog_execute
+from .conftest import catalog_at_revision, catalog_dicts, catalog_execute
 from .metadata_pictures import exif_jpeg, jpeg_bytes, webdataset_shard
 
 GOOD_GPS = {1: "N", 2: (52.0, 30.0, 0.0), 3: "W", 4: (1.0, 15.0, 0.0)}
@@ -118,27 +118,12 @@ def test_items_embedded_before_metadata_was_kept_are_filled_in_without_embedding
 def test_a_catalog_at_0005_with_rows_is_upgraded_in_place_with_full_text(tmp_path, catalog_url):
     """The columns are added in place, archives are marked for one more listing (their samples' captions),
     and the rows already there are found by full text."""
-    from alembic import command
-    from sqlalchemy import create_engine, text
-
-    from indexer.store.catalog import open_catalog
-    from indexer.store.migrate import alembic_config
-
-    command.upgrade(alembic_config(catalog_url), "0005_ingest_leases")
-    engine = create_engine(catalog_url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)"), {"v": b"\0\0"})
-        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at) "
-                          "VALUES ('/photos/lighthouse_at_dawn.jpg', 10, 20, 'embedded', 1, 0, 0)"))
-        conn.execute(text("INSERT INTO archives (uri, size, mtime_ns, members, complete, scanned_at) "
-                          "VALUES ('/shards/a.tar', 1, 2, 3, :yes, 0)"), {"yes": True})
-    engine.dispose()
-    index_dir = tmp_path / "index"
-    index_dir.mkdir()
-    server = None if catalog_url.startswith("sqlite") else catalog_url
-    if server is None:
-        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
-    catalog = open_catalog(index_dir, url=server)
+    catalog = catalog_at_revision(tmp_path, catalog_url, "0005_ingest_leases", [
+        ("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)", {"v": b"\0\0"}),
+        ("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at) "
+         "VALUES ('/photos/lighthouse_at_dawn.jpg', 10, 20, 'embedded', 1, 0, 0)", {}),
+        ("INSERT INTO archives (uri, size, mtime_ns, members, complete, scanned_at) "
+         "VALUES ('/shards/a.tar', 1, 2, 3, :yes, 0)", {"yes": True})])
     try:
         assert [i.uri for i in catalog.filters.keyword_ranked("lighthouse", 5)] == ["/photos/lighthouse_at_dawn.jpg"]
         assert catalog.worklist.facts_missing() == [(1, "/photos/lighthouse_at_dawn.jpg", None, None)]
@@ -152,25 +137,13 @@ def test_a_catalog_at_0005_with_rows_is_upgraded_in_place_with_full_text(tmp_pat
 
 
 def test_a_catalog_at_0007_gets_the_filter_indexes_and_a_selective_camera_filter_uses_one(tmp_path, catalog_url):
-    from alembic import command
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import create_engine, inspect
 
-    from indexer.store.catalog import open_catalog
-    from indexer.store.migrate import alembic_config
-
-    command.upgrade(alembic_config(catalog_url), "0007_metadata")
-    engine = create_engine(catalog_url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)"), {"v": b"\0\0"})
-        conn.execute(text("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at, camera, "
-                          "width, height) VALUES ('/p/a.jpg', 10, 20, 'embedded', 1, 0, 0, 'NIKON D750', 640, 480)"))
-    engine.dispose()
-    index_dir = tmp_path / "index"
-    index_dir.mkdir()
+    catalog = catalog_at_revision(tmp_path, catalog_url, "0007_metadata", [
+        ("INSERT INTO embeddings (sha256, vector, created_at) VALUES ('ab', :v, 0)", {"v": b"\0\0"}),
+        ("INSERT INTO items (uri, size, mtime_ns, state, embedding_id, added_at, updated_at, camera, width, height) "
+         "VALUES ('/p/a.jpg', 10, 20, 'embedded', 1, 0, 0, 'NIKON D750', 640, 480)", {})])
     server = None if catalog_url.startswith("sqlite") else catalog_url
-    if server is None:
-        os.replace(tmp_path / "catalog.sqlite", index_dir / "catalog.sqlite")
-    catalog = open_catalog(index_dir, url=server)
     try:
         clause = catalog.filters.compile("camera = 'nikon d750' and width = 640 and height = 480")
         assert catalog.filters.matching_item_ids(clause) == [1]
